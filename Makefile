@@ -1,0 +1,37 @@
+# Everything runs from the project's own virtualenv in .venv.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+LOTSEN_HOME ?= ./var
+export LOTSEN_HOME
+
+.PHONY: install run test test-unit bench clean
+
+$(BIN)/lotsen: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/lotsen
+
+# Migrates, loads demo data (once) and serves every service in one process.
+run: install
+	@scripts/ensure-rabbitmq || true
+	$(BIN)/lotsen migrate
+	$(BIN)/lotsen demo
+	$(BIN)/lotsen run
+
+# Unit tests, then integration tests against the real RabbitMQ and PostgreSQL.
+test: install
+	@scripts/ensure-services
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+bench: install
+	$(BIN)/python bench/import_register.py
+
+clean:
+	rm -rf $(VENV) var *.egg-info

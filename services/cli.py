@@ -1,0 +1,300 @@
+"""``lotsen``: the operators' command line.
+
+It works on the service databases directly (events it causes go through the outbox and are
+published by the running services' relays), so set-up works before anything is started.
+"""
+from __future__ import annotations
+
+import eventlet
+
+eventlet.monkey_patch()  # noqa: E402  (before anything opens a socket)
+
+import json
+import logging
+import logging.config
+import os
+import signal
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import click
+import yaml
+
+from services.common import config as cfg
+from services.common.errors import LotsenError
+
+DEFAULT_REGISTER = cfg.PROJECT_ROOT.parent / "shared" / "data" / "destatis-gv-auszug.csv"
+
+
+def _fail(exc: LotsenError):
+    click.echo(f"error: {exc.message}", err=True)
+    for field, problems in exc.fields.items():
+        click.echo(f"  {field}: {'; '.join(problems) if isinstance(problems, list) else problems}",
+                   err=True)
+    sys.exit(2)
+
+
+class Context:
+    def __init__(self, config_path):
+        self.config_path = config_path
+        self._config = None
+
+    @property
+    def config(self) -> dict:
+        if self._config is None:
+            self._config = cfg.load_config(self.config_path)
+        return self._config
+
+    def enrolment_db(self):
+        from services.common.db import open_database
+        from services.enrolment.models import InboxRecord, OutboxMessage
+        return open_database(self.config, "enrolment", OutboxMessage, InboxRecord)
+
+    def run(self, fn, *args, **kwargs):
+        handle = self.enrolment_db()
+        try:
+            return handle.run(fn, *args, **kwargs)
+        except LotsenError as exc:
+            _fail(exc)
+        finally:
+            handle.dispose()
+
+
+@click.group()
+@click.option("--config", "config_path", envvar="LOTSEN_CONFIG", default=None,
+              help="nameko YAML config (default: deploy/config/local.yaml)")
+@click.pass_context
+def main(ctx, config_path):
+    """Operate the Digitallotsen services."""
+    ctx.obj = Context(config_path)
+
+
+@main.command()
+@click.pass_obj
+def migrate(obj: Context):
+    """Bring every service database to its newest schema and declare the event queues."""
+    from services.common import topology
+    from services.common.migrations import migrate_all
+
+    for service, where in migrate_all(obj.config).items():
+        click.echo(f"migrated {service}: {where}")
+    try:
+        subs = topology.declare(cfg.amqp_uri(obj.config), obj.config)
+        click.echo(f"declared {len(subs)} event queues")
+    except Exception as exc:  # the services declare them again before they publish
+        click.echo(f"warning: could not declare event queues ({type(exc).__name__}); "
+                   "each service declares them when it starts", err=True)
+
+
+@main.command()
+@click.pass_obj
+def run(obj: Context):
+    """Run every service in this one process (local use)."""
+    from kombu import Connection
+    from nameko.runners import ServiceRunner
+
+    from services.common import topology
+
+    config = obj.config
+    if config.get("LOGGING"):
+        logging.config.dictConfig(config["LOGGING"])
+    uri = cfg.amqp_uri(config)
+    try:
+        with Connection(uri, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=3)
+    except Exception:
+        click.echo(f"error: RabbitMQ does not answer at {uri.split('@')[-1]}; start it "
+                   "(rabbitmq-server -detached) or set AMQP_URI", err=True)
+        sys.exit(1)
+    topology.declare(uri, config)
+    runner = ServiceRunner(config)
+    for cls in topology.service_classes(config):
+        runner.add_service(cls)
+
+    def shutdown(signum, frame):
+        eventlet.spawn_n(runner.stop)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    runner.start()
+    click.echo("services running: " + ", ".join(c.name for c in topology.service_classes(config))
+               + f" (data in {cfg.lotsen_home(config)}); Ctrl-C stops")
+    try:
+        runner.wait()
+    except KeyboardInterrupt:
+        runner.stop()
+
+
+@main.command("import-register")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def import_register_command(obj: Context, file: Path):
+    """Import or update the municipality register (Destatis Gemeindeverzeichnis CSV)."""
+    from services.enrolment.register import RegisterFormatError, import_register, parse_register
+
+    started = time.perf_counter()
+    try:
+        records = parse_register(file)
+    except RegisterFormatError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    result = obj.run(import_register, records)
+    click.echo(f"register: {result.total} bodies ({result.created} new, {result.updated} "
+               f"updated, {result.unchanged} unchanged) in {time.perf_counter() - started:.1f}s")
+
+
+@main.group()
+def programme():
+    """Programmes: create from a YAML file, publish again, list."""
+
+
+@programme.command("create")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def programme_create(obj: Context, file: Path):
+    from services.common.schemas import load
+    from services.enrolment import domain
+    from services.enrolment.schemas import ProgrammeIn
+
+    raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    raw.pop("funding", None)  # read by the funding service
+    try:
+        data = load(ProgrammeIn(), _jsonable(raw), "programme file")
+    except LotsenError as exc:
+        _fail(exc)
+    created = obj.run(lambda s: _programme_summary(s, domain.create_programme(s, data)))
+    click.echo(f"programme {created['code']} created: {created['bodies']} eligible bodies")
+
+
+def _programme_summary(session, programme):
+    from services.enrolment import domain
+    return {"code": programme.code, "bodies": len(domain.eligible_bodies(session, programme))}
+
+
+def _jsonable(value):
+    """YAML reads dates as dates; the schemas take the ISO strings an RPC caller sends."""
+    return json.loads(json.dumps(value, default=lambda v: v.isoformat()
+                                 if isinstance(v, date) else str(v)))
+
+
+@programme.command("publish")
+@click.argument("code")
+@click.pass_obj
+def programme_publish(obj: Context, code: str):
+    """Announce a programme again with the current register."""
+    from services.enrolment import domain
+    count = obj.run(domain.republish_programme, code)
+    click.echo(f"programme {code} published again: {count} eligible bodies")
+
+
+@programme.command("list")
+@click.pass_obj
+def programme_list(obj: Context):
+    from sqlalchemy import select
+
+    from services.enrolment.models import Programme
+    rows = obj.run(lambda s: [(p.code, p.name, p.land, str(p.enrolment_opens_on),
+                               str(p.enrolment_closes_on))
+                              for p in s.scalars(select(Programme).order_by(Programme.code))])
+    for row in rows:
+        click.echo("  ".join(row))
+
+
+@main.group()
+def provider():
+    """Education providers."""
+
+
+@provider.command("create")
+@click.argument("name")
+@click.pass_obj
+def provider_create(obj: Context, name: str):
+    """Create a provider and print its token (shown once, stored hashed)."""
+    from services.enrolment import domain
+    provider_id, token = obj.run(lambda s: (lambda p, t: (str(p.id), t))(
+        *domain.create_provider(s, name)))
+    click.echo(f"provider {provider_id}\ntoken: {token}\n(store it now: it is not shown again)")
+
+
+@main.group()
+def municipality():
+    """Municipalities that use the gateway."""
+
+
+@municipality.command("register")
+@click.argument("ags")
+@click.option("--contact-name", required=True)
+@click.option("--contact-email", required=True)
+@click.pass_obj
+def municipality_register(obj: Context, ags, contact_name, contact_email):
+    """Register a body for the gateway (or rotate its key) and print its API key once."""
+    from services.common.schemas import load
+    from services.enrolment import domain
+    from services.enrolment.schemas import MunicipalityIn
+    try:
+        data = load(MunicipalityIn(), {"ags": ags, "contact_name": contact_name,
+                                       "contact_email": contact_email}, "municipality")
+    except LotsenError as exc:
+        _fail(exc)
+    key = obj.run(lambda s: domain.register_municipality(
+        s, data["ags"], data["contact_name"], data["contact_email"])[1])
+    click.echo(f"API key for {ags}: {key}\n(store it now: it is not shown again)")
+
+
+@main.group()
+def parked():
+    """Event messages that failed every retry."""
+
+
+def _queues(obj: Context, queue: str | None) -> list[str]:
+    from services.common import topology
+    names = [s.queue_name for s in topology.subscriptions(topology.service_classes(obj.config))]
+    if queue:
+        if queue not in names:
+            click.echo(f"error: no consumer queue {queue}", err=True)
+            sys.exit(2)
+        return [queue]
+    return names
+
+
+@parked.command("list")
+@click.option("--queue", default=None, help="only this consumer queue")
+@click.pass_obj
+def parked_list(obj: Context, queue):
+    from services.common.messaging import list_parked
+    found = list_parked(cfg.amqp_uri(obj.config), _queues(obj, queue))
+    for item in found:
+        click.echo(json.dumps(item, ensure_ascii=False))
+    click.echo(f"{len(found)} parked message(s)")
+
+
+@parked.command("replay")
+@click.option("--queue", default=None, help="only this consumer queue")
+@click.option("--message-id", default=None, help="only this message (default: all)")
+@click.pass_obj
+def parked_replay(obj: Context, queue, message_id):
+    """Send parked messages back to their consumer, with fresh retries."""
+    from services.common.messaging import replay_parked
+    count = replay_parked(cfg.amqp_uri(obj.config), _queues(obj, queue), message_id)
+    click.echo(f"replayed {count} message(s)")
+
+
+@main.command()
+@click.option("--register", "register_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help=f"register to import if none is loaded (default: {DEFAULT_REGISTER})")
+@click.pass_obj
+def demo(obj: Context, register_file):
+    """Load a demo programme, provider, courses and municipalities (once)."""
+    from services.enrolment.demo import load_demo
+    home = cfg.lotsen_home(obj.config)
+    register_file = register_file or (DEFAULT_REGISTER if DEFAULT_REGISTER.exists() else None)
+    try:
+        summary = load_demo(obj.enrolment_db(), register_file, home / "demo-credentials.json")
+    except LotsenError as exc:
+        _fail(exc)
+    click.echo(summary)
+
+
+if __name__ == "__main__":
+    main()

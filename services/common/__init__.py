@@ -1,0 +1,1 @@
+"""Infrastructure shared by every service: configuration, database, events, errors."""

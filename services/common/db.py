@@ -1,0 +1,202 @@
+"""The one database dependency: an SQLAlchemy 2 session per unit of work.
+
+``db.run(fn, *args)`` runs ``fn(session, *args)`` in one transaction: commit on success,
+rollback on error, and a retry when PostgreSQL reports a serialization failure or deadlock.
+Events written with ``emit`` land in the service's outbox in that same transaction, and the
+relay is woken after the commit.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Callable
+
+from nameko.extensions import DependencyProvider
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
+
+from services.common import config as cfg
+from services.common.events import Event, build_event
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_PGCODES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+def make_engine(url: str, pool_size: int = 10):
+    if url.startswith("sqlite"):
+        # One connection per process, handed out in turn (the pool's wait is green under
+        # eventlet): SQLite has a single writer, and a blocked sqlite call would stall the hub.
+        engine = create_engine(
+            url, poolclass=QueuePool, pool_size=1, max_overflow=0, pool_timeout=120,
+            connect_args={"check_same_thread": False, "isolation_level": None, "timeout": 30},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(connection):
+            # Take the write lock at BEGIN, so read-then-write never fails half-way.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                         pool_recycle=1800)
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "pgcode", None) in RETRYABLE_PGCODES
+
+
+class DatabaseHandle:
+    """A service's database: engine, sessions, transactions with retry."""
+
+    def __init__(self, url: str, producer: str, outbox_model=None, inbox_model=None,
+                 pool_size: int = 10, on_emit: Callable[[], None] | None = None):
+        self.url = url
+        self.engine = make_engine(url, pool_size)
+        self.on_emit = on_emit
+        self.sessionmaker = sessionmaker(
+            self.engine, expire_on_commit=False,
+            info={"producer": producer, "outbox_model": outbox_model, "inbox_model": inbox_model},
+        )
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def transaction(self, correlation_id: str | None = None):
+        session: Session = self.sessionmaker()
+        session.info["correlation_id"] = correlation_id
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            emitted = session.info.get("emitted")
+            session.close()
+        if emitted and self.on_emit:
+            self.on_emit()
+
+    def run(self, fn: Callable, *args, correlation_id: str | None = None, attempts: int = 5,
+            **kwargs):
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction(correlation_id) as session:
+                    return fn(session, *args, **kwargs)
+            except DBAPIError as exc:
+                if attempt == attempts or not _is_retryable(exc):
+                    raise
+                log.info("transaction conflict, retrying (attempt %d)", attempt)
+                time.sleep(random.uniform(0.005, 0.05) * attempt)
+
+    def dispose(self):
+        self.engine.dispose()
+
+
+def emit(session: Session, event_type: str, payload: dict) -> dict:
+    """Write an event to the outbox in the session's transaction."""
+    outbox = session.info["outbox_model"]
+    envelope = build_event(session.info["producer"], event_type, payload,
+                           correlation_id=session.info.get("correlation_id"))
+    session.add(outbox(event_id=uuid.UUID(envelope["event_id"]), event_type=event_type,
+                       envelope=envelope))
+    session.info["emitted"] = True
+    return envelope
+
+
+def first_delivery(session: Session, event: Event, consumer: str) -> bool:
+    """Record ``event`` as handled by ``consumer``; False if it was handled before.
+
+    The record commits with the handler's effect, so a redelivered event has no second effect.
+    Two deliveries racing each other collide on the primary key: one commits, the other fails
+    and is retried, and then sees the record.
+    """
+    inbox = session.info["inbox_model"]
+    seen = session.execute(
+        select(inbox.event_id).where(inbox.consumer == consumer,
+                                     inbox.event_id == event.event_id)
+    ).first()
+    if seen:
+        return False
+    session.add(inbox(consumer=consumer, event_id=event.event_id, event_type=event.event_type))
+    session.flush()
+    return True
+
+
+class BoundDatabase:
+    """What a worker sees: the service's database with the call's correlation id."""
+
+    def __init__(self, handle: DatabaseHandle, correlation_id: str | None):
+        self._handle = handle
+        self._correlation_id = correlation_id
+
+    def run(self, fn: Callable, *args, **kwargs):
+        return self._handle.run(fn, *args, correlation_id=self._correlation_id, **kwargs)
+
+    def transaction(self):
+        return self._handle.transaction(self._correlation_id)
+
+
+class Database(DependencyProvider):
+    """Gives each worker the service's database; runs the outbox relay beside the service."""
+
+    def __init__(self, service: str, outbox_model=None, inbox_model=None, relay: bool = True):
+        self.service = service
+        self.outbox_model = outbox_model
+        self.inbox_model = inbox_model
+        self.with_relay = relay and outbox_model is not None
+        self.handle: DatabaseHandle | None = None
+        self.relay = None
+
+    def setup(self):
+        from services.common.messaging import OutboxRelay
+
+        config = self.container.config
+        pool_size = int(config.get("max_workers", 10)) + 2
+        self.handle = DatabaseHandle(
+            cfg.database_url(config, self.service), producer=self.container.service_name,
+            outbox_model=self.outbox_model, inbox_model=self.inbox_model, pool_size=pool_size,
+        )
+        if self.with_relay:
+            self.relay = OutboxRelay(self.handle, self.container.service_name, config)
+            self.handle.on_emit = self.relay.wake
+
+    def start(self):
+        if self.relay:
+            self.container.spawn_managed_thread(self.relay.run, identifier="outbox-relay")
+
+    def stop(self):
+        if self.relay:
+            self.relay.stop()
+
+    def kill(self):
+        self.stop()
+
+    def get_dependency(self, worker_ctx):
+        data = worker_ctx.data or {}
+        correlation_id = data.get("correlation_id") or (worker_ctx.call_id_stack or [None])[0]
+        return BoundDatabase(self.handle, correlation_id)
+
+
+def open_database(config: dict, service: str, outbox_model=None, inbox_model=None,
+                  producer: str | None = None) -> DatabaseHandle:
+    """A handle outside nameko (CLI, tests): events written here are published by the
+    running service's relay."""
+    return DatabaseHandle(cfg.database_url(config, service), producer=producer or service,
+                          outbox_model=outbox_model, inbox_model=inbox_model, pool_size=2)

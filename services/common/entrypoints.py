@@ -1,0 +1,62 @@
+"""Entrypoint decorators that keep errors typed and logs free of personal data.
+
+A domain error (``LotsenError``) reaches the caller as itself and is logged as expected. Any
+other exception is logged by type and traceback only (its message may quote a participant's
+data, e.g. a database constraint's key), and the caller receives an ``InternalError`` with the
+call id to quote to an operator.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import traceback
+
+from nameko.contextdata import ContextDataProvider
+from nameko.rpc import rpc as nameko_rpc
+
+from services.common.errors import LotsenError
+from services.common.messaging import event_handler as reliable_event_handler
+
+log = logging.getLogger(__name__)
+
+
+class InternalError(LotsenError):
+    status = 500
+    title = "Internal error"
+
+
+def guarded(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except LotsenError:
+            raise
+        except Exception as exc:
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            log.error("unexpected %s in %s.%s\n%s", type(exc).__name__,
+                      getattr(self, "name", "?"), method.__name__, frames)
+            raise InternalError(f"internal error ({type(exc).__name__}) in "
+                                f"{method.__name__}; details are in the service log") from None
+    return wrapper
+
+
+def rpc(method):
+    return nameko_rpc(expected_exceptions=(LotsenError,))(guarded(method))
+
+
+def event_handler(source_service: str, event_type: str):
+    def decorate(method):
+        return reliable_event_handler(source_service, event_type,
+                                      expected_exceptions=(LotsenError,))(guarded(method))
+    return decorate
+
+
+class ProviderToken(ContextDataProvider):
+    """The education provider's token, sent in the RPC call's context data."""
+
+    context_key = "provider_token"
+
+
+class OperatorToken(ContextDataProvider):
+    context_key = "operator_token"

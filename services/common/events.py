@@ -1,0 +1,234 @@
+"""Event contracts: the one place that says what every event carries.
+
+Every event travels in an envelope (id, type, version, time, producer, correlation id,
+payload). Payload schemas are versioned: a consumer names the versions it understands, and a
+producer never changes a published version, it adds a new one.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from marshmallow import Schema, fields, validate
+
+from services.common.errors import ContractViolation, ValidationFailed
+from services.common.schemas import ags_field, load
+
+
+class EnvelopeSchema(Schema):
+    event_id = fields.UUID(required=True)
+    event_type = fields.String(required=True)
+    version = fields.Integer(required=True, validate=validate.Range(min=1))
+    occurred_at = fields.AwareDateTime(required=True, default_timezone=timezone.utc)
+    producer = fields.String(required=True)
+    correlation_id = fields.String(load_default=None, allow_none=True)
+    payload = fields.Dict(required=True)
+
+
+class ParticipantSchema(Schema):
+    """Only what consumers need to address and certify a participant."""
+
+    given_name = fields.String(required=True)
+    family_name = fields.String(required=True)
+    email = fields.Email(required=True)
+
+
+class ModuleSchema(Schema):
+    number = fields.Integer(required=True)
+    title = fields.String(required=True)
+    date = fields.Date(required=True)
+
+
+class EligibleBodySchema(Schema):
+    ags = ags_field(required=True)
+    kind = fields.String(required=True)
+
+
+# --- enrolment -------------------------------------------------------------------------------
+
+class ProgrammePublishedV1(Schema):
+    programme_id = fields.UUID(required=True)
+    code = fields.String(required=True)
+    name = fields.String(required=True)
+    land = fields.String(required=True)
+    role_name = fields.String(required=True)
+    revision = fields.Integer(required=True)
+    eligible_bodies = fields.List(fields.Nested(EligibleBodySchema), required=True)
+
+
+class EnrolmentCreatedV1(Schema):
+    enrolment_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    course_id = fields.UUID(required=True)
+    ags = ags_field(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["confirmed", "waitlisted"]))
+    waitlist_position = fields.Integer(allow_none=True, load_default=None)
+    enrolled_at = fields.AwareDateTime(required=True)
+    participant = fields.Nested(ParticipantSchema, required=True)
+
+
+class EnrolmentPromotedV1(Schema):
+    enrolment_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    course_id = fields.UUID(required=True)
+    ags = ags_field(required=True)
+    confirmed_at = fields.AwareDateTime(required=True)
+    participant = fields.Nested(ParticipantSchema, required=True)
+
+
+class EnrolmentCancelledV1(Schema):
+    enrolment_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    course_id = fields.UUID(required=True)
+    ags = ags_field(required=True)
+    previous_status = fields.String(required=True)
+    cancelled_by = fields.String(
+        required=True, validate=validate.OneOf(["municipality", "provider", "course_cancelled"])
+    )
+    reason = fields.String(allow_none=True, load_default=None)
+    cancelled_at = fields.AwareDateTime(required=True)
+    participant = fields.Nested(ParticipantSchema, required=True)
+
+
+class EnrolmentCompletedV1(Schema):
+    enrolment_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    programme_code = fields.String(required=True)
+    programme_name = fields.String(required=True)
+    role_name = fields.String(required=True)
+    course_id = fields.UUID(required=True)
+    course_title = fields.String(required=True)
+    location = fields.String(required=True)
+    provider_name = fields.String(required=True)
+    ags = ags_field(required=True)
+    municipality_name = fields.String(required=True)
+    completed_on = fields.Date(required=True)
+    modules = fields.List(fields.Nested(ModuleSchema), required=True)
+    participant = fields.Nested(ParticipantSchema, required=True)
+
+
+class CourseCancelledV1(Schema):
+    course_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    title = fields.String(required=True)
+    reason = fields.String(allow_none=True, load_default=None)
+    cancelled_at = fields.AwareDateTime(required=True)
+    enrolment_ids = fields.List(fields.UUID(), required=True)
+
+
+# --- funding (published by the funding service) -------------------------------------------------
+
+class FundingGrantedV1(Schema):
+    enrolment_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    ags = ags_field(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(["guaranteed", "pool"]))
+    amount_cents = fields.Integer(required=True, validate=validate.Range(min=0))
+
+
+class FundingWaitingV1(Schema):
+    enrolment_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    ags = ags_field(required=True)
+
+
+class FundingReleasedV1(Schema):
+    enrolment_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    ags = ags_field(required=True)
+    amount_cents = fields.Integer(required=True, validate=validate.Range(min=0))
+
+
+class FundingConvertedV1(Schema):
+    enrolment_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    ags = ags_field(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(["guaranteed", "pool"]))
+
+
+# --- certificates (published by the certificates service) ---------------------------------------
+
+class CertificateIssuedV1(Schema):
+    enrolment_id = fields.UUID(required=True)
+    certificate_number = fields.String(required=True)
+    verification_url = fields.String(required=True)
+    issued_at = fields.AwareDateTime(required=True)
+
+
+class CertificateRevokedV1(Schema):
+    enrolment_id = fields.UUID(required=True)
+    certificate_number = fields.String(required=True)
+    reason = fields.String(required=True)
+    revoked_at = fields.AwareDateTime(required=True)
+
+
+CONTRACTS: dict[tuple[str, int], type[Schema]] = {
+    ("programme_published", 1): ProgrammePublishedV1,
+    ("enrolment_created", 1): EnrolmentCreatedV1,
+    ("enrolment_promoted", 1): EnrolmentPromotedV1,
+    ("enrolment_cancelled", 1): EnrolmentCancelledV1,
+    ("enrolment_completed", 1): EnrolmentCompletedV1,
+    ("course_cancelled", 1): CourseCancelledV1,
+    ("funding_granted", 1): FundingGrantedV1,
+    ("funding_waiting", 1): FundingWaitingV1,
+    ("funding_released", 1): FundingReleasedV1,
+    ("funding_converted", 1): FundingConvertedV1,
+    ("certificate_issued", 1): CertificateIssuedV1,
+    ("certificate_revoked", 1): CertificateRevokedV1,
+}
+
+LATEST_VERSION = {}
+for _type, _version in CONTRACTS:
+    LATEST_VERSION[_type] = max(_version, LATEST_VERSION.get(_type, 0))
+
+
+def build_event(producer: str, event_type: str, payload: dict,
+                correlation_id: str | None = None, version: int | None = None) -> dict:
+    """Validate ``payload`` against its contract and wrap it in an envelope (JSON-ready)."""
+    version = version or LATEST_VERSION.get(event_type)
+    schema_cls = CONTRACTS.get((event_type, version))
+    if schema_cls is None:
+        raise ContractViolation(f"no contract for event {event_type} v{version}")
+    schema = schema_cls()
+    try:
+        checked = schema.dump(load(schema, schema.dump(payload), f"{event_type} payload"))
+    except ValidationFailed as exc:
+        raise ContractViolation(exc.message, exc.fields) from None
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "version": version,
+        "occurred_at": datetime.now(timezone.utc).isoformat(),
+        "producer": producer,
+        "correlation_id": correlation_id,
+        "payload": checked,
+    }
+
+
+class Event:
+    """A received event, checked against its contract."""
+
+    __slots__ = ("event_id", "event_type", "version", "occurred_at", "producer",
+                 "correlation_id", "payload")
+
+    def __init__(self, **values):
+        for name in self.__slots__:
+            setattr(self, name, values[name])
+
+
+def parse_event(envelope, expected_type: str | None = None) -> Event:
+    """Check an incoming envelope and its payload; a mismatch is a ``ContractViolation``."""
+    try:
+        header = load(EnvelopeSchema(), envelope, "event envelope")
+    except ValidationFailed as exc:
+        raise ContractViolation(exc.message, exc.fields) from None
+    if expected_type and header["event_type"] != expected_type:
+        raise ContractViolation(f"expected {expected_type}, got {header['event_type']}")
+    schema_cls = CONTRACTS.get((header["event_type"], header["version"]))
+    if schema_cls is None:
+        raise ContractViolation(f"unknown event {header['event_type']} v{header['version']}")
+    try:
+        header["payload"] = load(schema_cls(), header["payload"], f"{header['event_type']} payload")
+    except ValidationFailed as exc:
+        raise ContractViolation(exc.message, exc.fields) from None
+    return Event(**header)

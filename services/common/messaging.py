@@ -1,0 +1,271 @@
+"""Reliable messaging on top of nameko: outbox relay, retrying event handler, parking.
+
+* ``OutboxRelay`` publishes outbox rows with publisher confirms, oldest first, and marks them
+  published. Rows stay in the outbox until the broker has confirmed them, so a crash re-sends
+  rather than loses (consumers deduplicate with the inbox).
+* ``event_handler`` is nameko's, except for what happens when the handler raises: instead of
+  acking the message away (nameko's default) or requeueing it at once (a spin), the message goes
+  to a delay queue and comes back after an exponential backoff; after the last attempt, or at
+  once for a message that breaks its contract, it is parked in a queue an operator can list and
+  replay (``lotsen parked``).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+
+from kombu import Exchange, Queue
+from nameko.amqp.publish import get_producer
+from nameko.constants import PERSISTENT
+from nameko.events import EventHandler
+from nameko.standalone.events import get_event_exchange
+from sqlalchemy import select
+
+from services.common import config as cfg
+from services.common.errors import ContractViolation
+
+log = logging.getLogger(__name__)
+
+ATTEMPT_HEADER = "x-lotsen-attempt"
+ERROR_HEADER = "x-lotsen-error"
+PARKED_AT_HEADER = "x-lotsen-parked-at"
+
+
+def retry_queue_name(queue_name: str) -> str:
+    return f"{queue_name}.retry"
+
+
+def parked_queue_name(queue_name: str) -> str:
+    return f"{queue_name}.parked"
+
+
+def retry_queue(queue_name: str) -> Queue:
+    """Messages wait here for their TTL, then dead-letter back to the consumer's queue."""
+    return Queue(
+        retry_queue_name(queue_name), durable=True, auto_delete=False,
+        queue_arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name},
+    )
+
+
+def parked_queue(queue_name: str) -> Queue:
+    return Queue(parked_queue_name(queue_name), durable=True, auto_delete=False)
+
+
+def backoff_seconds(attempt: int, base_ms: int, max_ms: int) -> float:
+    return min(max_ms, base_ms * 2 ** (attempt - 1)) / 1000.0
+
+
+class OutboxRelay:
+    """Publishes a service's outbox; one per service instance, safe to run several."""
+
+    def __init__(self, handle, service_name: str, config: dict):
+        self.handle = handle
+        self.service_name = service_name
+        self.config = config
+        self.amqp_uri = cfg.amqp_uri(config)
+        outbox = config.get("OUTBOX") or {}
+        self.poll_interval = float(cfg.setting(outbox, "poll_interval_s", 1.0))
+        self.batch_size = int(cfg.setting(outbox, "batch_size", 200))
+        self.exchange = get_event_exchange(service_name, config)
+        self._wake = threading.Event()
+        self._stopped = False
+        self.published = 0
+
+    def wake(self):
+        self._wake.set()
+
+    def stop(self):
+        self._stopped = True
+        self._wake.set()
+
+    def run(self):
+        from services.common import topology
+
+        delay = 0.5
+        while not self._stopped:
+            try:
+                topology.declare(self.amqp_uri, self.config)
+                break
+            except Exception as exc:  # broker not up yet: keep trying, never publish first
+                log.warning("declaring the event topology failed (%s); retrying", type(exc).__name__)
+                time.sleep(delay)
+                delay = min(delay * 2, 10)
+        delay = 0.5
+        while not self._stopped:
+            try:
+                count = self.publish_pending()
+                delay = 0.5
+            except Exception as exc:
+                log.warning("outbox relay of %s failed (%s: %s); retrying in %.1fs",
+                            self.service_name, type(exc).__name__, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30)
+                continue
+            if count < self.batch_size:
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+
+    def publish_pending(self) -> int:
+        """Publish one batch of unsent events; returns how many were published."""
+        outbox = self.handle.sessionmaker.kw["info"]["outbox_model"]
+        with self.handle.transaction() as session:
+            query = (select(outbox).where(outbox.published_at.is_(None))
+                     .order_by(outbox.position).limit(self.batch_size))
+            if self.handle.is_postgresql:
+                query = query.with_for_update(skip_locked=True)
+            rows = session.execute(query).scalars().all()
+            if not rows:
+                return 0
+            done = 0
+            failure = None
+            with get_producer(self.amqp_uri, confirms=True) as producer:
+                for row in rows:
+                    try:
+                        producer.publish(
+                            row.envelope, exchange=self.exchange, routing_key=row.event_type,
+                            serializer="json", delivery_mode=PERSISTENT,
+                            message_id=str(row.event_id), retry=True,
+                            headers=_context_headers(row.envelope),
+                        )
+                    except Exception as exc:  # keep what was confirmed, retry the rest
+                        failure = exc
+                        break
+                    row.published_at = datetime.now(timezone.utc)
+                    done += 1
+        self.published += done
+        if failure is not None:
+            raise failure
+        return done
+
+
+def _context_headers(envelope: dict) -> dict:
+    headers = {"nameko.event_type": envelope["event_type"]}
+    if envelope.get("correlation_id"):
+        headers["nameko.correlation_id"] = envelope["correlation_id"]
+    return headers
+
+
+class ReliableEventHandler(EventHandler):
+    """nameko's event handler with retry-with-backoff and parking instead of ack-and-forget."""
+
+    def setup(self):
+        super().setup()
+        retry = self.container.config.get("EVENT_RETRY") or {}
+        self.max_attempts = int(cfg.setting(retry, "max_attempts", 5))
+        self.base_delay_ms = int(cfg.setting(retry, "base_delay_ms", 1000))
+        self.max_delay_ms = int(cfg.setting(retry, "max_delay_ms", 60000))
+        self.amqp_uri = cfg.amqp_uri(self.container.config)
+
+    def handle_result(self, message, worker_ctx, result=None, exc_info=None):
+        if exc_info is None:
+            self.queue_consumer.ack_message(message)
+            return result, exc_info
+        exc = exc_info[1]
+        attempt = int((message.headers or {}).get(ATTEMPT_HEADER, 1))
+        try:
+            if isinstance(exc, ContractViolation) or attempt >= self.max_attempts:
+                self._forward(message, parked_queue(self.queue.name), attempt, exc, park=True)
+                log.error("parked %s message for %s after %d attempt(s): %s",
+                          self.event_type, self.method_name, attempt, type(exc).__name__)
+            else:
+                delay = backoff_seconds(attempt, self.base_delay_ms, self.max_delay_ms)
+                self._forward(message, retry_queue(self.queue.name), attempt + 1, exc,
+                              expiration=delay)
+                log.warning("retrying %s message for %s in %.1fs (attempt %d failed: %s)",
+                            self.event_type, self.method_name, delay, attempt,
+                            type(exc).__name__)
+        except Exception:
+            # Could not hand the message on: leave it to the broker rather than lose it.
+            log.exception("could not retry or park a failed %s message; requeueing",
+                          self.event_type)
+            time.sleep(1)
+            self.queue_consumer.requeue_message(message)
+        else:
+            self.queue_consumer.ack_message(message)
+        return result, exc_info
+
+    def _forward(self, message, queue: Queue, attempt: int, exc: BaseException,
+                 park: bool = False, expiration: float | None = None):
+        headers = dict(message.headers or {})
+        headers[ATTEMPT_HEADER] = attempt
+        headers[ERROR_HEADER] = f"{type(exc).__name__}: {exc}"[:500]
+        if park:
+            headers[PARKED_AT_HEADER] = datetime.now(timezone.utc).isoformat()
+        properties = message.properties or {}
+        with get_producer(self.amqp_uri, confirms=True) as producer:
+            producer.publish(
+                message.body, exchange="", routing_key=queue.name, headers=headers,
+                content_type=message.content_type, content_encoding=message.content_encoding,
+                delivery_mode=PERSISTENT, expiration=expiration, declare=[queue],
+                message_id=properties.get("message_id"), retry=True,
+            )
+
+
+event_handler = ReliableEventHandler.decorator
+
+
+def _replay_publish(producer, message, queue_name: str):
+    headers = dict(message.headers or {})
+    headers[ATTEMPT_HEADER] = 1
+    headers.pop(PARKED_AT_HEADER, None)
+    headers["x-lotsen-replayed-at"] = datetime.now(timezone.utc).isoformat()
+    producer.publish(
+        message.body, exchange="", routing_key=queue_name, headers=headers,
+        content_type=message.content_type, content_encoding=message.content_encoding,
+        delivery_mode=PERSISTENT, message_id=message.properties.get("message_id"), retry=True,
+    )
+
+
+def list_parked(amqp_uri: str, queue_names: list[str]) -> list[dict]:
+    """Look at parked messages without taking them (they stay parked)."""
+    from kombu import Connection
+
+    found = []
+    with Connection(amqp_uri) as connection:
+        channel = connection.channel()
+        for name in queue_names:
+            queue = parked_queue(name)(channel)
+            queue.declare()
+            while True:
+                message = queue.get(no_ack=False)
+                if message is None:
+                    break
+                body = message.decode() if message.body else None
+                envelope = body if isinstance(body, dict) else {}
+                found.append({
+                    "queue": name,
+                    "message_id": message.properties.get("message_id"),
+                    "event_type": envelope.get("event_type"),
+                    "event_id": envelope.get("event_id"),
+                    "attempts": (message.headers or {}).get(ATTEMPT_HEADER),
+                    "error": (message.headers or {}).get(ERROR_HEADER),
+                    "parked_at": (message.headers or {}).get(PARKED_AT_HEADER),
+                })
+        channel.close()  # returns every message we looked at to its queue
+    return found
+
+
+def replay_parked(amqp_uri: str, queue_names: list[str], message_id: str | None = None) -> int:
+    """Move parked messages (all, or the one with ``message_id``) back to their consumer queue."""
+    from kombu import Connection
+
+    replayed = 0
+    with Connection(amqp_uri, transport_options={"confirm_publish": True}) as connection:
+        channel = connection.channel()
+        producer = connection.Producer(channel=connection.channel())
+        for name in queue_names:
+            queue = parked_queue(name)(channel)
+            queue.declare()
+            while True:
+                message = queue.get(no_ack=False)
+                if message is None:
+                    break
+                if message_id and message.properties.get("message_id") != message_id:
+                    continue  # left unacked: back in the parked queue when the channel closes
+                _replay_publish(producer, message, name)
+                message.ack()
+                replayed += 1
+        channel.close()
+    return replayed

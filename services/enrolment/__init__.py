@@ -1,0 +1,1 @@
+"""Programmes, courses, the municipality register, enrolments with seats and a waitlist."""

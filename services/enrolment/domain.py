@@ -1,0 +1,558 @@
+"""Enrolment rules: who may enrol where, seat or waitlist, promotion, attendance, completion.
+
+Plain functions over an SQLAlchemy session (the caller's unit of work): no nameko here. Every
+decision about a course's seats is taken under that course's row lock, so concurrent calls
+and several service instances agree on who got a seat.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from datetime import date, datetime, timezone
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from services.common.db import emit, first_delivery
+from services.common.errors import (AuthenticationFailed, Conflict, DuplicateEnrolment,
+                                    IdempotencyKeyReused, NotFound, RuleViolation,
+                                    ValidationFailed)
+from services.common.events import Event
+from services.enrolment.models import (ACTIVE_STATUSES, Attendance, Body, Course, Enrolment,
+                                       IdempotencyRecord, Module, MunicipalityAccount, Programme,
+                                       Provider)
+from services.enrolment.schemas import EnrolmentOut
+
+SEAT_HOLDING = ("confirmed", "completed")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def hash_secret(secret: str) -> str:
+    """Keys and tokens are long random strings, so a plain SHA-256 is enough to store them."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def new_secret(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+# --- programmes, providers, municipalities (operator) -------------------------------------------
+
+def eligible(body: Body, programme: Programme) -> bool:
+    if body.land != programme.land:
+        return False
+    kinds = set(programme.eligible_kinds)
+    return body.kind in kinds or (body.kreisfrei and "kreis" in kinds)
+
+
+def eligible_bodies(session: Session, programme: Programme) -> list[Body]:
+    bodies = session.execute(select(Body).where(Body.land == programme.land)
+                             .order_by(Body.ags)).scalars()
+    return [b for b in bodies if eligible(b, programme)]
+
+
+def _publish_programme(session: Session, programme: Programme):
+    bodies = eligible_bodies(session, programme)
+    emit(session, "programme_published", {
+        "programme_id": programme.id, "code": programme.code, "name": programme.name,
+        "land": programme.land, "role_name": programme.role_name,
+        "revision": programme.revision,
+        "eligible_bodies": [{"ags": b.ags, "kind": b.kind} for b in bodies],
+    })
+    return len(bodies)
+
+
+def create_programme(session: Session, data: dict) -> Programme:
+    if session.scalar(select(Programme.id).where(Programme.code == data["code"])):
+        raise Conflict(f"programme {data['code']} exists already",
+                                          {"code": ["already taken"]})
+    programme = Programme(**data)
+    session.add(programme)
+    session.flush()
+    if not eligible_bodies(session, programme):
+        raise RuleViolation("no eligible body in the register for this Land and these kinds: "
+                            "import the register first",
+                            {"eligible_kinds": ["no matching body in the register"]})
+    _publish_programme(session, programme)
+    return programme
+
+
+def republish_programme(session: Session, code: str) -> int:
+    """Announce the programme again with the current register (after a re-import)."""
+    programme = programme_by_code(session, code)
+    programme.revision += 1
+    return _publish_programme(session, programme)
+
+
+def programme_by_code(session: Session, code: str) -> Programme:
+    programme = session.scalar(select(Programme).where(Programme.code == code))
+    if programme is None:
+        raise NotFound(f"no programme {code}", {"programme_code": ["unknown programme"]})
+    return programme
+
+
+def create_provider(session: Session, name: str) -> tuple[Provider, str]:
+    if session.scalar(select(Provider.id).where(Provider.name == name)):
+        raise Conflict(f"provider {name} exists already",
+                                          {"name": ["already taken"]})
+    token = new_secret("lp")
+    provider = Provider(name=name, token_hash=hash_secret(token))
+    session.add(provider)
+    session.flush()
+    return provider, token
+
+
+def authenticate_provider(session: Session, token: str | None) -> Provider:
+    if not token:
+        raise AuthenticationFailed("provider token missing from the call's context data")
+    provider = session.scalar(select(Provider).where(Provider.token_hash == hash_secret(token)))
+    if provider is None:
+        raise AuthenticationFailed("unknown provider token")
+    return provider
+
+
+def register_municipality(session: Session, ags: str, contact_name: str,
+                          contact_email: str) -> tuple[MunicipalityAccount, str]:
+    """Register a body for the gateway (or update its contact) and issue a new API key."""
+    body = session.get(Body, ags)
+    if body is None:
+        raise NotFound(f"no body with AGS {ags} in the register", {"ags": ["not in register"]})
+    key = new_secret("lk")
+    account = session.get(MunicipalityAccount, ags)
+    if account is None:
+        account = MunicipalityAccount(ags=ags)
+        session.add(account)
+    account.contact_name = contact_name
+    account.contact_email = contact_email.lower()
+    account.api_key_hash = hash_secret(key)
+    account.api_key_prefix = key[:10]
+    account.key_issued_at = now()
+    session.flush()
+    return account, key
+
+
+def authenticate_municipality(session: Session, api_key: str | None) -> Body:
+    if not api_key:
+        raise AuthenticationFailed("API key missing")
+    account = session.scalar(select(MunicipalityAccount)
+                             .where(MunicipalityAccount.api_key_hash == hash_secret(api_key)))
+    if account is None:
+        raise AuthenticationFailed("unknown API key")
+    return account.body
+
+
+# --- courses (provider) ---------------------------------------------------------------------
+
+def create_course(session: Session, provider: Provider, data: dict) -> Course:
+    programme = programme_by_code(session, data["programme_code"])
+    course = Course(programme_id=programme.id, provider_id=provider.id, title=data["title"],
+                    location=data["location"], capacity=data["capacity"],
+                    status="open" if data.get("open") else "planned")
+    course.modules = [Module(**m) for m in sorted(data["modules"], key=lambda m: m["number"])]
+    session.add(course)
+    session.flush()
+    session.refresh(course)
+    return course
+
+
+def _course_of_provider(session: Session, provider: Provider, course_id, lock=False) -> Course:
+    course = _lock_course(session, course_id) if lock else session.get(Course, course_id)
+    # Another provider's course answers exactly like a course that does not exist.
+    if course is None or course.provider_id != provider.id:
+        raise NotFound("no such course", {"course_id": ["unknown course"]})
+    return course
+
+
+def _lock_course(session: Session, course_id) -> Course | None:
+    return session.execute(
+        select(Course).where(Course.id == course_id).with_for_update(of=Course)
+    ).unique().scalar_one_or_none()
+
+
+COURSE_TRANSITIONS = {
+    "open": {"planned", "closed"},
+    "close": {"open"},
+    "complete": {"open", "closed"},
+}
+TARGET_STATUS = {"open": "open", "close": "closed", "complete": "completed"}
+
+
+def change_course_status(session: Session, provider: Provider, course_id, action: str) -> Course:
+    course = _course_of_provider(session, provider, course_id, lock=True)
+    if course.status == TARGET_STATUS[action]:
+        return course  # already there: repeating the call changes nothing
+    if course.status not in COURSE_TRANSITIONS[action]:
+        raise RuleViolation(f"a {course.status} course cannot {action}",
+                            {"status": [f"is {course.status}"]})
+    course.status = TARGET_STATUS[action]
+    return course
+
+
+def cancel_course(session: Session, provider: Provider, course_id, reason: str | None) -> Course:
+    course = _course_of_provider(session, provider, course_id, lock=True)
+    if course.status == "cancelled":
+        return course
+    if course.status == "completed":
+        raise RuleViolation("a completed course cannot be cancelled", {"status": ["completed"]})
+    course.status = "cancelled"
+    course.cancelled_reason = reason
+    active = session.execute(select(Enrolment).where(
+        Enrolment.course_id == course.id, Enrolment.status.in_(ACTIVE_STATUSES))
+        .order_by(Enrolment.sequence)).scalars().all()
+    for enrolment in active:
+        _cancel(session, enrolment, "course_cancelled", reason)
+    emit(session, "course_cancelled", {
+        "course_id": course.id, "programme_id": course.programme_id, "title": course.title,
+        "reason": reason, "cancelled_at": now(), "enrolment_ids": [e.id for e in active],
+    })
+    return course
+
+
+def course_enrolments(session: Session, provider: Provider, course_id) -> list[dict]:
+    course = _course_of_provider(session, provider, course_id)
+    enrolments = session.execute(select(Enrolment).where(Enrolment.course_id == course.id)
+                                 .order_by(Enrolment.sequence)).scalars().all()
+    return present(session, enrolments)
+
+
+# --- seats and waitlist ---------------------------------------------------------------------
+
+def seats_taken(session: Session, course: Course) -> int:
+    return session.scalar(select(func.count()).select_from(Enrolment).where(
+        Enrolment.course_id == course.id, Enrolment.status.in_(SEAT_HOLDING)))
+
+
+def waitlist(session: Session, course_id) -> list[Enrolment]:
+    """The course's waitlist in promotion order: bodies without a confirmed participant in the
+    programme first, then first come, first served."""
+    waiting = session.execute(select(Enrolment).where(
+        Enrolment.course_id == course_id, Enrolment.status == "waitlisted")
+        .order_by(Enrolment.sequence)).scalars().all()
+    if not waiting:
+        return []
+    programme_id = waiting[0].programme_id
+    served = set(session.scalars(select(Enrolment.ags).where(
+        Enrolment.programme_id == programme_id, Enrolment.status.in_(SEAT_HOLDING),
+        Enrolment.ags.in_({e.ags for e in waiting}))).all())
+    return sorted(waiting, key=lambda e: (e.ags in served, e.sequence))
+
+
+def _promote(session: Session, course: Course):
+    if course.status not in ("open", "closed"):
+        return
+    free = course.capacity - seats_taken(session, course)
+    while free > 0:
+        queue = waitlist(session, course.id)
+        if not queue:
+            return
+        enrolment = queue[0]
+        enrolment.status = "confirmed"
+        enrolment.confirmed_at = now()
+        session.flush()
+        emit(session, "enrolment_promoted", {
+            "enrolment_id": enrolment.id, "programme_id": enrolment.programme_id,
+            "course_id": enrolment.course_id, "ags": enrolment.ags,
+            "confirmed_at": enrolment.confirmed_at, "participant": _participant(enrolment),
+        })
+        free -= 1
+
+
+def _participant(enrolment: Enrolment) -> dict:
+    return {"given_name": enrolment.given_name, "family_name": enrolment.family_name,
+            "email": enrolment.email}
+
+
+def present(session: Session, enrolments: list[Enrolment]) -> list[dict]:
+    """Enrolments as the API shows them, with current waitlist positions."""
+    positions = {}
+    for course_id in {e.course_id for e in enrolments if e.status == "waitlisted"}:
+        for index, waiting in enumerate(waitlist(session, course_id), start=1):
+            positions[waiting.id] = index
+    return EnrolmentOut(many=True, positions=positions).dump(enrolments)
+
+
+# --- enrolment (municipality) ---------------------------------------------------------------
+
+def _request_hash(command: dict) -> str:
+    material = {k: v for k, v in command.items() if k != "idempotency_key"}
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str)
+                          .encode()).hexdigest()
+
+
+def enrol(session: Session, ags: str, command: dict, today: date | None = None) -> dict:
+    """Enrol a participant for a municipality: a seat if one is free, else the waitlist."""
+    key = command.get("idempotency_key")
+    if key:
+        record = session.get(IdempotencyRecord, (ags, key))
+        if record is not None:
+            if record.request_hash != _request_hash(command):
+                raise IdempotencyKeyReused("this idempotency key was used for another request",
+                                           {"idempotency_key": ["used with a different body"]})
+            return record.response
+    body = session.get(Body, ags)
+    if body is None:
+        raise NotFound(f"no body with AGS {ags}", {"ags": ["not in register"]})
+    course = _lock_course(session, command["course_id"])
+    if course is None:
+        raise NotFound("no such course", {"course_id": ["unknown course"]})
+    programme = course.programme
+    if not eligible(body, programme):
+        raise RuleViolation(f"{body.name} is not eligible for programme {programme.code}",
+                            {"course_id": ["programme not open to this body"]})
+    if course.status != "open":
+        raise RuleViolation(f"course is {course.status}, not open for enrolment",
+                            {"course_id": [f"course is {course.status}"]})
+    today = today or now().date()
+    if not programme.enrolment_opens_on <= today <= programme.enrolment_closes_on:
+        raise RuleViolation(
+            f"enrolment for {programme.code} is open from {programme.enrolment_opens_on} "
+            f"to {programme.enrolment_closes_on}", {"course_id": ["enrolment window closed"]})
+    participant = command["participant"]
+    if session.scalar(select(Enrolment.id).where(
+            Enrolment.programme_id == programme.id, Enrolment.email == participant["email"],
+            Enrolment.status.in_(ACTIVE_STATUSES))):
+        raise DuplicateEnrolment("this participant already holds an active enrolment in "
+                                 f"programme {programme.code}",
+                                 {"participant.email": ["already enrolled in this programme"]})
+    course.enrolment_count += 1
+    has_seat = seats_taken(session, course) < course.capacity
+    enrolment = Enrolment(
+        id=uuid.uuid4(), programme_id=programme.id, course_id=course.id, ags=ags,
+        sequence=course.enrolment_count, given_name=participant["given_name"],
+        family_name=participant["family_name"], email=participant["email"],
+        department=participant.get("department"),
+        status="confirmed" if has_seat else "waitlisted", enrolled_at=now(),
+    )
+    if has_seat:
+        enrolment.confirmed_at = enrolment.enrolled_at
+    session.add(enrolment)
+    session.flush()
+    [response] = present(session, [enrolment])
+    emit(session, "enrolment_created", {
+        "enrolment_id": enrolment.id, "programme_id": programme.id, "course_id": course.id,
+        "ags": ags, "status": enrolment.status,
+        "waitlist_position": response["waitlist_position"],
+        "enrolled_at": enrolment.enrolled_at, "participant": _participant(enrolment),
+    })
+    if key:
+        session.add(IdempotencyRecord(ags=ags, key=key, request_hash=_request_hash(command),
+                                      response=response))
+    return response
+
+
+def _enrolment_for(session: Session, enrolment_id, ags: str | None = None,
+                   provider: Provider | None = None) -> Enrolment:
+    enrolment = session.get(Enrolment, enrolment_id)
+    # Someone else's enrolment answers exactly like one that does not exist.
+    if (enrolment is None or (ags is not None and enrolment.ags != ags)
+            or (provider is not None and enrolment.course.provider_id != provider.id)):
+        raise NotFound("no such enrolment", {"enrolment_id": ["unknown enrolment"]})
+    return enrolment
+
+
+def _cancel(session: Session, enrolment: Enrolment, by: str, reason: str | None):
+    previous = enrolment.status
+    enrolment.status = "cancelled"
+    enrolment.cancelled_at = now()
+    enrolment.cancelled_by = by
+    enrolment.cancel_reason = reason
+    session.flush()
+    emit(session, "enrolment_cancelled", {
+        "enrolment_id": enrolment.id, "programme_id": enrolment.programme_id,
+        "course_id": enrolment.course_id, "ags": enrolment.ags, "previous_status": previous,
+        "cancelled_by": by, "reason": reason, "cancelled_at": enrolment.cancelled_at,
+        "participant": _participant(enrolment),
+    })
+    return previous
+
+
+def cancel_enrolment(session: Session, enrolment_id, *, ags: str | None = None,
+                     provider: Provider | None = None, reason: str | None = None) -> dict:
+    """Cancel (idempotent); a freed seat goes to the head of the waitlist."""
+    enrolment = _enrolment_for(session, enrolment_id, ags=ags, provider=provider)
+    course = _lock_course(session, enrolment.course_id)
+    session.refresh(enrolment)
+    if enrolment.status == "completed":
+        raise RuleViolation("a completed enrolment cannot be cancelled",
+                            {"enrolment_id": ["already completed"]})
+    if enrolment.status != "cancelled":
+        previous = _cancel(session, enrolment, "provider" if provider else "municipality", reason)
+        if previous == "confirmed":
+            _promote(session, course)
+    return present(session, [enrolment])[0]
+
+
+# --- attendance and completion (provider) ---------------------------------------------------
+
+def record_attendance(session: Session, provider: Provider, command: dict) -> list[dict]:
+    """Record that participants attended a module (repeating it changes nothing); a participant
+    who has attended every module has completed."""
+    course = _course_of_provider(session, provider, command["course_id"], lock=True)
+    if course.status not in ("open", "closed"):
+        raise RuleViolation(f"attendance cannot be recorded for a {course.status} course",
+                            {"course_id": [f"course is {course.status}"]})
+    numbers = {m.number for m in course.modules}
+    if command["module_number"] not in numbers:
+        raise ValidationFailed("the course has no such module",
+                               {"module_number": [f"must be one of {sorted(numbers)}"]})
+    wanted = list(dict.fromkeys(command["enrolment_ids"]))
+    found = {e.id: e for e in session.execute(select(Enrolment).where(
+        Enrolment.id.in_(wanted), Enrolment.course_id == course.id)).scalars()}
+    missing = [str(i) for i in wanted if i not in found]
+    not_seated = [str(i) for i in wanted if i in found and found[i].status not in SEAT_HOLDING]
+    if missing or not_seated:
+        errors = {}
+        if missing:
+            errors["enrolment_ids"] = [f"not enrolled in this course: {', '.join(missing)}"]
+        if not_seated:
+            errors.setdefault("enrolment_ids", []).append(
+                f"no confirmed seat (waitlisted or cancelled): {', '.join(not_seated)}")
+        raise ValidationFailed("attendance refused, nothing recorded", errors)
+    already = set(session.execute(select(Attendance.enrolment_id).where(
+        Attendance.enrolment_id.in_(wanted),
+        Attendance.module_number == command["module_number"])).scalars())
+    for enrolment_id in wanted:
+        if enrolment_id not in already:
+            session.add(Attendance(enrolment_id=enrolment_id,
+                                   module_number=command["module_number"]))
+    session.flush()
+    for enrolment_id in wanted:
+        enrolment = found[enrolment_id]
+        session.refresh(enrolment, ["attendance"])
+        attended = {a.module_number for a in enrolment.attendance}
+        if enrolment.status == "confirmed" and attended >= numbers:
+            _complete(session, enrolment, course)
+    return present(session, [found[i] for i in wanted])
+
+
+def _complete(session: Session, enrolment: Enrolment, course: Course):
+    enrolment.status = "completed"
+    enrolment.completed_at = now()
+    programme, body = course.programme, enrolment.body
+    emit(session, "enrolment_completed", {
+        "enrolment_id": enrolment.id, "programme_id": programme.id,
+        "programme_code": programme.code, "programme_name": programme.name,
+        "role_name": programme.role_name, "course_id": course.id, "course_title": course.title,
+        "location": course.location, "provider_name": course.provider.name,
+        "ags": body.ags, "municipality_name": body.name,
+        "completed_on": enrolment.completed_at.date(),
+        "modules": [{"number": m.number, "title": m.title, "date": m.date}
+                    for m in course.modules],
+        "participant": _participant(enrolment),
+    })
+
+
+# --- queries for the gateway ----------------------------------------------------------------
+
+def get_enrolment(session: Session, ags: str, enrolment_id) -> dict:
+    return present(session, [_enrolment_for(session, enrolment_id, ags=ags)])[0]
+
+
+def list_enrolments(session: Session, ags: str, filters: dict) -> dict:
+    query = select(Enrolment).where(Enrolment.ags == ags)
+    if filters.get("programme_code"):
+        query = query.join(Programme, Programme.id == Enrolment.programme_id).where(
+            Programme.code == filters["programme_code"])
+    if filters.get("course_id"):
+        query = query.where(Enrolment.course_id == filters["course_id"])
+    if filters.get("status"):
+        query = query.where(Enrolment.status == filters["status"])
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    page, per_page = filters["page"], filters["per_page"]
+    items = session.execute(query.order_by(Enrolment.enrolled_at, Enrolment.sequence)
+                            .offset((page - 1) * per_page).limit(per_page)).scalars().all()
+    return {"items": present(session, items), "total": total, "page": page,
+            "per_page": per_page}
+
+
+def open_courses(session: Session, ags: str, today: date | None = None) -> list[dict]:
+    """Open courses the body may enrol into, with free seats and waitlist length."""
+    body = session.get(Body, ags)
+    if body is None:
+        raise NotFound(f"no body with AGS {ags}", {"ags": ["not in register"]})
+    today = today or now().date()
+    courses = session.execute(
+        select(Course).join(Programme, Programme.id == Course.programme_id)
+        .where(Course.status == "open", Programme.land == body.land,
+               Programme.enrolment_opens_on <= today, Programme.enrolment_closes_on >= today)
+        .order_by(Course.created_at)).unique().scalars().all()
+    courses = [c for c in courses if eligible(body, c.programme)]
+    counts = dict(session.execute(
+        select(Enrolment.course_id, func.count()).where(
+            Enrolment.course_id.in_([c.id for c in courses]),
+            Enrolment.status.in_(SEAT_HOLDING)).group_by(Enrolment.course_id)).all())
+    waiting = dict(session.execute(
+        select(Enrolment.course_id, func.count()).where(
+            Enrolment.course_id.in_([c.id for c in courses]),
+            Enrolment.status == "waitlisted").group_by(Enrolment.course_id)).all())
+    from services.enrolment.schemas import CourseOut
+    result = CourseOut(many=True).dump(courses)
+    for item, course in zip(result, courses):
+        item["free_seats"] = max(0, course.capacity - counts.get(course.id, 0))
+        item["waitlist_length"] = waiting.get(course.id, 0)
+    return result
+
+
+def municipality_overview(session: Session, ags: str) -> dict:
+    """The body, and per programme its enrolments and whether its guaranteed seat is used."""
+    from services.enrolment.schemas import BodyOut
+    body = session.get(Body, ags)
+    if body is None:
+        raise NotFound(f"no body with AGS {ags}", {"ags": ["not in register"]})
+    programmes = [p for p in session.execute(
+        select(Programme).where(Programme.land == body.land)).scalars() if eligible(body, p)]
+    rows = session.execute(select(Enrolment.programme_id, Enrolment.status,
+                                  Enrolment.funding_status, Enrolment.funding_kind)
+                           .where(Enrolment.ags == ags)).all()
+    overview = []
+    for programme in programmes:
+        mine = [r for r in rows if r.programme_id == programme.id]
+        by_status = {}
+        for r in mine:
+            by_status[r.status] = by_status.get(r.status, 0) + 1
+        guaranteed_used = any(r.funding_kind == "guaranteed" and r.funding_status == "granted"
+                              and r.status in ("confirmed", "waitlisted", "completed")
+                              for r in mine)
+        overview.append({"programme_code": programme.code, "programme_name": programme.name,
+                         "enrolments": by_status, "guaranteed_seat_used": guaranteed_used})
+    return {"body": BodyOut().dump(body), "programmes": overview}
+
+
+# --- read model from other services' events --------------------------------------------------
+
+FUNDING_STATUS = {"funding_granted": "granted", "funding_waiting": "waiting",
+                  "funding_released": "released", "funding_converted": "granted"}
+
+
+def apply_funding_event(session: Session, event: Event, consumer: str) -> bool:
+    if not first_delivery(session, event, consumer):
+        return False
+    enrolment = session.get(Enrolment, event.payload["enrolment_id"])
+    if enrolment is None:
+        raise NotFound("funding event for an unknown enrolment")
+    if enrolment.funding_updated_at and enrolment.funding_updated_at > event.occurred_at:
+        return True  # an older decision arriving late changes nothing
+    enrolment.funding_status = FUNDING_STATUS[event.event_type]
+    enrolment.funding_kind = event.payload.get("kind")
+    enrolment.funding_updated_at = event.occurred_at
+    return True
+
+
+def apply_certificate_event(session: Session, event: Event, consumer: str) -> bool:
+    if not first_delivery(session, event, consumer):
+        return False
+    enrolment = session.get(Enrolment, event.payload["enrolment_id"])
+    if enrolment is None:
+        raise NotFound("certificate event for an unknown enrolment")
+    if enrolment.certificate_updated_at and enrolment.certificate_updated_at > event.occurred_at:
+        return True
+    enrolment.certificate_number = event.payload["certificate_number"]
+    enrolment.certificate_status = ("revoked" if event.event_type == "certificate_revoked"
+                                    else "issued")
+    enrolment.certificate_updated_at = event.occurred_at
+    return True

@@ -1,0 +1,181 @@
+"""Tables of the enrolment service (its own database)."""
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import (JSON, Boolean, Date, ForeignKey, Index, Integer, String, Text,
+                        Uuid, text)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from services.common.models import InboxMixin, OutboxMixin, UTCDateTime, utcnow
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class OutboxMessage(OutboxMixin, Base):
+    pass
+
+
+class InboxRecord(InboxMixin, Base):
+    pass
+
+
+class Body(Base):
+    """A municipality or other body that can send participants (from the Destatis register)."""
+
+    __tablename__ = "bodies"
+
+    ags: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)  # gemeinde | kreis | bezirk
+    designation: Mapped[str] = mapped_column(String(60), nullable=False)  # Stadt, Landkreis, ...
+    kreisfrei: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    land: Mapped[str] = mapped_column(String(2), nullable=False, index=True)
+    kreis_ags: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    population: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    postal_code: Mapped[str | None] = mapped_column(String(5), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class MunicipalityAccount(Base):
+    """A body registered for the gateway: its contact and its API key (hash only)."""
+
+    __tablename__ = "municipality_accounts"
+
+    ags: Mapped[str] = mapped_column(ForeignKey("bodies.ags"), primary_key=True)
+    contact_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    contact_email: Mapped[str] = mapped_column(String(254), nullable=False)
+    api_key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    api_key_prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    key_issued_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    body: Mapped[Body] = relationship(lazy="joined")
+
+
+class Programme(Base):
+    __tablename__ = "programmes"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    code: Mapped[str] = mapped_column(String(40), nullable=False, unique=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    land: Mapped[str] = mapped_column(String(2), nullable=False)
+    role_name: Mapped[str] = mapped_column(String(80), nullable=False)
+    eligible_kinds: Mapped[list] = mapped_column(JSON, nullable=False)
+    enrolment_opens_on: Mapped[date] = mapped_column(Date, nullable=False)
+    enrolment_closes_on: Mapped[date] = mapped_column(Date, nullable=False)
+    revision: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Provider(Base):
+    """An education provider (Bildungsträger); it authenticates with a token (hash only)."""
+
+    __tablename__ = "providers"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Course(Base):
+    __tablename__ = "courses"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    programme_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programmes.id"), nullable=False,
+                                                    index=True)
+    provider_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("providers.id"), nullable=False,
+                                                   index=True)
+    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    location: Mapped[str] = mapped_column(String(200), nullable=False)
+    capacity: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default="planned")
+    # Counts enrolments ever made, under the course's lock: first-come order without clock ties.
+    enrolment_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    cancelled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    programme: Mapped[Programme] = relationship(lazy="joined", innerjoin=True)
+    provider: Mapped[Provider] = relationship(lazy="joined", innerjoin=True)
+    modules: Mapped[list["Module"]] = relationship(
+        order_by="Module.number", cascade="all, delete-orphan", lazy="selectin")
+
+
+class Module(Base):
+    __tablename__ = "modules"
+
+    course_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("courses.id"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    date: Mapped[date] = mapped_column(Date, nullable=False)
+
+
+ACTIVE_STATUSES = ("confirmed", "waitlisted")
+
+
+class Enrolment(Base):
+    __tablename__ = "enrolments"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    programme_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programmes.id"), nullable=False)
+    course_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("courses.id"), nullable=False)
+    ags: Mapped[str] = mapped_column(ForeignKey("bodies.ags"), nullable=False)
+    sequence: Mapped[int] = mapped_column(Integer, nullable=False)
+    given_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    family_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    email: Mapped[str] = mapped_column(String(254), nullable=False)
+    department: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancelled_by: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    cancel_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Read model of the other services' decisions, kept from their events.
+    funding_status: Mapped[str] = mapped_column(String(20), nullable=False, default="pending")
+    funding_kind: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    certificate_number: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    certificate_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # Events from different queues can arrive out of order: only newer ones are applied.
+    funding_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    certificate_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    course: Mapped[Course] = relationship(lazy="joined", innerjoin=True)
+    body: Mapped[Body] = relationship(lazy="joined", innerjoin=True)
+    attendance: Mapped[list["Attendance"]] = relationship(lazy="selectin",
+                                                          order_by="Attendance.module_number")
+
+    __table_args__ = (
+        # One active enrolment per participant e-mail and programme, whatever the race.
+        Index("uq_active_enrolment_per_email", "programme_id", "email", unique=True,
+              postgresql_where=text("status IN ('confirmed', 'waitlisted')"),
+              sqlite_where=text("status IN ('confirmed', 'waitlisted')")),
+        Index("ix_enrolments_course_status", "course_id", "status", "sequence"),
+        Index("ix_enrolments_ags_programme", "ags", "programme_id"),
+    )
+
+
+class Attendance(Base):
+    __tablename__ = "attendance"
+
+    enrolment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("enrolments.id"), primary_key=True)
+    module_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class IdempotencyRecord(Base):
+    """The first answer to an enrolment request with an idempotency key."""
+
+    __tablename__ = "idempotency_records"
+
+    ags: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    response: Mapped[dict] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+

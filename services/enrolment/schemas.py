@@ -1,0 +1,181 @@
+"""What crosses the enrolment service's RPC boundary: inputs checked, outputs shaped."""
+from __future__ import annotations
+
+from marshmallow import (Schema, ValidationError, fields, post_load, validate, validates_schema)
+
+from services.common.schemas import ags_field
+
+BODY_KINDS = ("gemeinde", "kreis", "bezirk")
+NAME = dict(required=True, validate=validate.Length(min=1, max=100))
+
+
+class ParticipantIn(Schema):
+    given_name = fields.String(**NAME)
+    family_name = fields.String(**NAME)
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    department = fields.String(load_default=None, allow_none=True,
+                               validate=validate.Length(max=200))
+
+    @post_load
+    def normalise(self, data, **kwargs):
+        data["given_name"] = data["given_name"].strip()
+        data["family_name"] = data["family_name"].strip()
+        if not data["given_name"] or not data["family_name"]:
+            raise ValidationError("must not be blank", "given_name" if not data["given_name"]
+                                  else "family_name")
+        data["email"] = data["email"].strip().lower()
+        return data
+
+
+class EnrolIn(Schema):
+    course_id = fields.UUID(required=True)
+    participant = fields.Nested(ParticipantIn, required=True)
+    idempotency_key = fields.String(load_default=None, allow_none=True,
+                                    validate=validate.Length(min=1, max=200))
+
+
+class ProgrammeIn(Schema):
+    code = fields.String(required=True, validate=validate.Regexp(
+        r"^[A-Z0-9][A-Z0-9-]{1,39}$", error="use capitals, digits and '-', e.g. BW-DL"))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    land = fields.String(required=True, validate=validate.Regexp(
+        r"^(0[1-9]|1[0-6])$", error="must be a Land code 01 to 16"))
+    role_name = fields.String(required=True, validate=validate.Length(min=1, max=80))
+    eligible_kinds = fields.List(fields.String(validate=validate.OneOf(BODY_KINDS)),
+                                 required=True, validate=validate.Length(min=1))
+    enrolment_opens_on = fields.Date(required=True)
+    enrolment_closes_on = fields.Date(required=True)
+
+    @validates_schema
+    def window(self, data, **kwargs):
+        if data["enrolment_closes_on"] < data["enrolment_opens_on"]:
+            raise ValidationError("must not be before enrolment_opens_on", "enrolment_closes_on")
+
+
+class ModuleIn(Schema):
+    number = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=50))
+    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    date = fields.Date(required=True)
+
+
+class CourseIn(Schema):
+    programme_code = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    location = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    capacity = fields.Integer(required=True, strict=True,
+                              validate=validate.Range(min=1, max=1000))
+    modules = fields.List(fields.Nested(ModuleIn), required=True,
+                          validate=validate.Length(min=1, max=50))
+    open = fields.Boolean(load_default=False)
+
+    @validates_schema
+    def module_numbers(self, data, **kwargs):
+        numbers = [m["number"] for m in data["modules"]]
+        if sorted(numbers) != list(range(1, len(numbers) + 1)):
+            raise ValidationError("module numbers must be 1, 2, ... without gaps or repeats",
+                                  "modules")
+
+
+class CancelIn(Schema):
+    enrolment_id = fields.UUID(required=True)
+    reason = fields.String(load_default=None, allow_none=True,
+                           validate=validate.Length(max=500))
+
+
+class AttendanceIn(Schema):
+    course_id = fields.UUID(required=True)
+    module_number = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    enrolment_ids = fields.List(fields.UUID(), required=True,
+                                validate=validate.Length(min=1, max=1000))
+
+
+class EnrolmentFilterIn(Schema):
+    programme_code = fields.String(load_default=None, allow_none=True)
+    course_id = fields.UUID(load_default=None, allow_none=True)
+    status = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(
+        ["confirmed", "waitlisted", "cancelled", "completed"]))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+class MunicipalityIn(Schema):
+    ags = ags_field(required=True)
+    contact_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    contact_email = fields.Email(required=True)
+
+
+class ProviderIn(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+# --- outputs -----------------------------------------------------------------------------------
+
+class ModuleOut(Schema):
+    number = fields.Integer()
+    title = fields.String()
+    date = fields.Date()
+
+
+class CourseOut(Schema):
+    id = fields.UUID()
+    programme_code = fields.Function(lambda c: c.programme.code)
+    programme_name = fields.Function(lambda c: c.programme.name)
+    provider = fields.Function(lambda c: c.provider.name)
+    title = fields.String()
+    location = fields.String()
+    capacity = fields.Integer()
+    status = fields.String()
+    modules = fields.List(fields.Nested(ModuleOut))
+
+
+class EnrolmentOut(Schema):
+    id = fields.UUID()
+    programme_code = fields.Function(lambda e: e.course.programme.code)
+    course_id = fields.UUID()
+    course_title = fields.Function(lambda e: e.course.title)
+    ags = fields.String()
+    participant = fields.Function(lambda e: {
+        "given_name": e.given_name, "family_name": e.family_name, "email": e.email,
+        "department": e.department})
+    status = fields.String()
+    waitlist_position = fields.Method("position")
+    enrolled_at = fields.AwareDateTime()
+    confirmed_at = fields.AwareDateTime(allow_none=True)
+    cancelled_at = fields.AwareDateTime(allow_none=True)
+    cancelled_by = fields.String(allow_none=True)
+    completed_at = fields.AwareDateTime(allow_none=True)
+    attended_modules = fields.Function(lambda e: [a.module_number for a in e.attendance])
+    funding = fields.Function(lambda e: {"status": e.funding_status, "kind": e.funding_kind})
+    certificate = fields.Function(lambda e: {"number": e.certificate_number,
+                                             "status": e.certificate_status}
+                                  if e.certificate_number else None)
+
+    def position(self, enrolment):
+        positions = self.context_positions or {}
+        return positions.get(enrolment.id)
+
+    def __init__(self, *args, positions: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.context_positions = positions
+
+
+class BodyOut(Schema):
+    ags = fields.String()
+    name = fields.String()
+    kind = fields.String()
+    designation = fields.String()
+    kreisfrei = fields.Boolean()
+    land = fields.String()
+    kreis_ags = fields.String(allow_none=True)
+
+
+class ProgrammeOut(Schema):
+    id = fields.UUID()
+    code = fields.String()
+    name = fields.String()
+    land = fields.String()
+    role_name = fields.String()
+    eligible_kinds = fields.List(fields.String())
+    enrolment_opens_on = fields.Date()
+    enrolment_closes_on = fields.Date()
+    revision = fields.Integer()

@@ -1,0 +1,201 @@
+"""RPC and event entrypoints of the enrolment service: validate, call the domain, return."""
+from __future__ import annotations
+
+import hmac
+
+from nameko.dependency_providers import Config
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from services.common.db import Database
+from services.common.entrypoints import OperatorToken, ProviderToken, event_handler, rpc
+from services.common.errors import AuthenticationFailed
+from services.common.events import parse_event
+from services.common.schemas import load
+from services.enrolment import domain, schemas
+from services.enrolment.models import InboxRecord, OutboxMessage
+
+AGS_SCHEMA = schemas.MunicipalityIn(only=("ags",))
+
+
+class EnrolmentService:
+    name = "enrolment"
+
+    db = Database("enrolment", OutboxMessage, InboxRecord)
+    config = Config()
+    provider_token = ProviderToken()
+    operator_token = OperatorToken()
+
+    # --- helpers (not entrypoints) ------------------------------------------------------------
+
+    def _as_provider(self, fn, *args):
+        token = self.provider_token
+        return self.db.run(lambda s: fn(s, domain.authenticate_provider(s, token), *args))
+
+    def _require_operator(self):
+        expected = self.config.get("OPERATOR_TOKEN") or ""
+        given = self.operator_token or ""
+        if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
+            raise AuthenticationFailed("operator token missing or wrong (set OPERATOR_TOKEN)")
+
+    @staticmethod
+    def _ags(ags) -> str:
+        return load(AGS_SCHEMA, {"ags": ags}, "AGS")["ags"]
+
+    # --- education providers (token in context data) -----------------------------------------
+
+    @rpc
+    def create_course(self, course):
+        data = load(schemas.CourseIn(), course, "course")
+        created = self._as_provider(domain.create_course, data)
+        return schemas.CourseOut().dump(created)
+
+    @rpc
+    def open_course(self, course_id):
+        return self._course_action(course_id, "open")
+
+    @rpc
+    def close_course(self, course_id):
+        return self._course_action(course_id, "close")
+
+    @rpc
+    def complete_course(self, course_id):
+        return self._course_action(course_id, "complete")
+
+    def _course_action(self, course_id, action):
+        data = load(schemas.AttendanceIn(only=("course_id",)), {"course_id": course_id})
+        course = self._as_provider(domain.change_course_status, data["course_id"], action)
+        return schemas.CourseOut().dump(course)
+
+    @rpc
+    def cancel_course(self, course_id, reason=None):
+        data = load(schemas.AttendanceIn(only=("course_id",)), {"course_id": course_id})
+        course = self._as_provider(domain.cancel_course, data["course_id"], reason)
+        return schemas.CourseOut().dump(course)
+
+    @rpc
+    def course_enrolments(self, course_id):
+        data = load(schemas.AttendanceIn(only=("course_id",)), {"course_id": course_id})
+        return self._as_provider(domain.course_enrolments, data["course_id"])
+
+    @rpc
+    def provider_cancel_enrolment(self, enrolment_id, reason=None):
+        data = load(schemas.CancelIn(), {"enrolment_id": enrolment_id, "reason": reason})
+        token = self.provider_token
+        return self.db.run(lambda s: domain.cancel_enrolment(
+            s, data["enrolment_id"], provider=domain.authenticate_provider(s, token),
+            reason=data["reason"]))
+
+    @rpc
+    def record_attendance(self, course_id, module_number, enrolment_ids):
+        data = load(schemas.AttendanceIn(), {"course_id": course_id,
+                                             "module_number": module_number,
+                                             "enrolment_ids": enrolment_ids}, "attendance")
+        return self._as_provider(domain.record_attendance, data)
+
+    # --- the gateway (acting for an authenticated municipality) ------------------------------
+
+    @rpc
+    def authenticate(self, api_key):
+        body = self.db.run(domain.authenticate_municipality, api_key)
+        return schemas.BodyOut().dump(body)
+
+    @rpc
+    def enrol(self, ags, enrolment):
+        ags = self._ags(ags)
+        command = load(schemas.EnrolIn(), enrolment, "enrolment")
+        try:
+            return self.db.run(domain.enrol, ags, command)
+        except IntegrityError:
+            # A concurrent twin (same key or same participant) committed first: run again to
+            # answer as the rules say (the first result, or a clear duplicate error).
+            return self.db.run(domain.enrol, ags, command)
+
+    @rpc
+    def cancel_enrolment(self, ags, enrolment_id, reason=None):
+        ags = self._ags(ags)
+        data = load(schemas.CancelIn(), {"enrolment_id": enrolment_id, "reason": reason})
+        return self.db.run(lambda s: domain.cancel_enrolment(
+            s, data["enrolment_id"], ags=ags, reason=data["reason"]))
+
+    @rpc
+    def get_enrolment(self, ags, enrolment_id):
+        ags = self._ags(ags)
+        data = load(schemas.CancelIn(only=("enrolment_id",)), {"enrolment_id": enrolment_id})
+        return self.db.run(domain.get_enrolment, ags, data["enrolment_id"])
+
+    @rpc
+    def list_enrolments(self, ags, filters=None):
+        ags = self._ags(ags)
+        data = load(schemas.EnrolmentFilterIn(), filters or {}, "filters")
+        return self.db.run(domain.list_enrolments, ags, data)
+
+    @rpc
+    def list_open_courses(self, ags):
+        return self.db.run(domain.open_courses, self._ags(ags))
+
+    @rpc
+    def municipality(self, ags):
+        return self.db.run(domain.municipality_overview, self._ags(ags))
+
+    # --- operators (operator token in context data) ------------------------------------------
+
+    @rpc
+    def create_programme(self, programme):
+        self._require_operator()
+        data = load(schemas.ProgrammeIn(), programme, "programme")
+        return schemas.ProgrammeOut().dump(self.db.run(domain.create_programme, data))
+
+    @rpc
+    def create_provider(self, name):
+        self._require_operator()
+        data = load(schemas.ProviderIn(), {"name": name}, "provider")
+        provider, token = self.db.run(domain.create_provider, data["name"])
+        return {"id": str(provider.id), "name": provider.name, "token": token}
+
+    @rpc
+    def register_municipality(self, ags, contact_name, contact_email):
+        self._require_operator()
+        data = load(schemas.MunicipalityIn(), {"ags": ags, "contact_name": contact_name,
+                                               "contact_email": contact_email}, "municipality")
+        account, key = self.db.run(domain.register_municipality, data["ags"],
+                                   data["contact_name"], data["contact_email"])
+        return {"ags": account.ags, "api_key": key, "api_key_prefix": account.api_key_prefix}
+
+    @rpc
+    def health(self):
+        with self.db.transaction() as session:
+            session.execute(text("SELECT 1"))
+        return {"service": self.name, "database": "ok", "broker": "ok"}
+
+    # --- events from other services: the read model of funding and certificates --------------
+
+    def _funding(self, envelope, event_type, method):
+        event = parse_event(envelope, event_type)
+        self.db.run(domain.apply_funding_event, event, f"{self.name}.{method}")
+
+    @event_handler("funding", "funding_granted")
+    def on_funding_granted(self, envelope):
+        self._funding(envelope, "funding_granted", "on_funding_granted")
+
+    @event_handler("funding", "funding_waiting")
+    def on_funding_waiting(self, envelope):
+        self._funding(envelope, "funding_waiting", "on_funding_waiting")
+
+    @event_handler("funding", "funding_released")
+    def on_funding_released(self, envelope):
+        self._funding(envelope, "funding_released", "on_funding_released")
+
+    @event_handler("funding", "funding_converted")
+    def on_funding_converted(self, envelope):
+        self._funding(envelope, "funding_converted", "on_funding_converted")
+
+    @event_handler("certificates", "certificate_issued")
+    def on_certificate_issued(self, envelope):
+        event = parse_event(envelope, "certificate_issued")
+        self.db.run(domain.apply_certificate_event, event, f"{self.name}.on_certificate_issued")
+
+    @event_handler("certificates", "certificate_revoked")
+    def on_certificate_revoked(self, envelope):
+        event = parse_event(envelope, "certificate_revoked")
+        self.db.run(domain.apply_certificate_event, event, f"{self.name}.on_certificate_revoked")

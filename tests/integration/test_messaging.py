@@ -1,0 +1,171 @@
+"""Outbox, topology, retries, parking and the inbox, against the real broker and database."""
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from nameko.standalone.events import event_dispatcher
+from nameko.standalone.rpc import ServiceRpcProxy
+
+from services.common import topology
+from services.common.events import build_event
+from services.common.messaging import list_parked, replay_parked
+from services.enrolment.models import Enrolment, InboxRecord
+from services.enrolment.service import EnrolmentService
+from tests.integration.helpers import (Recorder, gemeinden, outbox_events, participant, seed,
+                                       wait_for)
+
+RECORDER_QUEUE = "evt-enrolment-enrolment_created--recorder.on_enrolment_created"
+
+
+@pytest.fixture
+def seeded(enrolment_db, register_file):
+    return seed(enrolment_db, register_file, capacity=2)
+
+
+@pytest.fixture(autouse=True)
+def fresh_recorder():
+    Recorder.reset()
+    yield
+    Recorder.reset()
+
+
+def enrol_directly(handle, register_file, course_id, n=1):
+    """Write enrolments (and their events) straight into the database, as the CLI would."""
+    from services.enrolment import domain
+    for i, ags in enumerate(gemeinden(register_file, n)):
+        handle.run(domain.enrol, ags, {"course_id": course_id, "participant": participant(i)})
+
+
+def unpublished(handle):
+    from services.enrolment.models import OutboxMessage
+    return handle.run(lambda s: s.query(OutboxMessage)
+                      .filter(OutboxMessage.published_at.is_(None)).count())
+
+
+def test_event_published_right_after_start_up_reaches_a_consumer_started_later(
+        seeded, enrolment_db, container_factory, service_config, register_file, rabbit_manager):
+    enrol_directly(enrolment_db, register_file, seeded["courses"][0])
+    vhost = service_config["vhost"]
+    assert RECORDER_QUEUE not in [q["name"] for q in rabbit_manager.get_queues(vhost)]
+
+    producer = container_factory(EnrolmentService, service_config)
+    producer.start()
+    wait_for(lambda: unpublished(enrolment_db) == 0, message="outbox relayed")
+    # The consumer did not exist when the event went out; its queue did.
+    consumer = container_factory(Recorder, service_config)
+    consumer.start()
+    wait_for(lambda: Recorder.received, message="event delivered")
+    [event] = Recorder.received
+    assert event["event_type"] == "enrolment_created"
+    assert event["event_id"] == outbox_events(enrolment_db, "enrolment_created")[0]["event_id"]
+
+
+def test_topology_lists_every_consumer_queue_of_the_system():
+    queues = [s.queue_name for s in topology.subscriptions(topology.service_classes({}))]
+    assert "evt-funding-funding_granted--enrolment.on_funding_granted" in queues
+    assert "evt-certificates-certificate_issued--enrolment.on_certificate_issued" in queues
+
+
+def test_transient_failure_is_retried_with_backoff_then_handled(
+        container_factory, service_config, rabbit_manager):
+    Recorder.reset("fail_n:2")
+    consumer = container_factory(Recorder, service_config)
+    consumer.start()
+    envelope = build_event("enrolment", "enrolment_created", sample_created())
+    dispatch = event_dispatcher(service_config)
+    dispatch("enrolment", "enrolment_created", envelope)
+    wait_for(lambda: Recorder.received, message="handled after retries")
+    assert Recorder.attempts[envelope["event_id"]] == 3
+    assert list_parked(service_config["AMQP_URI"], [RECORDER_QUEUE]) == []
+
+
+def test_poison_message_is_parked_not_spun_and_can_be_replayed(
+        container_factory, service_config):
+    Recorder.reset("fail")
+    consumer = container_factory(Recorder, service_config)
+    consumer.start()
+    envelope = build_event("enrolment", "enrolment_created", sample_created())
+    dispatch = event_dispatcher(service_config)
+    dispatch("enrolment", "enrolment_created", envelope)
+    uri = service_config["AMQP_URI"]
+    parked = wait_for(lambda: list_parked(uri, [RECORDER_QUEUE]), message="message parked")
+    # Exactly max_attempts (3) tries, then parked: no spin, nothing lost.
+    assert Recorder.attempts[envelope["event_id"]] == 3
+    assert parked[0]["event_id"] == envelope["event_id"]
+    assert parked[0]["attempts"] == 3 and "RuntimeError" in parked[0]["error"]
+    assert Recorder.received == []
+    # Listing does not take the messages away.
+    assert len(list_parked(uri, [RECORDER_QUEUE])) == 1
+
+    Recorder.behaviour = "ok"  # the operator fixed the cause
+    assert replay_parked(uri, [RECORDER_QUEUE]) == 1
+    wait_for(lambda: Recorder.received, message="replayed message handled")
+    assert Recorder.received[0]["event_id"] == envelope["event_id"]
+    assert list_parked(uri, [RECORDER_QUEUE]) == []
+
+
+def test_message_breaking_its_contract_is_parked_at_once(container_factory, service_config):
+    consumer = container_factory(Recorder, service_config)
+    consumer.start()
+    dispatch = event_dispatcher(service_config)
+    dispatch("enrolment", "enrolment_created", {"not": "an envelope"})
+    uri = service_config["AMQP_URI"]
+    parked = wait_for(lambda: list_parked(uri, [RECORDER_QUEUE]), message="parked")
+    assert parked[0]["attempts"] == 1 and "ContractViolation" in parked[0]["error"]
+
+
+def sample_created():
+    return {"enrolment_id": uuid.uuid4(), "programme_id": uuid.uuid4(),
+            "course_id": uuid.uuid4(), "ags": "08226098", "status": "confirmed",
+            "waitlist_position": None, "enrolled_at": datetime.now(timezone.utc),
+            "participant": {"given_name": "Jörg", "family_name": "Groß",
+                            "email": "jg@example.org"}}
+
+
+def funding_event(event_type, enrolment_id, occurred_at=None, **extra):
+    payload = {"enrolment_id": enrolment_id, "programme_id": uuid.uuid4(), "ags": "08226098"}
+    payload.update(extra)
+    envelope = build_event("funding", event_type, payload)
+    if occurred_at:
+        envelope["occurred_at"] = occurred_at.isoformat()
+    return envelope
+
+
+def test_redelivered_funding_event_changes_the_read_model_once(
+        seeded, container_factory, service_config, enrolment_db, register_file):
+    enrol_directly(enrolment_db, register_file, seeded["courses"][0])
+    enrolment_id = enrolment_db.run(lambda s: str(s.query(Enrolment.id).scalar()))
+    service = container_factory(EnrolmentService, service_config)
+    service.start()
+    granted = funding_event("funding_granted", enrolment_id, kind="guaranteed", amount_cents=50000)
+    dispatch = event_dispatcher(service_config)
+    dispatch("funding", "funding_granted", granted)
+    dispatch("funding", "funding_granted", granted)  # the same event again
+
+    def handled():
+        return enrolment_db.run(lambda s: s.query(InboxRecord).count())
+    wait_for(lambda: handled() >= 1, message="funding event handled")
+    with ServiceRpcProxy("enrolment", service_config) as enrolment:
+        enrolment.health()  # a round trip: the second copy has been taken off the queue by now
+    assert handled() == 1
+    state = enrolment_db.run(lambda s: s.get(Enrolment, uuid.UUID(enrolment_id)))
+    assert (state.funding_status, state.funding_kind) == ("granted", "guaranteed")
+
+
+def test_older_funding_decision_arriving_late_does_not_overwrite_a_newer_one(
+        seeded, container_factory, service_config, enrolment_db, register_file):
+    enrol_directly(enrolment_db, register_file, seeded["courses"][0])
+    enrolment_id = enrolment_db.run(lambda s: str(s.query(Enrolment.id).scalar()))
+    service = container_factory(EnrolmentService, service_config)
+    service.start()
+    now = datetime.now(timezone.utc)
+    released = funding_event("funding_released", enrolment_id, occurred_at=now, amount_cents=50000)
+    granted = funding_event("funding_granted", enrolment_id, occurred_at=now - timedelta(seconds=5),
+                            kind="pool", amount_cents=50000)
+    dispatch = event_dispatcher(service_config)
+    dispatch("funding", "funding_released", released)
+    wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 1)
+    dispatch("funding", "funding_granted", granted)
+    wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 2)
+    state = enrolment_db.run(lambda s: s.get(Enrolment, uuid.UUID(enrolment_id)))
+    assert state.funding_status == "released"
