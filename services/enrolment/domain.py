@@ -286,6 +286,11 @@ def _request_hash(command: dict) -> str:
 
 def enrol(session: Session, ags: str, command: dict, today: date | None = None) -> dict:
     """Enrol a participant for a municipality: a seat if one is free, else the waitlist."""
+    body = session.get(Body, ags)
+    if body is None:
+        raise NotFound(f"no body with AGS {ags}", {"ags": ["not in register"]})
+    # The lock comes first: a retry racing its original then sees the original's answer.
+    course = _lock_course(session, command["course_id"])
     key = command.get("idempotency_key")
     if key:
         record = session.get(IdempotencyRecord, (ags, key))
@@ -294,10 +299,6 @@ def enrol(session: Session, ags: str, command: dict, today: date | None = None) 
                 raise IdempotencyKeyReused("this idempotency key was used for another request",
                                            {"idempotency_key": ["used with a different body"]})
             return record.response
-    body = session.get(Body, ags)
-    if body is None:
-        raise NotFound(f"no body with AGS {ags}", {"ags": ["not in register"]})
-    course = _lock_course(session, command["course_id"])
     if course is None:
         raise NotFound("no such course", {"course_id": ["unknown course"]})
     programme = course.programme

@@ -2,6 +2,8 @@
 import pytest
 
 from services.common.errors import RuleViolation, ValidationFailed
+from services.common.schemas import load
+from services.enrolment.schemas import AttendanceIn
 from services.enrolment import domain
 from tests.integration.helpers import gemeinden, outbox_events, participant, seed
 
@@ -16,6 +18,10 @@ def world(enrolment_db, register_file):
 
 def enrol(handle, ags, course, n):
     return handle.run(domain.enrol, ags, {"course_id": course, "participant": participant(n)})
+
+
+def attendance(command):
+    return load(AttendanceIn(), command)
 
 
 def as_provider(handle, token, fn, *args):
@@ -83,14 +89,16 @@ def test_attending_every_module_completes_once(world, enrolment_db):
     waiting = enrol(enrolment_db, c, world["course"], 3)
     with pytest.raises(ValidationFailed) as refused:
         as_provider(enrolment_db, world["token"], domain.record_attendance,
-                    {"course_id": world["course"], "module_number": 1,
-                     "enrolment_ids": [seated["id"], waiting["id"]]})
+                    attendance({"course_id": str(world["course"]), "module_number": 1,
+                                "enrolment_ids": [seated["id"], waiting["id"]]}))
     assert "enrolment_ids" in refused.value.fields
     for module in range(1, 6):
         for _ in range(2):  # recording twice is harmless
             result = as_provider(enrolment_db, world["token"], domain.record_attendance,
-                                 {"course_id": world["course"], "module_number": module,
-                                  "enrolment_ids": [seated["id"]] + ([other["id"]] if module < 5 else [])})
+                                 attendance({"course_id": str(world["course"]),
+                                             "module_number": module,
+                                             "enrolment_ids": [seated["id"]] + (
+                                                 [other["id"]] if module < 5 else [])}))
     assert result[0]["status"] == "completed"
     assert result[0]["attended_modules"] == [1, 2, 3, 4, 5]
     assert enrolment_db.run(domain.get_enrolment, b, other["id"])["status"] == "confirmed"

@@ -1,0 +1,95 @@
+"""The operator CLI on the embedded default, and `lotsen run` as a real process."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from nameko.standalone.rpc import ServiceRpcProxy
+
+from services.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cli_env(tmp_path, rabbit_config):
+    """A config file like local.yaml, pointing at this test's vhost and a fresh run directory."""
+    config = {"AMQP_URI": rabbit_config["AMQP_URI"], "LOTSEN_HOME": str(tmp_path / "var"),
+              "max_workers": 10, "DATABASES": {"enrolment": None},
+              "OUTBOX": {"poll_interval_s": 0.1, "batch_size": 100},
+              "LOGGING": {"version": 1, "root": {"level": "WARNING"}}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, config
+
+
+def invoke(config_path, *args):
+    result = CliRunner().invoke(main, ["--config", str(config_path), *args],
+                                catch_exceptions=False)
+    return result
+
+
+def test_operator_sets_up_a_programme_from_files(cli_env, register_file):
+    path, config = cli_env
+    assert invoke(path, "migrate").exit_code == 0
+    imported = invoke(path, "import-register", str(register_file))
+    assert imported.exit_code == 0, imported.output
+    assert "bodies" in imported.output
+    again = invoke(path, "import-register", str(register_file))
+    assert "(0 new, 0 updated, 11117 unchanged)" in again.output
+    created = invoke(path, "programme", "create",
+                     str(REPO / "deploy" / "programmes" / "bw-digitallotsen.yaml"))
+    assert created.exit_code == 0, created.output
+    assert "1136 eligible bodies" in created.output
+    duplicate = CliRunner().invoke(main, ["--config", str(path), "programme", "create",
+                                          str(REPO / "deploy" / "programmes" /
+                                              "bw-digitallotsen.yaml")])
+    assert duplicate.exit_code == 2 and "exists already" in duplicate.output
+    key = invoke(path, "municipality", "register", "08226098", "--contact-name", "Hauptamt",
+                 "--contact-email", "digital@wiesloch.example")
+    assert key.exit_code == 0 and "lk_" in key.output
+    bad = CliRunner().invoke(main, ["--config", str(path), "municipality", "register", "0822",
+                                    "--contact-name", "x", "--contact-email", "nope"])
+    assert bad.exit_code == 2 and "ags" in bad.output and "contact_email" in bad.output
+
+
+def test_demo_loads_once_and_run_serves_it(cli_env, register_file):
+    path, config = cli_env
+    assert invoke(path, "migrate").exit_code == 0
+    first = invoke(path, "demo", "--register", str(register_file))
+    assert first.exit_code == 0 and "demo programme BW-DL" in first.output
+    second = invoke(path, "demo")
+    assert "already loaded" in second.output
+    credentials = json.loads((Path(config["LOTSEN_HOME"]) / "demo-credentials.json").read_text())
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "--config", str(path), "run"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        rpc_config = {"AMQP_URI": config["AMQP_URI"]}
+        deadline = time.monotonic() + 60
+        courses = None
+        while time.monotonic() < deadline and courses is None:
+            try:
+                with ServiceRpcProxy("enrolment", rpc_config, timeout=5) as enrolment:
+                    courses = enrolment.list_open_courses("08226098")
+            except Exception:
+                assert process.poll() is None, process.stdout.read()
+                time.sleep(0.5)
+        assert {c["location"] for c in courses} == {"Wiesloch", "Stuttgart"}
+        assert all(c["free_seats"] == c["capacity"] for c in courses)
+        assert len(credentials["municipalities"]) == 3
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail("lotsen run did not stop on SIGTERM")
+    assert process.returncode == 0
