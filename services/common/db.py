@@ -66,6 +66,7 @@ class DatabaseHandle:
     def __init__(self, url: str, producer: str, outbox_model=None, inbox_model=None,
                  pool_size: int = 10, on_emit: Callable[[], None] | None = None):
         self.url = url
+        self.outbox_model = outbox_model
         self.engine = make_engine(url, pool_size)
         self.on_emit = on_emit
         self.sessionmaker = sessionmaker(

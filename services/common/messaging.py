@@ -109,7 +109,7 @@ class OutboxRelay:
 
     def publish_pending(self) -> int:
         """Publish one batch of unsent events; returns how many were published."""
-        outbox = self.handle.sessionmaker.kw["info"]["outbox_model"]
+        outbox = self.handle.outbox_model
         with self.handle.transaction() as session:
             query = (select(outbox).where(outbox.published_at.is_(None))
                      .order_by(outbox.position).limit(self.batch_size))
