@@ -86,7 +86,7 @@ class OutboxRelay:
         delay = 0.5
         while not self._stopped:
             try:
-                topology.declare(self.amqp_uri, self.config)
+                topology.declare(self.amqp_uri, self.config, own_exchange=self.service_name)
                 break
             except Exception as exc:  # broker not up yet: keep trying, never publish first
                 log.warning("declaring the event topology failed (%s); retrying", type(exc).__name__)

@@ -57,11 +57,15 @@ def subscriptions(classes) -> list[Subscription]:
     return sorted(found, key=lambda s: s.queue_name)
 
 
-def declare(amqp_uri: str, config: dict | None = None, classes=None) -> list[Subscription]:
-    """Declare exchange, queue, binding, retry and parked queue of every subscription."""
+def declare(amqp_uri: str, config: dict | None = None, classes=None,
+            own_exchange: str | None = None) -> list[Subscription]:
+    """Declare exchange, queue, binding, retry and parked queue of every subscription, and the
+    publishing service's own exchange (it may have no subscriber yet)."""
     subs = subscriptions(classes if classes is not None else service_classes(config))
     with Connection(amqp_uri) as connection:
         channel = connection.channel()
+        if own_exchange:
+            get_event_exchange(own_exchange, config or {})(channel).declare()
         for sub in subs:
             exchange = get_event_exchange(sub.source_service, config or {})
             exchange(channel).declare()

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +28,11 @@ def cli_env(tmp_path, rabbit_config):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path, config
+
+
+def unpublished(database: Path) -> int:
+    with sqlite3.connect(database) as conn:
+        return conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()[0]
 
 
 def invoke(config_path, *args):
@@ -85,6 +91,12 @@ def test_demo_loads_once_and_run_serves_it(cli_env, register_file):
         assert {c["location"] for c in courses} == {"Wiesloch", "Stuttgart"}
         assert all(c["free_seats"] == c["capacity"] for c in courses)
         assert len(credentials["municipalities"]) == 3
+        # The relay publishes the demo's events although nobody subscribes to them yet.
+        database = Path(config["LOTSEN_HOME"]) / "enrolment.sqlite"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and unpublished(database):
+            time.sleep(0.2)
+        assert unpublished(database) == 0
     finally:
         process.send_signal(signal.SIGTERM)
         try:
