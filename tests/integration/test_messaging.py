@@ -8,7 +8,7 @@ from nameko.standalone.rpc import ServiceRpcProxy
 
 from services.common import topology
 from services.common.events import build_event
-from services.common.messaging import list_parked, replay_parked
+from services.common.messaging import list_parked
 from services.enrolment.models import Enrolment, InboxRecord
 from services.enrolment.service import EnrolmentService
 from tests.integration.helpers import (Recorder, gemeinden, outbox_events, participant, seed,
@@ -79,8 +79,22 @@ def test_transient_failure_is_retried_with_backoff_then_handled(
     assert list_parked(service_config["AMQP_URI"], [RECORDER_QUEUE]) == []
 
 
+def run_cli(service_config, tmp_path, *args):
+    import yaml
+    from click.testing import CliRunner
+
+    from services.cli import main
+    path = tmp_path / "cli.yaml"
+    path.write_text(yaml.safe_dump({
+        "AMQP_URI": service_config["AMQP_URI"],
+        "EXTRA_SERVICE_CLASSES": service_config["EXTRA_SERVICE_CLASSES"]}))
+    result = CliRunner().invoke(main, ["--config", str(path), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 def test_poison_message_is_parked_not_spun_and_can_be_replayed(
-        container_factory, service_config):
+        container_factory, service_config, tmp_path):
     Recorder.reset("fail")
     consumer = container_factory(Recorder, service_config)
     consumer.start()
@@ -97,8 +111,11 @@ def test_poison_message_is_parked_not_spun_and_can_be_replayed(
     # Listing does not take the messages away.
     assert len(list_parked(uri, [RECORDER_QUEUE])) == 1
 
-    Recorder.behaviour = "ok"  # the operator fixed the cause
-    assert replay_parked(uri, [RECORDER_QUEUE]) == 1
+    Recorder.behaviour = "ok"  # the operator fixed the cause, then uses the CLI
+    listed = run_cli(service_config, tmp_path, "parked", "list")
+    assert envelope["event_id"] in listed and "1 parked message(s)" in listed
+    replayed = run_cli(service_config, tmp_path, "parked", "replay", "--queue", RECORDER_QUEUE)
+    assert "replayed 1 message(s)" in replayed
     wait_for(lambda: Recorder.received, message="replayed message handled")
     assert Recorder.received[0]["event_id"] == envelope["event_id"]
     assert list_parked(uri, [RECORDER_QUEUE]) == []
