@@ -79,12 +79,17 @@ class DatabaseHandle:
         return self.engine.dialect.name == "postgresql"
 
     @contextmanager
-    def transaction(self, correlation_id: str | None = None):
+    def transaction(self, correlation_id: str | None = None, commit: bool = True):
+        """One unit of work; ``commit=False`` runs everything and then rolls it back (dry run)."""
         session: Session = self.sessionmaker()
         session.info["correlation_id"] = correlation_id
         try:
             yield session
-            session.commit()
+            if commit:
+                session.commit()
+            else:
+                session.rollback()
+                session.info["emitted"] = False
         except BaseException:
             session.rollback()
             raise
@@ -95,10 +100,10 @@ class DatabaseHandle:
             self.on_emit()
 
     def run(self, fn: Callable, *args, correlation_id: str | None = None, attempts: int = 5,
-            **kwargs):
+            commit: bool = True, **kwargs):
         for attempt in range(1, attempts + 1):
             try:
-                with self.transaction(correlation_id) as session:
+                with self.transaction(correlation_id, commit) as session:
                     return fn(session, *args, **kwargs)
             except DBAPIError as exc:
                 if attempt == attempts or not _is_retryable(exc):

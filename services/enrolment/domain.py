@@ -13,11 +13,12 @@ import uuid
 from datetime import date, datetime, timezone
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.common.db import emit, first_delivery
 from services.common.errors import (AuthenticationFailed, Conflict, DuplicateEnrolment,
-                                    IdempotencyKeyReused, NotFound, RuleViolation,
+                                    IdempotencyKeyReused, LotsenError, NotFound, RuleViolation,
                                     ValidationFailed)
 from services.common.events import Event
 from services.enrolment.models import (ACTIVE_STATUSES, Attendance, Body, Course, Enrolment,
@@ -344,6 +345,34 @@ def enrol(session: Session, ags: str, command: dict, today: date | None = None) 
         session.add(IdempotencyRecord(ags=ags, key=key, request_hash=_request_hash(command),
                                       response=response))
     return response
+
+
+def enrol_batch(session: Session, ags: str, rows: list, today: date | None = None) -> list[dict]:
+    """Enrol each valid row on its own savepoint: one bad row costs only itself.
+
+    ``rows`` holds, per request row, either a validated command or the ``LotsenError`` its
+    validation raised."""
+    results = []
+    for index, row in enumerate(rows):
+        if isinstance(row, LotsenError):
+            results.append(_row_error(index, row))
+            continue
+        try:
+            with session.begin_nested():
+                results.append({"row": index, "result": "created",
+                                "enrolment": enrol(session, ags, row, today)})
+        except LotsenError as exc:
+            results.append(_row_error(index, exc))
+        except IntegrityError:
+            results.append(_row_error(index, Conflict(
+                "a concurrent request changed the same data; send this row again")))
+    return results
+
+
+def _row_error(index: int, exc: LotsenError) -> dict:
+    return {"row": index, "result": "error",
+            "error": {"status": exc.status, "title": exc.title, "detail": exc.message,
+                      "fields": exc.fields}}
 
 
 def _enrolment_for(session: Session, enrolment_id, ags: str | None = None,

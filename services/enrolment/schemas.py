@@ -34,6 +34,17 @@ class EnrolIn(Schema):
                                     validate=validate.Length(min=1, max=200))
 
 
+MAX_BATCH_ROWS = 500
+
+
+class EnrolBatchIn(Schema):
+    """Rows are checked one by one (a bad row does not spoil the others)."""
+
+    rows = fields.List(fields.Raw(), required=True,
+                       validate=validate.Length(min=1, max=MAX_BATCH_ROWS))
+    dry_run = fields.Boolean(load_default=False)
+
+
 class ProgrammeIn(Schema):
     code = fields.String(required=True, validate=validate.Regexp(
         r"^[A-Z0-9][A-Z0-9-]{1,39}$", error="use capitals, digits and '-', e.g. BW-DL"))

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Database
 from services.common.entrypoints import OperatorToken, ProviderToken, event_handler, rpc
-from services.common.errors import AuthenticationFailed
+from services.common.errors import AuthenticationFailed, ValidationFailed
 from services.common.events import parse_event
 from services.common.schemas import load
 from services.enrolment import domain, schemas
@@ -111,6 +111,28 @@ class EnrolmentService:
             # A concurrent twin (same key or same participant) committed first: run again to
             # answer as the rules say (the first result, or a clear duplicate error).
             return self.db.run(domain.enrol, ags, command)
+
+    @rpc
+    def enrol_batch(self, ags, rows, dry_run=False):
+        """Up to 500 enrolments; per row the enrolment or its error. A dry run checks every row
+        against the current state and then rolls everything back."""
+        ags = self._ags(ags)
+        batch = load(schemas.EnrolBatchIn(), {"rows": rows, "dry_run": dry_run}, "batch")
+        commands = []
+        for index, row in enumerate(batch["rows"]):
+            try:
+                commands.append(load(schemas.EnrolIn(), row, f"row {index}"))
+            except ValidationFailed as exc:
+                commands.append(exc)
+        dry_run = batch["dry_run"]
+        results = self.db.run(domain.enrol_batch, ags, commands, commit=not dry_run)
+        if dry_run:
+            for row in results:
+                if row["result"] == "created":
+                    row["result"] = "would_create"
+        succeeded = sum(1 for r in results if r["result"] != "error")
+        return {"dry_run": dry_run, "succeeded": succeeded, "failed": len(results) - succeeded,
+                "results": results}
 
     @rpc
     def cancel_enrolment(self, ags, enrolment_id, reason=None):

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from click.testing import CliRunner
 from nameko.standalone.rpc import ServiceRpcProxy
@@ -21,7 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def cli_env(tmp_path, rabbit_config):
     """A config file like local.yaml, pointing at this test's vhost and a fresh run directory."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     config = {"AMQP_URI": rabbit_config["AMQP_URI"], "LOTSEN_HOME": str(tmp_path / "var"),
+              "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}",
               "max_workers": 10, "DATABASES": {"enrolment": None},
               "OUTBOX": {"poll_interval_s": 0.1, "batch_size": 100},
               "LOGGING": {"version": 1, "root": {"level": "WARNING"}}}
@@ -91,6 +97,11 @@ def test_demo_loads_once_and_run_serves_it(cli_env, register_file):
         assert {c["location"] for c in courses} == {"Wiesloch", "Stuttgart"}
         assert all(c["free_seats"] == c["capacity"] for c in courses)
         assert len(credentials["municipalities"]) == 3
+        # The gateway runs in the same process and answers with the demo key.
+        key = credentials["municipalities"][0]["api_key"]
+        answer = requests.get(f"http://{config['WEB_SERVER_ADDRESS']}/api/v1/courses",
+                              headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert answer.status_code == 200 and len(answer.json()["items"]) == 2
         # The relay publishes the demo's events although nobody subscribes to them yet.
         database = Path(config["LOTSEN_HOME"]) / "enrolment.sqlite"
         deadline = time.monotonic() + 30

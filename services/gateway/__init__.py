@@ -1,0 +1,1 @@
+"""The thin HTTP gateway for municipalities: authenticate, parse, forward over RPC, answer."""

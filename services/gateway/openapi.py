@@ -1,0 +1,145 @@
+"""The OpenAPI 3 document of the gateway, generated from the marshmallow schemas."""
+from __future__ import annotations
+
+import functools
+import html as html_lib
+import json
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from services.gateway import schemas
+
+PROBLEM = {"application/problem+json": {"schema": "Problem"}}
+
+
+def _error(description):
+    return {"description": description, "content": PROBLEM}
+
+
+COMMON_ERRORS = {"401": _error("missing or unknown API key"),
+                 "503": _error("the enrolment service did not answer in time (Retry-After)")}
+BODY_ERRORS = {"400": _error("malformed JSON"), "413": _error("body too large"),
+               "415": _error("not application/json"),
+               "422": _error("invalid input, with the field errors")}
+ENROLMENT_ID = {"name": "enrolment_id", "in": "path", "required": True,
+                "schema": {"type": "string", "format": "uuid"}}
+
+
+def _json(schema):
+    return {"application/json": {"schema": schema}}
+
+
+def _ok(schema, description="OK"):
+    return {"description": description, "content": _json(schema)}
+
+
+PATHS = {
+    "/api/v1/courses": {"get": {
+        "summary": "Open courses the municipality may enrol into", "operationId": "listCourses",
+        "responses": {"200": _ok("CourseList"), **COMMON_ERRORS}}},
+    "/api/v1/enrolments": {
+        "post": {
+            "summary": "Enrol one participant", "operationId": "enrol",
+            "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                            "schema": {"type": "string", "maxLength": 200},
+                            "description": "the same key and body return the first answer"}],
+            "requestBody": {"required": True, "content": _json("EnrolmentRequest")},
+            "responses": {"201": _ok("Enrolment", "enrolled: a seat or the waitlist"),
+                          **BODY_ERRORS, **COMMON_ERRORS,
+                          "404": _error("no such course"),
+                          "409": _error("participant already enrolled in the programme")}},
+        "get": {
+            "summary": "The municipality's own enrolments", "operationId": "listEnrolments",
+            "parameters": [
+                {"name": "programme", "in": "query", "schema": {"type": "string"}},
+                {"name": "course", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+                {"name": "status", "in": "query", "schema": {
+                    "type": "string", "enum": ["confirmed", "waitlisted", "cancelled", "completed"]}},
+                {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {"name": "per_page", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
+            "responses": {"200": _ok("EnrolmentPage"), "422": _error("bad filter"),
+                          **COMMON_ERRORS}}},
+    "/api/v1/enrolments:batch": {"post": {
+        "summary": "Enrol up to 500 participants; one result per row",
+        "operationId": "enrolBatch",
+        "parameters": [{"name": "dry_run", "in": "query", "schema": {"type": "boolean"},
+                        "description": "check every row, store nothing"}],
+        "requestBody": {"required": True, "content": _json("BatchRequest")},
+        "responses": {"201": _ok("BatchResult", "every row enrolled"),
+                      "207": _ok("BatchResult", "some rows failed; see each row"),
+                      "200": _ok("BatchResult", "dry run"), **BODY_ERRORS, **COMMON_ERRORS}}},
+    "/api/v1/enrolments/{enrolment_id}": {
+        "parameters": [ENROLMENT_ID],
+        "get": {"summary": "One of the municipality's enrolments", "operationId": "getEnrolment",
+                "responses": {"200": _ok("Enrolment"), "404": _error("no such enrolment"),
+                              **COMMON_ERRORS}},
+        "delete": {"summary": "Cancel an enrolment (repeating it is harmless)",
+                   "operationId": "cancelEnrolment",
+                   "responses": {"200": _ok("Enrolment"), "404": _error("no such enrolment"),
+                                 "422": _error("completed enrolments cannot be cancelled"),
+                                 **COMMON_ERRORS}}},
+    "/api/v1/municipality": {"get": {
+        "summary": "The municipality, its enrolments and funding per programme",
+        "operationId": "getMunicipality",
+        "responses": {"200": _ok("Municipality"), **COMMON_ERRORS}}},
+    "/api/v1/openapi.json": {"get": {
+        "summary": "This document", "operationId": "getOpenApi", "security": [],
+        "responses": {"200": {"description": "OpenAPI 3 document",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+    "/api/docs": {"get": {
+        "summary": "This document for people", "operationId": "getDocs", "security": [],
+        "responses": {"200": {"description": "HTML",
+                              "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+    "/health/live": {"get": {"summary": "The gateway process runs", "operationId": "live",
+                             "security": [], "responses": {"200": _ok("Health")}}},
+    "/health/ready": {"get": {
+        "summary": "Broker and enrolment service answer", "operationId": "ready", "security": [],
+        "responses": {"200": _ok("Health"), "503": _ok("Health", "not ready")}}},
+}
+
+
+@functools.lru_cache(maxsize=1)
+def document() -> dict:
+    spec = APISpec(
+        title="Digitallotsen gateway", version="1.0.0", openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Municipalities enrol their staff in Digitallotsen seminars. "
+                             "Authenticate with 'Authorization: Bearer <API key>'. Errors are "
+                             "application/problem+json (RFC 9457)."},
+    )
+    spec.components.security_scheme("apiKey", {"type": "http", "scheme": "bearer"})
+    for name in ("Problem", "CourseList", "EnrolmentRequest", "Enrolment", "EnrolmentPage",
+                 "BatchRequest", "BatchResult", "Municipality", "Health"):
+        spec.components.schema(name, schema=getattr(schemas, name))
+    for path, operations in PATHS.items():
+        operations = json.loads(json.dumps(operations))  # apispec edits what it is given
+        spec.path(path=path, parameters=operations.pop("parameters", None),
+                  operations=operations)
+    result = spec.to_dict()
+    result["security"] = [{"apiKey": []}]
+    return result
+
+
+def html() -> str:
+    """A self-contained page (no scripts from elsewhere) listing every operation."""
+    doc = document()
+    rows = []
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            codes = ", ".join(sorted(operation.get("responses", {})))
+            rows.append(f"<tr><td><code>{method.upper()}</code></td><td><code>"
+                        f"{html_lib.escape(path)}</code></td><td>"
+                        f"{html_lib.escape(operation.get('summary', ''))}</td><td>{codes}</td></tr>")
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>"
+            f"{html_lib.escape(doc['info']['title'])}</title><style>body{{font-family:sans-serif;"
+            "margin:2em;max-width:70em}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;"
+            "text-align:left}</style></head><body>"
+            f"<h1>{html_lib.escape(doc['info']['title'])} {doc['info']['version']}</h1>"
+            f"<p>{html_lib.escape(doc['info']['description'])}</p>"
+            "<p>Machine-readable: <a href='/api/v1/openapi.json'>/api/v1/openapi.json</a></p>"
+            "<table><tr><th>method</th><th>path</th><th>what</th><th>answers</th></tr>"
+            + "".join(rows) + "</table></body></html>")

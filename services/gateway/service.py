@@ -1,0 +1,199 @@
+"""HTTP entrypoints for municipalities. Each one authenticates, parses the request, forwards it
+to the enrolment service over RPC with a time limit, and answers JSON or a problem."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import eventlet
+from nameko.dependency_providers import Config
+from nameko.rpc import RpcProxy
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Response
+
+from services.common import config as cfg
+from services.common.errors import LotsenError
+from services.gateway import openapi
+from services.gateway.problems import HttpProblem, http
+
+JSON = "application/json"
+
+
+class RpcTimeout(Exception):
+    pass
+
+
+def json_response(payload, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False), status=status, headers=headers or {},
+                    content_type=f"{JSON}; charset=utf-8")
+
+
+class GatewayService:
+    name = "gateway"
+
+    enrolment = RpcProxy("enrolment")
+    config = Config()
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    @property
+    def _settings(self) -> dict:
+        return self.config.get("GATEWAY") or {}
+
+    def _call(self, method: str, *args, timeout: float | None = None, **kwargs):
+        """An RPC call that gives up after a while: nameko's proxy would wait for ever."""
+        seconds = float(timeout or cfg.setting(self._settings, "rpc_timeout_s", 10))
+        try:
+            with eventlet.Timeout(seconds, RpcTimeout):
+                return getattr(self.enrolment, method)(*args, **kwargs)
+        except RpcTimeout:
+            raise HttpProblem(503, "Service unavailable",
+                              "the enrolment service did not answer in time; try again shortly",
+                              headers={"Retry-After": "5"}) from None
+
+    def _municipality(self, request) -> dict:
+        header = request.headers.get("Authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise HttpProblem(401, "Authentication required",
+                              "send the municipality's API key as 'Authorization: Bearer <key>'",
+                              headers={"WWW-Authenticate": 'Bearer realm="lotsen"'})
+        try:
+            return self._call("authenticate", key.strip())
+        except LotsenError as exc:
+            if exc.status == 401:
+                raise HttpProblem(401, "Authentication failed", "unknown API key",
+                                  headers={"WWW-Authenticate": 'Bearer realm="lotsen"'}) from None
+            raise
+
+    def _json_body(self, request):
+        limit = int(cfg.setting(self._settings, "max_body_bytes", 1_048_576))
+        if request.content_length is not None and request.content_length > limit:
+            raise HttpProblem(413, "Body too large", f"request bodies are limited to {limit} bytes")
+        if request.mimetype != JSON:
+            raise HttpProblem(415, "Unsupported media type",
+                              "send the body as application/json")
+        request.max_content_length = limit
+        try:
+            raw = request.get_data(cache=True)
+        except RequestEntityTooLarge:
+            raise HttpProblem(413, "Body too large",
+                              f"request bodies are limited to {limit} bytes") from None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise HttpProblem(400, "Malformed JSON", f"the body is not valid JSON: {exc}") from None
+
+    @staticmethod
+    def _object(body, what="the body") -> dict:
+        if not isinstance(body, dict):
+            raise HttpProblem(422, "Invalid input", f"{what} must be a JSON object",
+                              {"_schema": ["expected an object"]})
+        return body
+
+    @staticmethod
+    def _enrolment_id(value: str) -> str:
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            # An id that cannot exist answers like one that does not.
+            raise HttpProblem(404, "Not found", "no such enrolment") from None
+
+    @staticmethod
+    def _flag(request, name: str) -> bool:
+        value = request.args.get(name, "false").lower()
+        if value not in ("true", "false", "1", "0"):
+            raise HttpProblem(422, "Invalid input", f"{name} must be true or false",
+                              {name: ["must be true or false"]})
+        return value in ("true", "1")
+
+    # --- API ---------------------------------------------------------------------------------
+
+    @http("GET", "/api/v1/courses")
+    def courses(self, request):
+        body = self._municipality(request)
+        return json_response({"items": self._call("list_open_courses", body["ags"])})
+
+    @http("POST", "/api/v1/enrolments")
+    def enrol(self, request):
+        body = self._municipality(request)
+        enrolment = self._object(self._json_body(request))
+        key = request.headers.get("Idempotency-Key")
+        if key is not None:
+            if "idempotency_key" in enrolment:
+                raise HttpProblem(422, "Invalid input", "give the key once, as the header",
+                                  {"idempotency_key": ["use the Idempotency-Key header"]})
+            enrolment = dict(enrolment, idempotency_key=key)
+        created = self._call("enrol", body["ags"], enrolment)
+        return json_response(created, 201, {"Location": f"/api/v1/enrolments/{created['id']}"})
+
+    @http("POST", "/api/v1/enrolments:batch")
+    def enrol_batch(self, request):
+        body = self._municipality(request)
+        payload = self._object(self._json_body(request))
+        if set(payload) - {"rows"}:
+            raise HttpProblem(422, "Invalid input", "unknown fields in the batch",
+                              {f: ["Unknown field."] for f in set(payload) - {"rows"}})
+        result = self._call("enrol_batch", body["ags"], payload.get("rows"),
+                            self._flag(request, "dry_run"), timeout=60)
+        return json_response(result, 200 if result["dry_run"] else 207 if result["failed"] else 201)
+
+    @http("GET", "/api/v1/enrolments")
+    def list_enrolments(self, request):
+        body = self._municipality(request)
+        filters = {}
+        for param, field in (("programme", "programme_code"), ("course", "course_id"),
+                             ("status", "status"), ("page", "page"), ("per_page", "per_page")):
+            if param in request.args:
+                filters[field] = request.args[param]
+        unknown = set(request.args) - {"programme", "course", "status", "page", "per_page"}
+        if unknown:
+            raise HttpProblem(422, "Invalid input", "unknown query parameters",
+                              {p: ["Unknown parameter."] for p in sorted(unknown)})
+        page = self._call("list_enrolments", body["ags"], filters)
+        return json_response(page)
+
+    @http("GET", "/api/v1/enrolments/<enrolment_id>")
+    def get_enrolment(self, request, enrolment_id):
+        body = self._municipality(request)
+        return json_response(self._call("get_enrolment", body["ags"],
+                                        self._enrolment_id(enrolment_id)))
+
+    @http("DELETE", "/api/v1/enrolments/<enrolment_id>")
+    def cancel_enrolment(self, request, enrolment_id):
+        body = self._municipality(request)
+        return json_response(self._call("cancel_enrolment", body["ags"],
+                                        self._enrolment_id(enrolment_id)))
+
+    @http("GET", "/api/v1/municipality")
+    def municipality(self, request):
+        body = self._municipality(request)
+        return json_response(self._call("municipality", body["ags"]))
+
+    @http("GET", "/api/v1/openapi.json")
+    def openapi_document(self, request):
+        return json_response(openapi.document())
+
+    @http("GET", "/api/docs")
+    def docs(self, request):
+        return Response(openapi.html(), content_type="text/html; charset=utf-8")
+
+    # --- probes ------------------------------------------------------------------------------
+
+    @http("GET", "/health/live")
+    def live(self, request):
+        return json_response({"status": "ok"})
+
+    @http("GET", "/health/ready")
+    def ready(self, request):
+        try:
+            health = self._call("health", timeout=cfg.setting(self._settings,
+                                                              "ready_timeout_s", 2))
+        except HttpProblem:
+            return json_response({"status": "unavailable", "enrolment": "no answer"}, 503,
+                                 {"Retry-After": "5"})
+        return json_response({"status": "ok", "enrolment": health})
+
+    @http("GET,POST,PUT,PATCH,DELETE", "/<path:anything>")
+    def not_found(self, request, anything):
+        raise HttpProblem(404, "Not found", f"there is nothing at /{anything}")
