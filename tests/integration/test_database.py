@@ -34,7 +34,7 @@ def test_a_waiting_query_does_not_stall_the_process(pg_url):
     another runs. If it did not, the release below could never happen and the waiting query
     would fail on its lock timeout."""
     engine = make_engine(pg_url, pool_size=4)
-    order = []
+    order, waiter_pid = [], []
     try:
         with engine.connect() as holder:
             holder.execute(text("SELECT pg_advisory_lock(4242)"))
@@ -42,22 +42,25 @@ def test_a_waiting_query_does_not_stall_the_process(pg_url):
             def waiter():
                 with engine.connect() as conn:
                     conn.execute(text("SET lock_timeout = '10s'"))
+                    waiter_pid.append(conn.execute(text("SELECT pg_backend_pid()")).scalar())
                     order.append("waiting")
                     conn.execute(text("SELECT pg_advisory_lock(4242)"))
                     order.append("acquired")
                     conn.execute(text("SELECT pg_advisory_unlock(4242)"))
 
             thread = eventlet.spawn(waiter)
+            state = None
             with engine.connect() as observer:
-                for _ in range(200):
-                    waiting = observer.execute(text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND query LIKE 'SELECT pg_advisory_lock(4242)%'")).scalar()
-                    if waiting:
-                        break
+                for _ in range(400):
+                    if waiter_pid:
+                        state = observer.execute(text(
+                            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"),
+                            {"pid": waiter_pid[0]}).scalar()
+                        if state == "Lock":
+                            break
                     eventlet.sleep(0.05)
             # We got here while the other green thread sat inside its blocked query.
-            assert waiting == 1 and order == ["waiting"]
+            assert (state, order) == ("Lock", ["waiting"])
             order.append("releasing")
             holder.execute(text("SELECT pg_advisory_unlock(4242)"))
             thread.wait()
