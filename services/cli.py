@@ -5,7 +5,11 @@ published by the running services' relays), so set-up works before anything is s
 """
 from __future__ import annotations
 
-import eventlet
+import warnings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # eventlet announces its maintenance mode on import
+    import eventlet
 
 eventlet.monkey_patch()  # noqa: E402  (before anything opens a socket)
 
@@ -51,6 +55,20 @@ class Context:
         from services.common.db import open_database
         from services.enrolment.models import InboxRecord, OutboxMessage
         return open_database(self.config, "enrolment", OutboxMessage, InboxRecord)
+
+    def funding_db(self):
+        from services.common.db import open_database
+        from services.funding.models import InboxRecord, OutboxMessage
+        return open_database(self.config, "funding", OutboxMessage, InboxRecord)
+
+    def run_funding(self, fn, *args, **kwargs):
+        handle = self.funding_db()
+        try:
+            return handle.run(fn, *args, **kwargs)
+        except LotsenError as exc:
+            _fail(exc)
+        finally:
+            handle.dispose()
 
     def run(self, fn, *args, **kwargs):
         handle = self.enrolment_db()
@@ -157,19 +175,39 @@ def programme_create(obj: Context, file: Path):
     from services.enrolment import domain
     from services.enrolment.schemas import ProgrammeIn
 
-    raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    raw.pop("funding", None)  # read by the funding service
+    from services.funding import domain as funding
+    from services.funding.schemas import FundingPolicyIn
+
+    raw = _jsonable(yaml.safe_load(file.read_text(encoding="utf-8")) or {})
+    funding_section = raw.pop("funding", None)
     try:
-        data = load(ProgrammeIn(), _jsonable(raw), "programme file")
+        data = load(ProgrammeIn(), raw, "programme file")
+        policy = load(FundingPolicyIn(), funding_section, "funding section") \
+            if funding_section is not None else None
     except LotsenError as exc:
         _fail(exc)
-    created = obj.run(lambda s: _programme_summary(s, domain.create_programme(s, data)))
+
+    def create(session):
+        programme = domain.create_programme(session, data)
+        bodies = len(domain.eligible_bodies(session, programme))
+        if policy:
+            needed = bodies * policy["guaranteed_per_body"] * policy["fee_cents"]
+            if policy["budget_cents"] < needed:
+                raise RuleViolation("the budget does not cover one guaranteed seat per body",
+                                    {"funding.budget_cents": [f"at least {needed} for {bodies} "
+                                                              "eligible bodies"]})
+        return {"id": programme.id, "code": programme.code, "bodies": bodies}
+
+    from services.common.errors import RuleViolation
+    created = obj.run(create)
     click.echo(f"programme {created['code']} created: {created['bodies']} eligible bodies")
-
-
-def _programme_summary(session, programme):
-    from services.enrolment import domain
-    return {"code": programme.code, "bodies": len(domain.eligible_bodies(session, programme))}
+    if policy:
+        obj.run_funding(funding.set_policy, created["id"], created["code"], policy)
+        click.echo(f"funding: budget {policy['budget_cents']} cents, {policy['fee_cents']} cents "
+                   f"per seat, {policy['guaranteed_per_body']} guaranteed per body, reserve "
+                   f"until {policy['reserve_until']}")
+    else:
+        click.echo("no funding section: nothing is funded until a policy is set")
 
 
 def _jsonable(value):
@@ -199,6 +237,67 @@ def programme_list(obj: Context):
                               for p in s.scalars(select(Programme).order_by(Programme.code))])
     for row in rows:
         click.echo("  ".join(row))
+
+
+@main.group("funding")
+def funding_group():
+    """Budgets, the ledger and the reserve deadline."""
+
+
+@funding_group.command("state")
+@click.argument("code")
+@click.pass_obj
+def funding_state(obj: Context, code):
+    """Budget, granted, reserved, pool left and seats still fundable."""
+    from services.funding import domain as funding
+    click.echo(json.dumps(obj.run_funding(funding.budget_state, code), indent=2))
+
+
+@funding_group.command("ledger")
+@click.argument("code")
+@click.option("--csv", "as_csv", is_flag=True, help="every entry as CSV")
+@click.option("--page", default=1, show_default=True)
+@click.option("--per-page", default=100, show_default=True)
+@click.pass_obj
+def funding_ledger(obj: Context, code, as_csv, page, per_page):
+    from services.funding import domain as funding
+    from services.funding.service import ledger_csv
+    if as_csv:
+        click.echo(ledger_csv(obj.run_funding(funding.ledger_rows, code)), nl=False)
+        return
+    click.echo(json.dumps(obj.run_funding(funding.ledger_page, code, page, per_page), indent=2))
+
+
+@funding_group.command("check")
+@click.argument("code")
+@click.pass_obj
+def funding_check(obj: Context, code):
+    """Recompute the ledger and the invariants; exit 1 if anything is off."""
+    from services.funding import domain as funding
+    result = obj.run_funding(funding.check, code)
+    click.echo(json.dumps(result, indent=2))
+    sys.exit(0 if result["ok"] else 1)
+
+
+@funding_group.command("apply-deadline")
+@click.argument("code")
+@click.pass_obj
+def funding_apply_deadline(obj: Context, code):
+    """Release the unused reserve into the pool if the reserve date has passed."""
+    from services.funding import domain as funding
+    click.echo(json.dumps(obj.run_funding(funding.apply_reserve_deadline, code), indent=2))
+
+
+@funding_group.command("budget")
+@click.argument("code")
+@click.argument("budget_cents", type=int)
+@click.option("--reason", required=True, help="recorded in the ledger")
+@click.pass_obj
+def funding_budget(obj: Context, code, budget_cents, reason):
+    """Change a programme's budget (a ledger entry with its reason)."""
+    from services.funding import domain as funding
+    click.echo(json.dumps(obj.run_funding(funding.change_budget, code, budget_cents, reason),
+                          indent=2))
 
 
 @main.group()
@@ -290,7 +389,8 @@ def demo(obj: Context, register_file):
     home = cfg.lotsen_home(obj.config)
     register_file = register_file or (DEFAULT_REGISTER if DEFAULT_REGISTER.exists() else None)
     try:
-        summary = load_demo(obj.enrolment_db(), register_file, home / "demo-credentials.json")
+        summary = load_demo(obj.enrolment_db(), register_file, home / "demo-credentials.json",
+                            obj.funding_db())
     except LotsenError as exc:
         _fail(exc)
     click.echo(summary)

@@ -20,6 +20,7 @@ from services.common.messaging import parked_queue, retry_queue
 # Every service of the system; a new service adds itself here.
 SERVICE_CLASSES = [
     "services.enrolment.service:EnrolmentService",
+    "services.funding.service:FundingService",
     "services.gateway.service:GatewayService",
 ]
 

@@ -44,7 +44,8 @@ def _modules(first: date) -> list[dict]:
             for n, title in enumerate(MODULES, start=1)]
 
 
-def load_demo(handle, register_file: Path | None, credentials_path: Path) -> str:
+def load_demo(handle, register_file: Path | None, credentials_path: Path,
+              funding_handle=None) -> str:
     from services.enrolment.register import import_register, parse_register
 
     def already(session):
@@ -66,7 +67,7 @@ def load_demo(handle, register_file: Path | None, credentials_path: Path) -> str
 
     register_note = handle.run(bodies)
     raw = yaml.safe_load(PROGRAMME_FILE.read_text(encoding="utf-8"))
-    raw.pop("funding", None)
+    policy = raw.pop("funding", None)
     programme = load(ProgrammeIn(), {k: v.isoformat() if isinstance(v, date) else v
                                      for k, v in raw.items()}, "demo programme")
 
@@ -92,10 +93,19 @@ def load_demo(handle, register_file: Path | None, credentials_path: Path) -> str
                 "municipalities": keys}
 
     credentials = handle.run(setup)
+    if funding_handle is not None and policy:
+        from services.funding import domain as funding
+        from services.funding.schemas import FundingPolicyIn
+        checked = load(FundingPolicyIn(), {k: v.isoformat() if isinstance(v, date) else v
+                                           for k, v in policy.items()}, "demo funding policy")
+        programme_id = handle.run(lambda s: s.scalar(select(Programme.id).where(
+            Programme.code == "BW-DL")))
+        funding_handle.run(funding.set_policy, programme_id, "BW-DL", checked)
     credentials_path.parent.mkdir(parents=True, exist_ok=True)
     credentials_path.write_text(json.dumps(credentials, indent=2, ensure_ascii=False),
                                 encoding="utf-8")
     os.chmod(credentials_path, 0o600)
     return (f"{register_note}\ndemo programme BW-DL with {len(credentials['courses'])} open "
-            f"courses and {len(credentials['municipalities'])} municipalities loaded\n"
+            f"courses and {len(credentials['municipalities'])} municipalities loaded"
+            f"{', funding policy set' if funding_handle is not None and policy else ''}\n"
             f"provider token and API keys: {credentials_path}")

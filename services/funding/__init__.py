@@ -1,0 +1,1 @@
+"""Who is funded: guarantee, reserve, pool, release and the reserve deadline, on a ledger."""

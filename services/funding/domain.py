@@ -1,0 +1,427 @@
+"""The funding rule of DESIGN.md, exactly.
+
+Per programme: budget, fee per funded seat, guaranteed seats per eligible body, reserve date.
+Each body's first ``guaranteed_per_body`` confirmed enrolments are funded from the reserve held
+for them; further ones from the pool while it lasts, else they wait in order. Every movement of
+money is a ledger entry with a deterministic idempotency key. Every decision for a programme is
+taken under that programme's row lock, so several service instances agree.
+
+Plain functions over an SQLAlchemy session; no nameko.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from services.common.db import emit
+from services.common.errors import LotsenError, NotFound, RuleViolation
+from services.funding.models import EligibleBody, Funding, FundingProgramme, LedgerEntry
+
+FUNDED = ("guaranteed", "pool")
+
+
+class NotReady(LotsenError):
+    """An event that depends on one not yet seen (the programme, its policy): retry later."""
+
+    status = 409
+    title = "Not ready"
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- policy and programme copy ----------------------------------------------------------------
+
+def set_policy(session: Session, programme_id, code: str, policy: dict) -> FundingProgramme:
+    """Set a programme's policy (first time) or change it (budget changes go to the ledger)."""
+    programme = session.execute(select(FundingProgramme).where(
+        FundingProgramme.programme_id == programme_id).with_for_update()).scalar_one_or_none()
+    if programme is None:
+        programme = FundingProgramme(programme_id=programme_id, code=code, guaranteed_per_body=1,
+                                     granted_guaranteed_cents=0, granted_pool_cents=0,
+                                     confirmations=0)
+        session.add(programme)
+        session.flush()
+    if programme.fee_cents is not None and (
+            policy["fee_cents"] != programme.fee_cents
+            or policy["guaranteed_per_body"] != programme.guaranteed_per_body):
+        if programme.granted_guaranteed_cents or programme.granted_pool_cents:
+            raise RuleViolation("fee and guaranteed seats cannot change once money is granted",
+                                {"fee_cents": ["fixed after the first grant"]})
+    programme.fee_cents = policy["fee_cents"]
+    programme.guaranteed_per_body = policy["guaranteed_per_body"]
+    programme.reserve_until = policy["reserve_until"]
+    old_budget = programme.budget_cents or 0
+    programme.budget_cents = policy["budget_cents"]
+    _check_budget_covers_guarantees(programme)
+    if policy["budget_cents"] != old_budget:
+        _ledger(session, programme, "budget_change", "budget", policy["budget_cents"] - old_budget,
+                key=f"budget:{programme.programme_id}:{uuid.uuid4()}",
+                reason=policy.get("reason") or ("initial budget" if not old_budget else None))
+    _fund_waiting(session, programme, f"policy:{uuid.uuid4()}")
+    return programme
+
+
+def change_budget(session: Session, code: str, new_budget_cents: int, reason: str) -> dict:
+    programme = _programme_by_code(session, code, lock=True)
+    if not reason:
+        raise RuleViolation("a budget change needs a reason", {"reason": ["required"]})
+    policy = {"fee_cents": programme.fee_cents, "guaranteed_per_body": programme.guaranteed_per_body,
+              "reserve_until": programme.reserve_until, "budget_cents": new_budget_cents,
+              "reason": reason}
+    set_policy(session, programme.programme_id, programme.code, policy)
+    return budget_state(session, code)
+
+
+def _check_budget_covers_guarantees(programme: FundingProgramme):
+    granted = programme.granted_guaranteed_cents + programme.granted_pool_cents
+    if programme.budget_cents < granted:
+        raise RuleViolation("the budget cannot go below what is already granted",
+                            {"budget_cents": [f"at least {granted}"]})
+    if programme.eligible_count is not None and not programme.reserve_released_at:
+        needed = programme.eligible_count * programme.guaranteed_per_body * programme.fee_cents
+        if programme.budget_cents < needed + programme.granted_pool_cents:
+            raise RuleViolation(
+                "the budget does not cover the guaranteed seats of every eligible body",
+                {"budget_cents": [f"at least {needed + programme.granted_pool_cents}"]})
+
+
+def programme_published(session: Session, payload: dict):
+    programme = session.execute(select(FundingProgramme).where(
+        FundingProgramme.programme_id == payload["programme_id"]).with_for_update()
+    ).scalar_one_or_none()
+    if programme is None:
+        programme = FundingProgramme(programme_id=payload["programme_id"], code=payload["code"],
+                                     guaranteed_per_body=1, granted_guaranteed_cents=0,
+                                     granted_pool_cents=0, confirmations=0)
+        session.add(programme)
+        session.flush()
+    elif programme.revision is not None and programme.revision >= payload["revision"]:
+        return  # an older or the same announcement
+    existing = set(session.scalars(select(EligibleBody.ags).where(
+        EligibleBody.programme_id == programme.programme_id)))
+    new = [b for b in payload["eligible_bodies"] if b["ags"] not in existing]
+    if new:
+        session.execute(EligibleBody.__table__.insert(), [
+            {"programme_id": programme.programme_id, "ags": b["ags"], "kind": b["kind"]}
+            for b in new])
+    programme.revision = payload["revision"]
+    programme.eligible_count = len(existing) + len(new)
+
+
+def _programme(session: Session, programme_id, lock: bool = True) -> FundingProgramme:
+    query = select(FundingProgramme).where(FundingProgramme.programme_id == programme_id)
+    programme = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
+    if programme is None or programme.eligible_count is None:
+        raise NotReady("programme not yet published to funding")
+    if programme.fee_cents is None:
+        raise NotReady(f"programme {programme.code} has no funding policy yet")
+    return programme
+
+
+def _programme_by_code(session: Session, code: str, lock: bool = False) -> FundingProgramme:
+    query = select(FundingProgramme).where(FundingProgramme.code == code)
+    programme = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
+    if programme is None:
+        raise NotFound(f"no funding for programme {code}", {"programme_code": ["unknown"]})
+    return programme
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+@dataclass
+class Figures:
+    budget: int
+    granted_guaranteed: int
+    granted_pool: int
+    reserved: int
+
+    @property
+    def pool_left(self) -> int:
+        return self.budget - self.granted_guaranteed - self.reserved - self.granted_pool
+
+
+def figures(session: Session, programme: FundingProgramme) -> Figures:
+    reserved = 0
+    if not programme.reserve_released_at:
+        held = session.scalar(select(func.count()).select_from(Funding).where(
+            Funding.programme_id == programme.programme_id, Funding.state == "guaranteed")) or 0
+        seats = programme.eligible_count * programme.guaranteed_per_body - held
+        reserved = max(0, seats) * programme.fee_cents
+    return Figures(programme.budget_cents, programme.granted_guaranteed_cents,
+                   programme.granted_pool_cents, reserved)
+
+
+def _guaranteed_held(session: Session, programme: FundingProgramme, ags: str) -> int:
+    return session.scalar(select(func.count()).select_from(Funding).where(
+        Funding.programme_id == programme.programme_id, Funding.ags == ags,
+        Funding.state == "guaranteed")) or 0
+
+
+def _eligible(session: Session, programme: FundingProgramme, ags: str) -> bool:
+    return session.get(EligibleBody, (programme.programme_id, ags)) is not None
+
+
+# --- ledger -----------------------------------------------------------------------------------
+
+def _ledger(session: Session, programme: FundingProgramme, kind: str, pot: str, amount: int,
+            key: str, enrolment_id=None, ags=None, reason=None):
+    session.add(LedgerEntry(programme_id=programme.programme_id, kind=kind, pot=pot,
+                            amount_cents=amount, enrolment_id=enrolment_id, ags=ags,
+                            idempotency_key=key, reason=reason))
+    if pot == "guaranteed":
+        programme.granted_guaranteed_cents -= amount
+    elif pot == "pool":
+        programme.granted_pool_cents -= amount
+
+
+def _grant(session, programme, funding: Funding, kind: str, key: str):
+    funding.state = kind
+    funding.amount_cents = programme.fee_cents
+    _ledger(session, programme, "grant", kind, -programme.fee_cents, f"{key}:grant:{kind}",
+            funding.enrolment_id, funding.ags)
+    emit(session, "funding_granted", {
+        "enrolment_id": funding.enrolment_id, "programme_id": programme.programme_id,
+        "ags": funding.ags, "kind": kind, "amount_cents": programme.fee_cents})
+
+
+def _wait(session, programme, funding: Funding):
+    funding.state = "waiting"
+    funding.amount_cents = 0
+    emit(session, "funding_waiting", {"enrolment_id": funding.enrolment_id,
+                                      "programme_id": programme.programme_id, "ags": funding.ags})
+
+
+# --- decisions --------------------------------------------------------------------------------
+
+def enrolment_confirmed(session: Session, payload: dict, key: str) -> str:
+    """A seat was confirmed: guaranteed seat, pool seat, or wait for funding, in that order."""
+    programme = _programme(session, payload["programme_id"])
+    funding = session.get(Funding, payload["enrolment_id"])
+    if funding is not None:
+        return funding.state  # seen before (or cancelled before it arrived)
+    programme.confirmations += 1
+    funding = Funding(enrolment_id=payload["enrolment_id"], programme_id=programme.programme_id,
+                      ags=payload["ags"], sequence=programme.confirmations, state="new",
+                      amount_cents=0)
+    session.add(funding)
+    session.flush()
+    eligible = _eligible(session, programme, payload["ags"])
+    if (eligible and not programme.reserve_released_at
+            and _guaranteed_held(session, programme, payload["ags"])
+            < programme.guaranteed_per_body):
+        _grant(session, programme, funding, "guaranteed", key)
+    elif figures(session, programme).pool_left >= programme.fee_cents:
+        _grant(session, programme, funding, "pool", key)
+    else:
+        _wait(session, programme, funding)
+    session.flush()
+    return funding.state
+
+
+def enrolment_cancelled(session: Session, payload: dict, key: str) -> str | None:
+    """Money back; a released guaranteed seat passes to the body's next enrolment; freed pool
+    money funds whoever waits longest."""
+    funding = session.get(Funding, payload["enrolment_id"])
+    if payload["previous_status"] != "confirmed" and funding is None:
+        return None  # a waitlisted enrolment was never funded
+    programme = _programme(session, payload["programme_id"])
+    funding = session.get(Funding, payload["enrolment_id"])
+    if funding is None:
+        # Cancelled before its confirmation reached us: remember, so it is never funded.
+        programme.confirmations += 1
+        session.add(Funding(enrolment_id=payload["enrolment_id"],
+                            programme_id=programme.programme_id, ags=payload["ags"],
+                            sequence=programme.confirmations, state="released", amount_cents=0,
+                            released_at=now()))
+        return "released"
+    if funding.state == "released":
+        return "released"
+    previous = funding.state
+    funding.state = "released"
+    funding.released_at = now()
+    amount = funding.amount_cents if previous in FUNDED else 0
+    funding.amount_cents = 0
+    if previous in FUNDED:
+        _ledger(session, programme, "release", previous, amount, f"{key}:release",
+                funding.enrolment_id, funding.ags)
+    emit(session, "funding_released", {"enrolment_id": funding.enrolment_id,
+                                       "programme_id": programme.programme_id,
+                                       "ags": funding.ags, "amount_cents": amount})
+    session.flush()
+    if previous == "guaranteed" and not programme.reserve_released_at:
+        _pass_guarantee(session, programme, funding.ags, key)
+    _fund_waiting(session, programme, key)
+    return previous
+
+
+def _pass_guarantee(session: Session, programme: FundingProgramme, ags: str, key: str):
+    successor = session.execute(select(Funding).where(
+        Funding.programme_id == programme.programme_id, Funding.ags == ags,
+        Funding.state.in_(("pool", "waiting"))).order_by(Funding.sequence).limit(1)
+    ).scalar_one_or_none()
+    if successor is None:
+        return  # the seat goes back to the reserve
+    if successor.state == "pool":
+        successor.state = "guaranteed"
+        _ledger(session, programme, "conversion", "pool", programme.fee_cents,
+                f"{key}:convert:{successor.enrolment_id}:pool", successor.enrolment_id, ags)
+        _ledger(session, programme, "conversion", "guaranteed", -programme.fee_cents,
+                f"{key}:convert:{successor.enrolment_id}:guaranteed", successor.enrolment_id, ags)
+        emit(session, "funding_converted", {"enrolment_id": successor.enrolment_id,
+                                            "programme_id": programme.programme_id, "ags": ags,
+                                            "kind": "guaranteed"})
+    else:
+        _grant(session, programme, successor, "guaranteed", f"{key}:successor")
+    session.flush()
+
+
+def _fund_waiting(session: Session, programme: FundingProgramme, key: str) -> int:
+    if programme.fee_cents is None or programme.eligible_count is None:
+        return 0
+    funded = 0
+    while figures(session, programme).pool_left >= programme.fee_cents:
+        waiting = session.execute(select(Funding).where(
+            Funding.programme_id == programme.programme_id, Funding.state == "waiting")
+            .order_by(Funding.sequence).limit(1)).scalar_one_or_none()
+        if waiting is None:
+            break
+        _grant(session, programme, waiting, "pool", f"{key}:waiting:{waiting.enrolment_id}")
+        session.flush()
+        funded += 1
+    return funded
+
+
+def apply_reserve_deadline(session: Session, code: str, today: date | None = None) -> dict:
+    """After the reserve date, unused reserve joins the pool and waiting enrolments are funded."""
+    programme = _programme_by_code(session, code, lock=True)
+    today = today or now().date()
+    if programme.reserve_released_at or not programme.reserve_until \
+            or today <= programme.reserve_until or programme.fee_cents is None \
+            or programme.eligible_count is None:
+        return {"programme_code": code, "released": False, "funded": 0}
+    released = figures(session, programme).reserved
+    programme.reserve_released_at = now()
+    _ledger(session, programme, "reserve_release", "budget", 0,
+            f"reserve:{programme.programme_id}", reason=f"{released} cents of unused reserve "
+            "joined the pool")
+    funded = _fund_waiting(session, programme, f"reserve:{programme.programme_id}")
+    return {"programme_code": code, "released": True, "released_cents": released,
+            "funded": funded}
+
+
+def due_programmes(session: Session, today: date) -> list[str]:
+    return list(session.scalars(select(FundingProgramme.code).where(
+        FundingProgramme.reserve_released_at.is_(None),
+        FundingProgramme.reserve_until < today)))
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+def budget_state(session: Session, code: str) -> dict:
+    programme = _programme_by_code(session, code)
+    if programme.fee_cents is None or programme.eligible_count is None:
+        raise NotReady(f"programme {code} is not fully set up for funding")
+    f = figures(session, programme)
+    waiting = session.scalar(select(func.count()).select_from(Funding).where(
+        Funding.programme_id == programme.programme_id, Funding.state == "waiting"))
+    fee = programme.fee_cents
+    return {
+        "programme_code": code, "budget_cents": f.budget, "fee_cents": fee,
+        "guaranteed_per_body": programme.guaranteed_per_body,
+        "eligible_bodies": programme.eligible_count,
+        "reserve_until": programme.reserve_until.isoformat() if programme.reserve_until else None,
+        "reserve_released": programme.reserve_released_at is not None,
+        "granted_guaranteed_cents": f.granted_guaranteed, "granted_pool_cents": f.granted_pool,
+        "reserved_cents": f.reserved, "pool_left_cents": f.pool_left,
+        "pool_seats_left": max(0, f.pool_left) // fee,
+        "seats_still_fundable": (f.budget - f.granted_guaranteed - f.granted_pool) // fee,
+        "fundable_seats_total": f.budget // fee, "waiting": waiting,
+    }
+
+
+def body_state(session: Session, code: str, ags: str) -> dict:
+    programme = _programme_by_code(session, code)
+    rows = session.execute(select(Funding).where(
+        Funding.programme_id == programme.programme_id, Funding.ags == ags)
+        .order_by(Funding.sequence)).scalars().all()
+    held = sum(1 for r in rows if r.state == "guaranteed")
+    return {"programme_code": code, "ags": ags,
+            "eligible": _eligible(session, programme, ags),
+            "guaranteed_seats": programme.guaranteed_per_body, "guaranteed_used": held,
+            "guaranteed_free": max(0, programme.guaranteed_per_body - held)
+            if not programme.reserve_released_at else 0,
+            "enrolments": [{"enrolment_id": str(r.enrolment_id), "state": r.state,
+                            "amount_cents": r.amount_cents} for r in rows]}
+
+
+def ledger_page(session: Session, code: str, page: int, per_page: int) -> dict:
+    programme = _programme_by_code(session, code)
+    query = select(LedgerEntry).where(LedgerEntry.programme_id == programme.programme_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    entries = session.execute(query.order_by(LedgerEntry.position)
+                              .offset((page - 1) * per_page).limit(per_page)).scalars()
+    return {"programme_code": code, "total": total, "page": page, "per_page": per_page,
+            "items": [ledger_row(e) for e in entries]}
+
+
+def ledger_row(entry: LedgerEntry) -> dict:
+    return {"position": entry.position, "created_at": entry.created_at.isoformat(),
+            "kind": entry.kind, "pot": entry.pot, "amount_cents": entry.amount_cents,
+            "enrolment_id": str(entry.enrolment_id) if entry.enrolment_id else None,
+            "ags": entry.ags, "reason": entry.reason, "idempotency_key": entry.idempotency_key}
+
+
+def ledger_rows(session: Session, code: str) -> list[dict]:
+    programme = _programme_by_code(session, code)
+    return [ledger_row(e) for e in session.execute(select(LedgerEntry).where(
+        LedgerEntry.programme_id == programme.programme_id)
+        .order_by(LedgerEntry.position)).scalars()]
+
+
+def check(session: Session, code: str) -> dict:
+    """Recompute everything from the ledger and the fundings, and compare with the totals."""
+    programme = _programme_by_code(session, code)
+    sums = dict(session.execute(select(LedgerEntry.pot, func.sum(LedgerEntry.amount_cents))
+                                .where(LedgerEntry.programme_id == programme.programme_id)
+                                .group_by(LedgerEntry.pot)).all())
+    held = dict(session.execute(select(Funding.state, func.sum(Funding.amount_cents))
+                                .where(Funding.programme_id == programme.programme_id)
+                                .group_by(Funding.state)).all())
+    per_body = session.execute(select(Funding.ags, func.count()).where(
+        Funding.programme_id == programme.programme_id, Funding.state == "guaranteed")
+        .group_by(Funding.ags)).all()
+    lacking = session.execute(select(Funding.ags).where(
+        Funding.programme_id == programme.programme_id,
+        Funding.state.in_(("pool", "waiting")))).scalars().all()
+    budget = programme.budget_cents or 0
+    granted = programme.granted_guaranteed_cents + programme.granted_pool_cents
+    problems = []
+    if sum(sums.values()) != budget - granted:
+        problems.append("ledger balance differs from budget minus granted")
+    if sums.get("budget", 0) != budget:
+        problems.append("budget entries do not sum to the budget")
+    if -sums.get("guaranteed", 0) != programme.granted_guaranteed_cents \
+            or (held.get("guaranteed") or 0) != programme.granted_guaranteed_cents:
+        problems.append("guaranteed grants differ between ledger, fundings and totals")
+    if -sums.get("pool", 0) != programme.granted_pool_cents \
+            or (held.get("pool") or 0) != programme.granted_pool_cents:
+        problems.append("pool grants differ between ledger, fundings and totals")
+    if granted > budget:
+        problems.append("more granted than the budget")
+    over = [ags for ags, n in per_body if n > programme.guaranteed_per_body]
+    if over:
+        problems.append(f"bodies over their guarantee: {', '.join(sorted(over))}")
+    if not programme.reserve_released_at:
+        counts = dict(per_body)
+        short = sorted({ags for ags in lacking if counts.get(ags, 0) < programme.guaranteed_per_body
+                        and session.get(EligibleBody, (programme.programme_id, ags))})
+        if short:
+            problems.append(f"bodies without their guaranteed funding: {', '.join(short)}")
+    return {"programme_code": code, "ok": not problems, "problems": problems,
+            "balance_cents": sum(sums.values()), "granted_cents": granted}

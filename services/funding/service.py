@@ -1,0 +1,141 @@
+"""Entrypoints of the funding service: events in, decisions out; RPC for state and operators."""
+from __future__ import annotations
+
+import csv
+import hmac
+import io
+
+from nameko.dependency_providers import Config
+from nameko.timer import timer
+from sqlalchemy import text
+
+from services.common.db import Database, first_delivery
+from services.common.entrypoints import OperatorToken, event_handler, rpc
+from services.common.errors import AuthenticationFailed
+from services.common.events import parse_event
+from services.common.schemas import load
+from services.funding import domain, schemas
+from services.funding.models import InboxRecord, OutboxMessage
+
+
+def _handle_once(session, event, consumer, fn):
+    if first_delivery(session, event, consumer):
+        fn(session, event.payload, str(event.event_id))
+
+
+class FundingService:
+    name = "funding"
+
+    db = Database("funding", OutboxMessage, InboxRecord)
+    config = Config()
+    operator_token = OperatorToken()
+
+    def _on(self, envelope, event_type, method, fn):
+        event = parse_event(envelope, event_type)
+        self.db.run(_handle_once, event, f"{self.name}.{method}", fn)
+
+    @event_handler("enrolment", "programme_published")
+    def on_programme_published(self, envelope):
+        self._on(envelope, "programme_published", "on_programme_published",
+                 lambda s, payload, key: domain.programme_published(s, payload))
+
+    @event_handler("enrolment", "enrolment_created")
+    def on_enrolment_created(self, envelope):
+        event = parse_event(envelope, "enrolment_created")
+        if event.payload["status"] != "confirmed":
+            return  # waitlisted enrolments are funded once they get a seat
+        self.db.run(_handle_once, event, f"{self.name}.on_enrolment_created",
+                    domain.enrolment_confirmed)
+
+    @event_handler("enrolment", "enrolment_promoted")
+    def on_enrolment_promoted(self, envelope):
+        self._on(envelope, "enrolment_promoted", "on_enrolment_promoted",
+                 domain.enrolment_confirmed)
+
+    @event_handler("enrolment", "enrolment_cancelled")
+    def on_enrolment_cancelled(self, envelope):
+        self._on(envelope, "enrolment_cancelled", "on_enrolment_cancelled",
+                 domain.enrolment_cancelled)
+
+    @timer(interval=3600)
+    def reserve_deadline_timer(self):
+        """Hourly, so a deadline takes effect within the hour after its day has passed."""
+        today = domain.now().date()
+        for code in self.db.run(domain.due_programmes, today):
+            self.db.run(domain.apply_reserve_deadline, code, today)
+
+    # --- RPC ---------------------------------------------------------------------------------
+
+    def _require_operator(self):
+        expected = self.config.get("OPERATOR_TOKEN") or ""
+        given = self.operator_token or ""
+        if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
+            raise AuthenticationFailed("operator token missing or wrong (set OPERATOR_TOKEN)")
+
+    @rpc
+    def budget_state(self, programme_code):
+        return self.db.run(domain.budget_state, str(programme_code))
+
+    @rpc
+    def body_state(self, programme_code, ags):
+        data = load(schemas.BodyQueryIn(), {"programme_code": programme_code, "ags": ags})
+        return self.db.run(domain.body_state, data["programme_code"], data["ags"])
+
+    @rpc
+    def ledger(self, programme_code, page=1, per_page=100):
+        data = load(schemas.LedgerQueryIn(), {"programme_code": programme_code, "page": page,
+                                              "per_page": per_page})
+        return self.db.run(domain.ledger_page, data["programme_code"], data["page"],
+                           data["per_page"])
+
+    @rpc
+    def ledger_csv(self, programme_code):
+        return ledger_csv(self.db.run(domain.ledger_rows, str(programme_code)))
+
+    @rpc
+    def check_ledger(self, programme_code):
+        return self.db.run(domain.check, str(programme_code))
+
+    @rpc
+    def set_policy(self, policy):
+        self._require_operator()
+        data = load(schemas.SetPolicyIn(), policy, "funding policy")
+        self.db.run(domain.set_policy, data["programme_id"], data["programme_code"], data)
+        return self.db.run(domain.budget_state, data["programme_code"]) \
+            if self._ready(data["programme_code"]) else {"programme_code": data["programme_code"]}
+
+    def _ready(self, code):
+        try:
+            self.db.run(domain.budget_state, code)
+            return True
+        except domain.NotReady:
+            return False
+
+    @rpc
+    def change_budget(self, programme_code, budget_cents, reason):
+        self._require_operator()
+        data = load(schemas.BudgetChangeIn(), {"programme_code": programme_code,
+                                               "budget_cents": budget_cents, "reason": reason})
+        return self.db.run(domain.change_budget, data["programme_code"], data["budget_cents"],
+                           data["reason"])
+
+    @rpc
+    def apply_reserve_deadline(self, programme_code):
+        self._require_operator()
+        return self.db.run(domain.apply_reserve_deadline, str(programme_code))
+
+    @rpc
+    def health(self):
+        with self.db.transaction() as session:
+            session.execute(text("SELECT 1"))
+        return {"service": self.name, "database": "ok", "broker": "ok"}
+
+
+def ledger_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["position", "created_at", "kind", "pot",
+                                             "amount_cents", "enrolment_id", "ags", "reason",
+                                             "idempotency_key"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
