@@ -52,20 +52,35 @@ def empty_pg_url(pg_admin):
     return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
 
-@pytest.fixture
-def pg_url(empty_pg_url):
-    """A migrated enrolment database on PostgreSQL."""
+def _migrated(pg_admin, service):
     from services.common.migrations import upgrade
-    upgrade("enrolment", empty_pg_url)
-    return empty_pg_url
+    engine, created = pg_admin
+    name = f"lotsen_test_{RUN_ID}_{next(_counter)}_{service}"
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    created.append(name)
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    upgrade(service, url)
+    return url
 
 
 @pytest.fixture
-def service_config(rabbit_config, pg_url, tmp_path):
+def pg_url(pg_admin):
+    """A migrated enrolment database on PostgreSQL."""
+    return _migrated(pg_admin, "enrolment")
+
+
+@pytest.fixture
+def funding_pg_url(pg_admin):
+    return _migrated(pg_admin, "funding")
+
+
+@pytest.fixture
+def service_config(rabbit_config, pg_url, funding_pg_url, tmp_path):
     config = dict(rabbit_config)
     config.update({
         "LOTSEN_HOME": str(tmp_path),
-        "DATABASES": {"enrolment": pg_url},
+        "DATABASES": {"enrolment": pg_url, "funding": funding_pg_url},
         "OUTBOX": {"poll_interval_s": 0.1, "batch_size": 100},
         "EVENT_RETRY": {"max_attempts": 3, "base_delay_ms": 50, "max_delay_ms": 200},
         "OPERATOR_TOKEN": "operator-secret-for-tests",
@@ -79,5 +94,14 @@ def enrolment_db(service_config):
     from services.common.db import open_database
     from services.enrolment.models import InboxRecord, OutboxMessage
     handle = open_database(service_config, "enrolment", OutboxMessage, InboxRecord)
+    yield handle
+    handle.dispose()
+
+
+@pytest.fixture
+def funding_db(service_config):
+    from services.common.db import open_database
+    from services.funding.models import InboxRecord, OutboxMessage
+    handle = open_database(service_config, "funding", OutboxMessage, InboxRecord)
     yield handle
     handle.dispose()

@@ -1,0 +1,58 @@
+"""Random sequences of confirmations, cancellations, duplicates and the deadline: the funding
+invariants of DESIGN.md hold after every step."""
+import uuid
+from datetime import date
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.common.db import DatabaseHandle
+from services.funding import domain
+from services.funding.models import Base, InboxRecord, OutboxMessage
+from tests.funding_support import bodies, cancelled, confirmed, invariants, policy, publish
+
+FEE = 10_000
+BODIES = bodies(4)
+
+steps = st.lists(st.one_of(
+    st.tuples(st.just("confirm"), st.integers(0, len(BODIES) - 1)),
+    st.tuples(st.just("cancel"), st.integers(0, 50)),
+    st.tuples(st.just("again"), st.integers(0, 50)),
+    st.tuples(st.just("deadline"), st.just(0)),
+), min_size=1, max_size=40)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=steps, per_body=st.integers(1, 2), extra_seats=st.integers(0, 3))
+def test_invariants_hold_for_any_sequence(steps, per_body, extra_seats):
+    handle = DatabaseHandle("sqlite://", "funding", OutboxMessage, InboxRecord)
+    Base.metadata.create_all(handle.engine)
+    try:
+        programme_id = uuid.uuid4()
+        budget = (len(BODIES) * per_body + extra_seats) * FEE
+        handle.run(lambda s: publish(s, programme_id, BODIES))
+        handle.run(domain.set_policy, programme_id, "BW-DL",
+                   policy(budget, FEE, per_body, date(2027, 6, 30)))
+        active, delivered = [], []
+        for action, n in steps:
+            if action == "confirm":
+                payload = confirmed(programme_id, BODIES[n])
+                key = str(uuid.uuid4())
+                handle.run(domain.enrolment_confirmed, payload, key)
+                active.append(payload)
+                delivered.append((domain.enrolment_confirmed, payload, key))
+            elif action == "cancel" and active:
+                payload = active.pop(n % len(active))
+                event = cancelled(programme_id, payload["ags"], payload["enrolment_id"])
+                key = str(uuid.uuid4())
+                handle.run(domain.enrolment_cancelled, event, key)
+                delivered.append((domain.enrolment_cancelled, event, key))
+            elif action == "again" and delivered:
+                # The same event handled a second time (the inbox normally stops this earlier).
+                fn, payload, key = delivered[n % len(delivered)]
+                handle.run(fn, payload, key)
+            elif action == "deadline":
+                handle.run(domain.apply_reserve_deadline, "BW-DL", date(2027, 7, 1))
+            handle.run(invariants, programme_id, BODIES, per_body, budget)
+    finally:
+        handle.dispose()
