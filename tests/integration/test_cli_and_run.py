@@ -59,6 +59,11 @@ def test_operator_sets_up_a_programme_from_files(cli_env, register_file):
                      str(REPO / "deploy" / "programmes" / "bw-digitallotsen.yaml"))
     assert created.exit_code == 0, created.output
     assert "1136 eligible bodies" in created.output
+    state = invoke(path, "funding", "state", "BW-DL")
+    assert state.exit_code == 2 and "not fully set up" in state.output  # until funding hears of it
+    ledger = invoke(path, "funding", "ledger", "BW-DL", "--csv")
+    assert ledger.output.splitlines()[1].split(",")[2:5] == ["budget_change", "budget", "80000000"]
+    assert invoke(path, "funding", "check", "BW-DL").exit_code == 0
     duplicate = CliRunner().invoke(main, ["--config", str(path), "programme", "create",
                                           str(REPO / "deploy" / "programmes" /
                                               "bw-digitallotsen.yaml")])
@@ -108,6 +113,16 @@ def test_demo_loads_once_and_run_serves_it(cli_env, register_file):
         while time.monotonic() < deadline and unpublished(database):
             time.sleep(0.2)
         assert unpublished(database) == 0
+        # The funding service in the same process received the programme and its policy.
+        with ServiceRpcProxy("funding", rpc_config, timeout=10) as funding:
+            deadline = time.monotonic() + 30
+            state = None
+            while state is None and time.monotonic() < deadline:
+                try:
+                    state = funding.budget_state("BW-DL")
+                except Exception:
+                    time.sleep(0.3)
+        assert state["eligible_bodies"] == 1136 and state["pool_seats_left"] == 464
     finally:
         process.send_signal(signal.SIGTERM)
         try:
