@@ -301,6 +301,72 @@ def funding_budget(obj: Context, code, budget_cents, reason):
 
 
 @main.group()
+def keys():
+    """Certificate signing keys."""
+
+
+@keys.command("generate")
+@click.pass_obj
+def keys_generate(obj: Context):
+    """Make a new Ed25519 signing key; older keys stay published so old certificates verify."""
+    from services.certificates.service import settings
+    keyring, _ = settings(obj.config)
+    kid = keyring.generate()
+    click.echo(f"signing key {kid} in {keyring.directory} (now used for new certificates)")
+
+
+@main.group()
+def certificate():
+    """Issued certificates: show, revoke, re-issue after a name correction."""
+
+
+def _certificates(obj: Context, fn, *args):
+    from services.certificates.models import InboxRecord, OutboxMessage
+    from services.common.db import open_database
+    handle = open_database(obj.config, "certificates", OutboxMessage, InboxRecord)
+    try:
+        return handle.run(fn, *args)
+    except LotsenError as exc:
+        _fail(exc)
+    finally:
+        handle.dispose()
+
+
+@certificate.command("show")
+@click.argument("number")
+@click.pass_obj
+def certificate_show(obj: Context, number):
+    from services.certificates import domain as certificates
+    result = _certificates(obj, lambda s: certificates.summary(certificates.by_number(s, number)))
+    result.pop("credential")
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+@certificate.command("revoke")
+@click.argument("number")
+@click.option("--reason", required=True)
+@click.pass_obj
+def certificate_revoke(obj: Context, number, reason):
+    from services.certificates import domain as certificates
+    status = _certificates(obj, lambda s: certificates.revoke(s, number, reason, "operator").status)
+    click.echo(f"certificate {number}: {status}")
+
+
+@certificate.command("reissue")
+@click.argument("number")
+@click.option("--given-name", required=True)
+@click.option("--family-name", required=True)
+@click.pass_obj
+def certificate_reissue(obj: Context, number, given_name, family_name):
+    from services.certificates import domain as certificates
+    from services.certificates.service import settings
+    keyring, issuer = settings(obj.config)
+    new = _certificates(obj, lambda s: certificates.reissue(
+        s, number, given_name, family_name, keyring, issuer).number)
+    click.echo(f"certificate {number} superseded by {new}")
+
+
+@main.group()
 def provider():
     """Education providers."""
 

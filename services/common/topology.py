@@ -21,6 +21,7 @@ from services.common.messaging import parked_queue, retry_queue
 SERVICE_CLASSES = [
     "services.enrolment.service:EnrolmentService",
     "services.funding.service:FundingService",
+    "services.certificates.service:CertificatesService",
     "services.gateway.service:GatewayService",
 ]
 

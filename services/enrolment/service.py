@@ -97,6 +97,12 @@ class EnrolmentService:
     # --- the gateway (acting for an authenticated municipality) ------------------------------
 
     @rpc
+    def authenticate_provider(self, token):
+        """For other services that act for providers (certificate revocation)."""
+        provider = self.db.run(domain.authenticate_provider, token)
+        return {"id": str(provider.id), "name": provider.name}
+
+    @rpc
     def authenticate(self, api_key):
         body = self.db.run(domain.authenticate_municipality, api_key)
         return schemas.BodyOut().dump(body)

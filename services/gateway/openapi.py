@@ -22,6 +22,8 @@ COMMON_ERRORS = {"401": _error("missing or unknown API key"),
 BODY_ERRORS = {"400": _error("malformed JSON"), "413": _error("body too large"),
                "415": _error("not application/json"),
                "422": _error("invalid input, with the field errors")}
+CODE = {"name": "code", "in": "path", "required": True, "schema": {"type": "string"},
+        "example": "7KQ2M-8XH4-R9TZ"}
 ENROLMENT_ID = {"name": "enrolment_id", "in": "path", "required": True,
                 "schema": {"type": "string", "format": "uuid"}}
 
@@ -84,6 +86,38 @@ PATHS = {
         "summary": "The municipality, its enrolments and funding per programme",
         "operationId": "getMunicipality",
         "responses": {"200": _ok("Municipality"), **COMMON_ERRORS}}},
+    "/api/v1/certificates/{number}.pdf": {"get": {
+        "summary": "One of the municipality's certificates as PDF", "operationId": "getCertificatePdf",
+        "parameters": [{"name": "number", "in": "path", "required": True,
+                        "schema": {"type": "string"}, "example": "BW-DL-2026-000123"}],
+        "responses": {"200": {"description": "the certificate",
+                              "content": {"application/pdf": {"schema": {"type": "string",
+                                                                         "format": "binary"}}}},
+                      "404": _error("no such certificate of this municipality"),
+                      **COMMON_ERRORS}}},
+    "/api/v1/verify/{code}": {"get": {
+        "summary": "Verify a certificate by its code (public)", "operationId": "verifyCode",
+        "security": [], "parameters": [CODE],
+        "responses": {"200": _ok("Verification", "status valid, revoked, superseded or unknown"),
+                      "503": COMMON_ERRORS["503"]}}},
+    "/verify/{code}": {"get": {
+        "summary": "The verification page for people (public)", "operationId": "verifyPage",
+        "security": [], "parameters": [CODE],
+        "responses": {"200": {"description": "HTML",
+                              "content": {"text/html": {"schema": {"type": "string"}}}},
+                      "503": COMMON_ERRORS["503"]}}},
+    "/api/v1/credentials:verify": {"post": {
+        "summary": "Verify a presented signed credential (JWS, public)",
+        "operationId": "verifyCredential", "security": [],
+        "requestBody": {"required": True, "content": _json("CredentialCheck")},
+        "responses": {"200": _ok("CredentialResult"), **BODY_ERRORS,
+                      "503": COMMON_ERRORS["503"]}}},
+    "/.well-known/jwks.json": {"get": {
+        "summary": "Public keys of every certificate signing key (public)",
+        "operationId": "jwks", "security": [],
+        "responses": {"200": {"description": "JWKS",
+                              "content": {"application/json": {"schema": {"type": "object"}}}},
+                      "503": COMMON_ERRORS["503"]}}},
     "/api/v1/openapi.json": {"get": {
         "summary": "This document", "operationId": "getOpenApi", "security": [],
         "responses": {"200": {"description": "OpenAPI 3 document",
@@ -111,7 +145,8 @@ def document() -> dict:
     )
     spec.components.security_scheme("apiKey", {"type": "http", "scheme": "bearer"})
     for name in ("Problem", "CourseList", "EnrolmentRequest", "Enrolment", "EnrolmentPage",
-                 "BatchRequest", "BatchResult", "Municipality", "Health"):
+                 "BatchRequest", "BatchResult", "Municipality", "Health", "Verification",
+                 "CredentialCheck", "CredentialResult"):
         spec.components.schema(name, schema=getattr(schemas, name))
     for path, operations in PATHS.items():
         operations = json.loads(json.dumps(operations))  # apispec edits what it is given

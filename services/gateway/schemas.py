@@ -141,3 +141,34 @@ class Problem(Schema):
 
 class Health(Schema):
     status = fields.String()
+
+
+class Verification(Schema):
+    status = fields.String(metadata={"description": "valid, revoked, superseded or unknown"})
+    number = fields.String()
+    participant = fields.String()
+    municipality = fields.String()
+    programme = fields.String()
+    role_name = fields.String()
+    course_title = fields.String()
+    provider = fields.String()
+    completed_on = fields.Date()
+    issued_at = fields.AwareDateTime()
+    revoked_at = fields.AwareDateTime(allow_none=True)
+    revocation_reason = fields.String(allow_none=True)
+    superseded_by = fields.String(allow_none=True)
+
+
+class CredentialCheck(Schema):
+    credential = fields.String(required=True, metadata={"description": "compact JWS"})
+
+
+class CredentialResult(Schema):
+    valid = fields.Boolean()
+    status = fields.String()
+    number = fields.String()
+    key_id = fields.String()
+    reason = fields.String()
+    revoked_at = fields.AwareDateTime(allow_none=True)
+    revocation_reason = fields.String(allow_none=True)
+    superseded_by = fields.String(allow_none=True)

@@ -2,7 +2,9 @@
 to the enrolment service over RPC with a time limit, and answers JSON or a problem."""
 from __future__ import annotations
 
+import base64
 import json
+import re
 import uuid
 
 import eventlet
@@ -13,10 +15,11 @@ from werkzeug.wrappers import Response
 
 from services.common import config as cfg
 from services.common.errors import LotsenError
-from services.gateway import openapi
+from services.gateway import openapi, verification
 from services.gateway.problems import HttpProblem, http
 
 JSON = "application/json"
+CERTIFICATE_NUMBER = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,39}-\d{4}-\d{6}$")
 
 
 class RpcTimeout(Exception):
@@ -32,6 +35,7 @@ class GatewayService:
     name = "gateway"
 
     enrolment = RpcProxy("enrolment")
+    certificates = RpcProxy("certificates")
     config = Config()
 
     # --- helpers ---------------------------------------------------------------------------
@@ -40,15 +44,16 @@ class GatewayService:
     def _settings(self) -> dict:
         return self.config.get("GATEWAY") or {}
 
-    def _call(self, method: str, *args, timeout: float | None = None, **kwargs):
+    def _call(self, method: str, *args, timeout: float | None = None,
+              service: str = "enrolment", **kwargs):
         """An RPC call that gives up after a while: nameko's proxy would wait for ever."""
         seconds = float(timeout or cfg.setting(self._settings, "rpc_timeout_s", 10))
         try:
             with eventlet.Timeout(seconds, RpcTimeout):
-                return getattr(self.enrolment, method)(*args, **kwargs)
+                return getattr(getattr(self, service), method)(*args, **kwargs)
         except RpcTimeout:
             raise HttpProblem(503, "Service unavailable",
-                              "the enrolment service did not answer in time; try again shortly",
+                              f"the {service} service did not answer in time; try again shortly",
                               headers={"Retry-After": "5"}) from None
 
     def _municipality(self, request) -> dict:
@@ -169,6 +174,44 @@ class GatewayService:
     def municipality(self, request):
         body = self._municipality(request)
         return json_response(self._call("municipality", body["ags"]))
+
+    # --- certificates ----------------------------------------------------------------------
+
+    @http("GET", "/api/v1/certificates/<number>.pdf")
+    def certificate_pdf(self, request, number):
+        body = self._municipality(request)
+        if not CERTIFICATE_NUMBER.match(number):
+            raise HttpProblem(404, "Not found", "no such certificate")
+        document = self._call("get_pdf", number, body["ags"], service="certificates")
+        return Response(base64.b64decode(document["content_base64"]),
+                        content_type="application/pdf",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="{document["filename"]}"'})
+
+    @http("GET", "/api/v1/verify/<code>")
+    def verify_json(self, request, code):
+        return json_response(self._call("verify_code", code, service="certificates"),
+                             headers={"Cache-Control": "no-store"})
+
+    @http("GET", "/verify/<code>")
+    def verify_page(self, request, code):
+        result = self._call("verify_code", code, service="certificates")
+        return Response(verification.page(result, code), content_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+    @http("POST", "/api/v1/credentials:verify")
+    def verify_credential(self, request):
+        payload = self._object(self._json_body(request))
+        if set(payload) != {"credential"}:
+            raise HttpProblem(422, "Invalid input", "send exactly {\"credential\": \"<JWS>\"}",
+                              {"credential": ["required, and nothing else"]})
+        return json_response(self._call("verify_credential", payload["credential"],
+                                        service="certificates"))
+
+    @http("GET", "/.well-known/jwks.json")
+    def jwks(self, request):
+        return json_response(self._call("jwks", service="certificates"),
+                             headers={"Cache-Control": "max-age=300"})
 
     @http("GET", "/api/v1/openapi.json")
     def openapi_document(self, request):

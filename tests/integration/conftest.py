@@ -76,11 +76,20 @@ def funding_pg_url(pg_admin):
 
 
 @pytest.fixture
-def service_config(rabbit_config, pg_url, funding_pg_url, tmp_path):
+def certificates_pg_url(pg_admin):
+    return _migrated(pg_admin, "certificates")
+
+
+@pytest.fixture
+def service_config(rabbit_config, pg_url, funding_pg_url, certificates_pg_url, tmp_path):
     config = dict(rabbit_config)
     config.update({
         "LOTSEN_HOME": str(tmp_path),
-        "DATABASES": {"enrolment": pg_url, "funding": funding_pg_url},
+        "DATABASES": {"enrolment": pg_url, "funding": funding_pg_url,
+                      "certificates": certificates_pg_url},
+        "CERTIFICATES": {"key_dir": str(tmp_path / "keys"), "issuer_name": "Programmbüro Test",
+                         "issuer_url": "https://lotsen.example",
+                         "public_base_url": "https://lotsen.example"},
         "OUTBOX": {"poll_interval_s": 0.1, "batch_size": 100},
         "EVENT_RETRY": {"max_attempts": 3, "base_delay_ms": 50, "max_delay_ms": 200},
         "OPERATOR_TOKEN": "operator-secret-for-tests",

@@ -1,0 +1,1 @@
+"""Certificates for participants who attended every module: PDF, signed credential, verification."""

@@ -1,0 +1,211 @@
+"""Issuing, verifying, revoking and re-issuing certificates. Plain functions, no nameko."""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.certificates import credentials, pdf
+from services.certificates.models import Certificate, CertificateSequence
+from services.common.db import emit
+from services.common.errors import NotFound, RuleViolation
+
+
+@dataclass(frozen=True)
+class Issuer:
+    name: str
+    url: str
+    public_base_url: str
+
+    def verification_url(self, code: str) -> str:
+        return f"{self.public_base_url.rstrip('/')}/verify/{code}"
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _next_number(session: Session, programme_code: str, year: int) -> int:
+    """Gapless per programme and year: the number is taken under the sequence row's lock and
+    given back by the rollback if the issuing transaction fails."""
+    query = select(CertificateSequence).where(
+        CertificateSequence.programme_code == programme_code,
+        CertificateSequence.year == year).with_for_update()
+    row = session.execute(query).scalar_one_or_none()
+    if row is None:
+        try:
+            with session.begin_nested():
+                session.add(CertificateSequence(programme_code=programme_code, year=year,
+                                                last_number=0))
+        except IntegrityError:
+            pass  # another instance created it first
+        row = session.execute(query).scalar_one()
+    row.last_number += 1
+    return row.last_number
+
+
+def _unique_code(session: Session) -> str:
+    while True:
+        code = credentials.new_verification_code()
+        if session.scalar(select(Certificate.id).where(Certificate.verification_code == code)) \
+                is None:
+            return code
+
+
+def _create(session: Session, data: dict, enrolment_id, ags: str, keyring, issuer: Issuer,
+            supersedes: str | None = None) -> Certificate:
+    issued_at = now()
+    sequence = _next_number(session, data["programme_code"], issued_at.year)
+    number = f"{data['programme_code']}-{issued_at.year}-{sequence:06d}"
+    code = _unique_code(session)
+    url = issuer.verification_url(code)
+    kid, key = keyring.current()
+    badge = credentials.open_badge(data, number, url, issued_at,
+                                   {"name": issuer.name, "url": issuer.url})
+    certificate = Certificate(
+        number=number, enrolment_id=enrolment_id, ags=ags,
+        programme_code=data["programme_code"], verification_code=code, status="valid",
+        data=data, issued_at=issued_at, key_id=kid,
+        credential_jws=credentials.sign_jws(badge, kid, key), supersedes=supersedes)
+    session.add(certificate)
+    session.flush()
+    emit(session, "certificate_issued", {
+        "enrolment_id": enrolment_id, "certificate_number": number,
+        "verification_url": url, "issued_at": issued_at})
+    return certificate
+
+
+def issue(session: Session, payload: dict, keyring, issuer: Issuer) -> Certificate:
+    """One certificate per completed enrolment; a repeated event issues nothing new."""
+    existing = session.execute(select(Certificate).where(
+        Certificate.enrolment_id == payload["enrolment_id"],
+        Certificate.status != "superseded")).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    participant = payload["participant"]
+    salt = secrets.token_hex(16)
+    data = {
+        "given_name": participant["given_name"], "family_name": participant["family_name"],
+        "email_hash": credentials.identity_hash(participant["email"], salt), "salt": salt,
+        "municipality_name": payload["municipality_name"], "ags": payload["ags"],
+        "programme_code": payload["programme_code"],
+        "programme_name": payload["programme_name"], "role_name": payload["role_name"],
+        "course_title": payload["course_title"], "provider_name": payload["provider_name"],
+        "location": payload["location"], "completed_on": payload["completed_on"].isoformat(),
+        "modules": [{"number": m["number"], "title": m["title"], "date": m["date"].isoformat()}
+                    for m in payload["modules"]],
+    }
+    return _create(session, data, payload["enrolment_id"], payload["ags"], keyring, issuer)
+
+
+def by_number(session: Session, number: str, ags: str | None = None) -> Certificate:
+    certificate = session.scalar(select(Certificate).where(Certificate.number == number))
+    if certificate is None or (ags is not None and certificate.ags != ags):
+        raise NotFound("no such certificate", {"number": ["unknown certificate"]})
+    return certificate
+
+
+def summary(certificate: Certificate) -> dict:
+    data = certificate.data
+    return {
+        "number": certificate.number, "status": certificate.status,
+        "enrolment_id": str(certificate.enrolment_id),
+        "participant": f"{data['given_name']} {data['family_name']}",
+        "municipality": data["municipality_name"], "programme": data["programme_name"],
+        "role_name": data["role_name"], "course_title": data["course_title"],
+        "provider": data["provider_name"], "location": data["location"],
+        "completed_on": data["completed_on"], "modules": data["modules"],
+        "issued_at": certificate.issued_at.isoformat(),
+        "revoked_at": certificate.revoked_at.isoformat() if certificate.revoked_at else None,
+        "revocation_reason": certificate.revocation_reason,
+        "superseded_by": certificate.superseded_by, "supersedes": certificate.supersedes,
+        "credential": certificate.credential_jws,
+    }
+
+
+def render_pdf(certificate: Certificate, issuer: Issuer) -> bytes:
+    return pdf.render(certificate.data, certificate.number,
+                      issuer.verification_url(certificate.verification_code),
+                      certificate.verification_code, issuer.name, certificate.issued_at.date())
+
+
+def verify_code(session: Session, code: str) -> dict:
+    """What the public verification page says. Unknown and malformed codes look the same."""
+    normal = credentials.normalise_code(code)
+    certificate = None if normal is None else session.scalar(
+        select(Certificate).where(Certificate.verification_code == normal))
+    if certificate is None:
+        return {"status": "unknown"}
+    data = certificate.data
+    return {"status": certificate.status, "number": certificate.number,
+            "participant": f"{data['given_name']} {data['family_name']}",
+            "municipality": data["municipality_name"], "programme": data["programme_name"],
+            "role_name": data["role_name"], "course_title": data["course_title"],
+            "provider": data["provider_name"], "completed_on": data["completed_on"],
+            "issued_at": certificate.issued_at.isoformat(),
+            "revoked_at": certificate.revoked_at.isoformat() if certificate.revoked_at else None,
+            "revocation_reason": certificate.revocation_reason,
+            "superseded_by": certificate.superseded_by}
+
+
+def verify_presented(session: Session, token: str, jwks: dict) -> dict:
+    try:
+        header, payload = credentials.verify_jws(token, jwks)
+    except credentials.InvalidCredential as exc:
+        return {"valid": False, "reason": str(exc)}
+    number = next((e.get("description") for e in payload.get("evidence", [])), None)
+    certificate = session.scalar(select(Certificate).where(Certificate.number == number)) \
+        if number else None
+    if certificate is None or certificate.credential_jws != token.strip():
+        return {"valid": False, "reason": "signature valid but no such certificate issued here",
+                "key_id": header.get("kid")}
+    return {"valid": certificate.status == "valid", "status": certificate.status,
+            "number": certificate.number, "key_id": header["kid"],
+            "revoked_at": certificate.revoked_at.isoformat() if certificate.revoked_at else None,
+            "revocation_reason": certificate.revocation_reason,
+            "superseded_by": certificate.superseded_by}
+
+
+def revoke(session: Session, number: str, reason: str, revoked_by: str,
+           provider_name: str | None = None) -> Certificate:
+    certificate = session.execute(select(Certificate).where(Certificate.number == number)
+                                  .with_for_update()).scalar_one_or_none()
+    if certificate is None or (provider_name is not None
+                               and certificate.data["provider_name"] != provider_name):
+        raise NotFound("no such certificate", {"number": ["unknown certificate"]})
+    if certificate.status == "revoked":
+        return certificate
+    if certificate.status == "superseded":
+        raise RuleViolation("a superseded certificate is no longer current; revoke "
+                            f"{certificate.superseded_by}", {"number": ["superseded"]})
+    certificate.status = "revoked"
+    certificate.revoked_at = now()
+    certificate.revocation_reason = reason
+    certificate.revoked_by = revoked_by
+    emit(session, "certificate_revoked", {
+        "enrolment_id": certificate.enrolment_id, "certificate_number": certificate.number,
+        "reason": reason, "revoked_at": certificate.revoked_at})
+    return certificate
+
+
+def reissue(session: Session, number: str, given_name: str, family_name: str, keyring,
+            issuer: Issuer) -> Certificate:
+    """A corrected name gets a new certificate; the old one stays, marked superseded."""
+    old = session.execute(select(Certificate).where(Certificate.number == number)
+                          .with_for_update()).scalar_one_or_none()
+    if old is None:
+        raise NotFound("no such certificate", {"number": ["unknown certificate"]})
+    if old.status != "valid":
+        raise RuleViolation(f"only a valid certificate can be re-issued; this one is {old.status}",
+                            {"number": [old.status]})
+    old.status = "superseded"
+    session.flush()
+    data = dict(old.data, given_name=given_name, family_name=family_name)
+    new = _create(session, data, old.enrolment_id, old.ags, keyring, issuer,
+                  supersedes=old.number)
+    old.superseded_by = new.number
+    return new

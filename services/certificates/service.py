@@ -1,0 +1,137 @@
+"""Entrypoints of the certificates service."""
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+from pathlib import Path
+
+from nameko.dependency_providers import Config
+from nameko.extensions import DependencyProvider
+from nameko.rpc import RpcProxy
+from sqlalchemy import text
+
+from services.certificates import domain, schemas
+from services.certificates.credentials import KeyRing
+from services.certificates.models import InboxRecord, OutboxMessage
+from services.common import config as cfg
+from services.common.db import Database, first_delivery
+from services.common.entrypoints import OperatorToken, ProviderToken, event_handler, rpc
+from services.common.errors import AuthenticationFailed
+from services.common.events import parse_event
+from services.common.schemas import load
+
+log = logging.getLogger(__name__)
+
+
+def settings(config: dict) -> tuple[KeyRing, domain.Issuer]:
+    section = config.get("CERTIFICATES") or {}
+    key_dir = cfg.setting(section, "key_dir", None) or str(cfg.lotsen_home(config) / "keys")
+    issuer = domain.Issuer(
+        name=cfg.setting(section, "issuer_name", "Programmbüro Kommunale Digitallotsen"),
+        url=cfg.setting(section, "issuer_url", "http://127.0.0.1:8000"),
+        public_base_url=cfg.setting(section, "public_base_url", "http://127.0.0.1:8000"))
+    return KeyRing(Path(key_dir)), issuer
+
+
+class Signing(DependencyProvider):
+    """The key ring and issuer; the embedded default makes its first key itself."""
+
+    def setup(self):
+        self.keyring, self.issuer = settings(self.container.config)
+        if not self.keyring.key_ids():
+            kid = self.keyring.generate()
+            log.info("no signing key found: generated key %s", kid)
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+
+class CertificatesService:
+    name = "certificates"
+
+    db = Database("certificates", OutboxMessage, InboxRecord)
+    signing = Signing()
+    config = Config()
+    enrolment = RpcProxy("enrolment")
+    operator_token = OperatorToken()
+    provider_token = ProviderToken()
+
+    @event_handler("enrolment", "enrolment_completed")
+    def on_enrolment_completed(self, envelope):
+        event = parse_event(envelope, "enrolment_completed")
+
+        def handle(session):
+            if first_delivery(session, event, f"{self.name}.on_enrolment_completed"):
+                domain.issue(session, event.payload, self.signing.keyring, self.signing.issuer)
+        self.db.run(handle)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    @rpc
+    def get_certificate(self, number, ags=None):
+        data = load(schemas.NumberIn(), {"number": number, "ags": ags}, "certificate")
+        return self.db.run(lambda s: domain.summary(domain.by_number(s, data["number"],
+                                                                     data["ags"])))
+
+    @rpc
+    def get_pdf(self, number, ags=None):
+        """The PDF, base64-encoded (RPC payloads are JSON)."""
+        data = load(schemas.NumberIn(), {"number": number, "ags": ags}, "certificate")
+        content = self.db.run(lambda s: domain.render_pdf(
+            domain.by_number(s, data["number"], data["ags"]), self.signing.issuer))
+        return {"number": data["number"], "filename": f"Zertifikat-{data['number']}.pdf",
+                "content_base64": base64.b64encode(content).decode("ascii")}
+
+    @rpc
+    def verify_code(self, code):
+        return self.db.run(domain.verify_code, str(code)[:64])
+
+    @rpc
+    def verify_credential(self, credential):
+        data = load(schemas.CredentialIn(), {"credential": credential}, "credential")
+        return self.db.run(domain.verify_presented, data["credential"],
+                           self.signing.keyring.jwks())
+
+    @rpc
+    def jwks(self):
+        return self.signing.keyring.jwks()
+
+    # --- changes ---------------------------------------------------------------------------
+
+    def _is_operator(self) -> bool:
+        expected = self.config.get("OPERATOR_TOKEN") or ""
+        given = self.operator_token or ""
+        return bool(expected) and hmac.compare_digest(expected.encode(), given.encode())
+
+    @rpc
+    def revoke(self, number, reason):
+        """By an operator, or by the provider that ran the course (its token in context)."""
+        data = load(schemas.RevokeIn(), {"number": number, "reason": reason}, "revocation")
+        if self._is_operator():
+            by, provider_name = "operator", None
+        elif self.provider_token:
+            provider = self.enrolment.authenticate_provider(self.provider_token)
+            by, provider_name = f"provider:{provider['name']}", provider["name"]
+        else:
+            raise AuthenticationFailed("operator or provider token required")
+        certificate = self.db.run(domain.revoke, data["number"], data["reason"], by,
+                                  provider_name)
+        return domain.summary(certificate)
+
+    @rpc
+    def reissue(self, number, given_name, family_name):
+        if not self._is_operator():
+            raise AuthenticationFailed("operator token missing or wrong (set OPERATOR_TOKEN)")
+        data = load(schemas.ReissueIn(), {"number": number, "given_name": given_name,
+                                          "family_name": family_name}, "re-issue")
+        certificate = self.db.run(domain.reissue, data["number"], data["given_name"],
+                                  data["family_name"], self.signing.keyring, self.signing.issuer)
+        return domain.summary(certificate)
+
+    @rpc
+    def health(self):
+        with self.db.transaction() as session:
+            session.execute(text("SELECT 1"))
+        return {"service": self.name, "database": "ok", "broker": "ok",
+                "signing_keys": len(self.signing.keyring.key_ids())}
