@@ -67,7 +67,11 @@ class KeyRing:
 
     def generate(self) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
-        kid = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        # Names sort by creation time (microseconds), so the newest key is the last one.
+        kid = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}"
+        existing = self.key_ids()
+        if existing and kid <= existing[-1]:
+            raise InvalidCredential("the clock is behind the newest key; not generating")
         pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption())

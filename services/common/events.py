@@ -44,7 +44,27 @@ class EligibleBodySchema(Schema):
     kind = fields.String(required=True)
 
 
+class CourseInfoSchema(Schema):
+    """What a notice about an enrolment tells of its course."""
+
+    title = fields.String(required=True)
+    location = fields.String(required=True)
+    provider_name = fields.String(required=True)
+    programme_code = fields.String(required=True)
+    programme_name = fields.String(required=True)
+    modules = fields.List(fields.Nested(ModuleSchema), required=True)
+
+
 # --- enrolment -------------------------------------------------------------------------------
+
+class MunicipalityRegisteredV1(Schema):
+    """A body registered for the gateway: its contact receives the municipality's notices."""
+
+    ags = ags_field(required=True)
+    name = fields.String(required=True)
+    contact_name = fields.String(required=True)
+    contact_email = fields.Email(required=True)
+
 
 class ProgrammePublishedV1(Schema):
     programme_id = fields.UUID(required=True)
@@ -65,6 +85,7 @@ class EnrolmentCreatedV1(Schema):
     waitlist_position = fields.Integer(allow_none=True, load_default=None)
     enrolled_at = fields.AwareDateTime(required=True)
     participant = fields.Nested(ParticipantSchema, required=True)
+    course = fields.Nested(CourseInfoSchema, load_default=None, allow_none=True)
 
 
 class EnrolmentPromotedV1(Schema):
@@ -74,6 +95,7 @@ class EnrolmentPromotedV1(Schema):
     ags = ags_field(required=True)
     confirmed_at = fields.AwareDateTime(required=True)
     participant = fields.Nested(ParticipantSchema, required=True)
+    course = fields.Nested(CourseInfoSchema, load_default=None, allow_none=True)
 
 
 class EnrolmentCancelledV1(Schema):
@@ -88,6 +110,7 @@ class EnrolmentCancelledV1(Schema):
     reason = fields.String(allow_none=True, load_default=None)
     cancelled_at = fields.AwareDateTime(required=True)
     participant = fields.Nested(ParticipantSchema, required=True)
+    course = fields.Nested(CourseInfoSchema, load_default=None, allow_none=True)
 
 
 class EnrolmentCompletedV1(Schema):
@@ -164,6 +187,7 @@ class CertificateRevokedV1(Schema):
 
 CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("programme_published", 1): ProgrammePublishedV1,
+    ("municipality_registered", 1): MunicipalityRegisteredV1,
     ("enrolment_created", 1): EnrolmentCreatedV1,
     ("enrolment_promoted", 1): EnrolmentPromotedV1,
     ("enrolment_cancelled", 1): EnrolmentCancelledV1,

@@ -134,6 +134,9 @@ def register_municipality(session: Session, ags: str, contact_name: str,
     account.api_key_prefix = key[:10]
     account.key_issued_at = now()
     session.flush()
+    emit(session, "municipality_registered", {"ags": ags, "name": body.name,
+                                              "contact_name": contact_name,
+                                              "contact_email": account.contact_email})
     return account, key
 
 
@@ -259,8 +262,17 @@ def _promote(session: Session, course: Course):
             "enrolment_id": enrolment.id, "programme_id": enrolment.programme_id,
             "course_id": enrolment.course_id, "ags": enrolment.ags,
             "confirmed_at": enrolment.confirmed_at, "participant": _participant(enrolment),
+            "course": _course_info(course),
         })
         free -= 1
+
+
+def _course_info(course: Course) -> dict:
+    return {"title": course.title, "location": course.location,
+            "provider_name": course.provider.name, "programme_code": course.programme.code,
+            "programme_name": course.programme.name,
+            "modules": [{"number": m.number, "title": m.title, "date": m.date}
+                        for m in course.modules]}
 
 
 def _participant(enrolment: Enrolment) -> dict:
@@ -340,6 +352,7 @@ def enrol(session: Session, ags: str, command: dict, today: date | None = None) 
         "ags": ags, "status": enrolment.status,
         "waitlist_position": response["waitlist_position"],
         "enrolled_at": enrolment.enrolled_at, "participant": _participant(enrolment),
+        "course": _course_info(course),
     })
     if key:
         session.add(IdempotencyRecord(ags=ags, key=key, request_hash=_request_hash(command),
@@ -396,7 +409,7 @@ def _cancel(session: Session, enrolment: Enrolment, by: str, reason: str | None)
         "enrolment_id": enrolment.id, "programme_id": enrolment.programme_id,
         "course_id": enrolment.course_id, "ags": enrolment.ags, "previous_status": previous,
         "cancelled_by": by, "reason": reason, "cancelled_at": enrolment.cancelled_at,
-        "participant": _participant(enrolment),
+        "participant": _participant(enrolment), "course": _course_info(enrolment.course),
     })
     return previous
 
