@@ -91,7 +91,9 @@ def service_config(rabbit_config, pg_url, funding_pg_url, certificates_pg_url, t
                          "issuer_url": "https://lotsen.example",
                          "public_base_url": "https://lotsen.example"},
         "OUTBOX": {"poll_interval_s": 0.1, "batch_size": 100},
-        "EVENT_RETRY": {"max_attempts": 3, "base_delay_ms": 50, "max_delay_ms": 200},
+        # Quick retries, but enough of them (about 4 s) for an event that overtook the one it
+        # depends on.
+        "EVENT_RETRY": {"max_attempts": 8, "base_delay_ms": 50, "max_delay_ms": 1000},
         "OPERATOR_TOKEN": "operator-secret-for-tests",
         "EXTRA_SERVICE_CLASSES": ["tests.integration.helpers:Recorder"],
     })

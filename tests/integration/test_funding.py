@@ -127,6 +127,8 @@ def test_enrolment_learns_its_funding_from_the_funding_service(
     programme_id, course = enrolment_db.run(setup)
     funding_db.run(domain.set_policy, programme_id, "BW-DL",
                    policy(1136 * FEE, FEE, 1, date(2027, 6, 30)))  # no pool at all
+    with ServiceRpcProxy("funding", service_config) as funding:
+        wait_for(lambda: _state_when_published(funding), message="programme in funding")
     [ags] = gemeinden(register_file, 1)
     with ServiceRpcProxy("enrolment", service_config) as enrolment:
         first = enrolment.enrol(ags, {"course_id": course, "participant": participant(1)})

@@ -1,0 +1,117 @@
+"""Rendering notices into e-mails and handing them to a mail server or to files.
+
+No nameko here. The Message-ID is derived from the notice id, so if a crash falls between
+sending and recording, the second copy carries the same Message-ID and a mail server or reader
+can drop it.
+"""
+from __future__ import annotations
+
+import os
+import smtplib
+import socket
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+_env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
+                   autoescape=False, trim_blocks=True, lstrip_blocks=True,
+                   keep_trailing_newline=True)
+
+
+def german_date(value) -> str:
+    from services.certificates.pdf import german_date as format_date
+    return format_date(value)
+
+
+_env.filters["datum"] = german_date
+
+
+class TransientFailure(Exception):
+    pass
+
+
+class PermanentFailure(Exception):
+    pass
+
+
+def render(template: str, context: dict) -> tuple[str, str, str]:
+    """(subject, plain text, HTML): a template writes the subject, then ``@@text@@`` and the
+    plain text, then ``@@html@@`` and the HTML part (values escaped there with ``|e``)."""
+    full = _env.get_template(f"{template}.j2").render(context)
+    subject, _, rest = full.partition("@@text@@")
+    text, _, html = rest.partition("@@html@@")
+    return " ".join(subject.split()), text.strip() + "\n", html.strip()
+
+
+def build_message(notice, sender: tuple[str, str], context: dict,
+                  attachment: tuple[str, bytes] | None = None) -> EmailMessage:
+    subject, text, html = render(notice.template, context)
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = formataddr(sender)
+    message["To"] = formataddr((notice.to_name, notice.to_email))
+    if notice.cc_email:
+        message["Cc"] = notice.cc_email
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = f"<{notice.id}@notices.lotsen>"
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(text)
+    message.add_alternative(f"<!doctype html><html lang='de'><body style='font-family:Georgia,"
+                            f"serif;max-width:40em'>{html}</body></html>", subtype="html")
+    if attachment:
+        filename, content = attachment
+        message.add_attachment(content, maintype="application", subtype="pdf",
+                               filename=filename)
+    return message
+
+
+class FileTransport:
+    """The embedded default: one .eml file per notice, named by the notice id."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def send(self, notice_id, message: EmailMessage):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.directory / f"{notice_id}.eml"
+        partial = target.with_suffix(".eml.partial")
+        partial.write_bytes(bytes(message))
+        os.replace(partial, target)  # one file per notice, whatever the retries
+
+
+class SmtpTransport:
+    def __init__(self, host: str, port: int, starttls: bool = False, username: str | None = None,
+                 password: str | None = None, timeout: float = 20):
+        self.host, self.port, self.starttls = host, int(port), starttls
+        self.username, self.password, self.timeout = username, password, timeout
+
+    def send(self, notice_id, message: EmailMessage):
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                if self.starttls:
+                    smtp.starttls()
+                if self.username:
+                    smtp.login(self.username, self.password or "")
+                smtp.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            if all(500 <= code < 600 for code in codes):
+                raise PermanentFailure(f"recipient refused ({codes})") from None
+            raise TransientFailure(f"recipient deferred ({codes})") from None
+        except smtplib.SMTPResponseException as exc:
+            if 500 <= exc.smtp_code < 600:
+                raise PermanentFailure(f"SMTP {exc.smtp_code}") from None
+            raise TransientFailure(f"SMTP {exc.smtp_code}") from None
+        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+            raise TransientFailure(f"{type(exc).__name__}") from None
+
+
+def transport_from(settings: dict, home: Path):
+    if (settings.get("transport") or "file") == "smtp":
+        return SmtpTransport(settings.get("host") or "localhost", settings.get("port") or 25,
+                             bool(settings.get("starttls")), settings.get("username") or None,
+                             settings.get("password") or None)
+    return FileTransport(settings.get("directory") or home / "mail")
