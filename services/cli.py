@@ -301,6 +301,61 @@ def funding_budget(obj: Context, code, budget_cents, reason):
 
 
 @main.group()
+def mail():
+    """E-mail notices: failed ones, resending, course reminders."""
+
+
+def _notifications(obj: Context, fn, *args):
+    from services.common.db import open_database
+    from services.notifications.models import InboxRecord, OutboxMessage
+    handle = open_database(obj.config, "notifications", OutboxMessage, InboxRecord)
+    try:
+        return handle.run(fn, *args)
+    except LotsenError as exc:
+        _fail(exc)
+    finally:
+        handle.dispose()
+
+
+@mail.command("failed")
+@click.pass_obj
+def mail_failed(obj: Context):
+    """Notices that could not be delivered after every retry."""
+    from services.notifications import domain as notifications
+    rows = _notifications(obj, notifications.failed_notices)
+    for row in rows:
+        click.echo(json.dumps(row, ensure_ascii=False))
+    click.echo(f"{len(rows)} failed notice(s)")
+
+
+@mail.command("resend")
+@click.option("--id", "notice_id", default=None, help="only this notice (default: all failed)")
+@click.pass_obj
+def mail_resend(obj: Context, notice_id):
+    """Queue failed notices again; the running service sends them with fresh retries."""
+    import uuid as uuid_module
+
+    from services.notifications import domain as notifications
+    if notice_id:
+        try:
+            notice_id = uuid_module.UUID(notice_id)
+        except ValueError:
+            click.echo("error: --id must be a notice id (UUID)", err=True)
+            sys.exit(2)
+    count = _notifications(obj, notifications.resend, notice_id)
+    click.echo(f"queued {count} notice(s) again")
+
+
+@mail.command("reminders")
+@click.pass_obj
+def mail_reminders(obj: Context):
+    """Write course reminders now (the service also does it every hour)."""
+    from services.notifications import domain as notifications
+    count = _notifications(obj, notifications.course_reminders, date.today())
+    click.echo(f"{count} reminder(s) queued")
+
+
+@main.group()
 def keys():
     """Certificate signing keys."""
 

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, pool
 from services.common import config as cfg
 
 SERVICES_DIR = Path(__file__).resolve().parents[1]
-MIGRATED_SERVICES = ["enrolment", "funding", "certificates"]
+MIGRATED_SERVICES = ["enrolment", "funding", "certificates", "notifications"]
 
 
 def alembic_config(service: str, url: str) -> AlembicConfig:

@@ -22,6 +22,7 @@ SERVICE_CLASSES = [
     "services.enrolment.service:EnrolmentService",
     "services.funding.service:FundingService",
     "services.certificates.service:CertificatesService",
+    "services.notifications.service:NotificationsService",
     "services.gateway.service:GatewayService",
 ]
 

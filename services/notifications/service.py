@@ -1,0 +1,232 @@
+"""Entrypoints of the notifications service, and the loop that delivers its notices."""
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import threading
+import uuid
+from datetime import date
+
+from nameko.dependency_providers import Config
+from nameko.extensions import DependencyProvider
+from nameko.standalone.rpc import ServiceRpcProxy
+from nameko.timer import timer
+from sqlalchemy import text
+
+from services.common import config as cfg
+from services.common.db import Database, first_delivery
+from services.common.entrypoints import OperatorToken, event_handler, rpc
+from services.common.errors import AuthenticationFailed, ValidationFailed
+from services.common.events import parse_event
+from services.notifications import delivery, domain
+from services.notifications.models import InboxRecord, OutboxMessage
+
+log = logging.getLogger(__name__)
+
+
+def mail_settings(config: dict) -> dict:
+    section = dict(config.get("MAIL") or {})
+    section.setdefault("transport", "file")
+    return section
+
+
+class Mailer(DependencyProvider):
+    """Sends due notices in the background: claim (short transaction), send (no transaction
+    open), record (short transaction). Several instances share the work through leases."""
+
+    def setup(self):
+        config = self.container.config
+        self.settings = mail_settings(config)
+        self.transport = delivery.transport_from(self.settings, cfg.lotsen_home(config))
+        self.sender = (cfg.setting(self.settings, "sender_name", "Programmbüro Digitallotsen"),
+                       cfg.setting(self.settings, "sender", "noreply@lotsen.example"))
+        self.office_name = cfg.setting(self.settings, "office_name",
+                                       "Ihr Programmbüro Kommunale Digitallotsen")
+        self.max_attempts = int(cfg.setting(self.settings, "max_attempts", 8))
+        self.base_delay = float(cfg.setting(self.settings, "base_delay_s", 5))
+        self.max_delay = float(cfg.setting(self.settings, "max_delay_s", 600))
+        self.poll = float(cfg.setting(self.settings, "poll_interval_s", 1.0))
+        self._wake = threading.Event()
+        self._stopped = False
+        self.sent = 0
+
+    def start(self):
+        self.container.spawn_managed_thread(self._loop, identifier="mail-delivery")
+
+    def stop(self):
+        self._stopped = True
+        self._wake.set()
+
+    kill = stop
+
+    def wake(self):
+        self._wake.set()
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    @property
+    def handle(self):
+        """The service's own database (the Database dependency beside this one)."""
+        return next(d for d in self.container.dependencies if isinstance(d, Database)).handle
+
+    def _loop(self):
+        while not self._stopped:
+            try:
+                done = self.deliver_due()
+            except Exception as exc:
+                log.warning("mail delivery round failed (%s)", type(exc).__name__)
+                done = 0
+            if not done:
+                self._wake.wait(self.poll)
+                self._wake.clear()
+
+    def deliver_due(self, limit: int = 20) -> int:
+        handle = self.handle
+        done = 0
+        for notice_id in handle.run(domain.due_notice_ids, limit):
+            notice = handle.run(domain.claim, notice_id)
+            if notice is None:
+                continue  # another instance has it
+            try:
+                attachment = self._attachment(notice)
+                context = dict(notice.context, recipient_role=notice.recipient_role,
+                               to_name=notice.to_name, office_name=self.office_name)
+                message = delivery.build_message(notice, self.sender, context, attachment)
+                self.transport.send(notice.id, message)
+            except delivery.PermanentFailure as exc:
+                handle.run(domain.record_failure, notice_id, str(exc), True, self.max_attempts,
+                           self.base_delay, self.max_delay)
+                log.error("notice %s (%s) refused permanently: %s", notice_id, notice.template,
+                          exc)
+            except Exception as exc:
+                handle.run(domain.record_failure, notice_id, f"{type(exc).__name__}: {exc}",
+                           False, self.max_attempts, self.base_delay, self.max_delay)
+                log.warning("notice %s (%s) not sent yet: %s", notice_id, notice.template,
+                            type(exc).__name__)
+            else:
+                handle.run(domain.record_sent, notice_id)
+                self.sent += 1
+                done += 1
+        return done
+
+    def _attachment(self, notice):
+        if not notice.certificate_number:
+            return None
+        config = {"AMQP_URI": cfg.amqp_uri(self.container.config)}
+        with ServiceRpcProxy("certificates", config, timeout=20) as certificates:
+            document = certificates.get_pdf(notice.certificate_number)
+        return document["filename"], base64.b64decode(document["content_base64"])
+
+
+class NotificationsService:
+    name = "notifications"
+
+    db = Database("notifications", OutboxMessage, InboxRecord, relay=False)
+    mailer = Mailer()
+    config = Config()
+    operator_token = OperatorToken()
+
+    def _on(self, envelope, event_type, fn):
+        event = parse_event(envelope, event_type)
+
+        def handle(session):
+            if first_delivery(session, event, f"{self.name}.{event_type}"):
+                fn(session, event.payload, str(event.event_id))
+        self.db.run(handle)
+        self.mailer.wake()
+
+    @event_handler("enrolment", "municipality_registered")
+    def on_municipality_registered(self, envelope):
+        self._on(envelope, "municipality_registered", domain.municipality_registered)
+
+    @event_handler("enrolment", "enrolment_created")
+    def on_enrolment_created(self, envelope):
+        self._on(envelope, "enrolment_created", domain.enrolment_created)
+
+    @event_handler("enrolment", "enrolment_promoted")
+    def on_enrolment_promoted(self, envelope):
+        self._on(envelope, "enrolment_promoted", domain.enrolment_promoted)
+
+    @event_handler("enrolment", "enrolment_cancelled")
+    def on_enrolment_cancelled(self, envelope):
+        self._on(envelope, "enrolment_cancelled", domain.enrolment_cancelled)
+
+    @event_handler("enrolment", "course_cancelled")
+    def on_course_cancelled(self, envelope):
+        self._on(envelope, "course_cancelled", domain.course_cancelled)
+
+    def _funding(self, envelope, event_type):
+        self._on(envelope, event_type,
+                 lambda s, payload, key: domain.funding_event(s, event_type, payload, key))
+
+    @event_handler("funding", "funding_granted")
+    def on_funding_granted(self, envelope):
+        self._funding(envelope, "funding_granted")
+
+    @event_handler("funding", "funding_waiting")
+    def on_funding_waiting(self, envelope):
+        self._funding(envelope, "funding_waiting")
+
+    @event_handler("funding", "funding_released")
+    def on_funding_released(self, envelope):
+        self._funding(envelope, "funding_released")
+
+    @event_handler("funding", "funding_converted")
+    def on_funding_converted(self, envelope):
+        self._funding(envelope, "funding_converted")
+
+    @event_handler("certificates", "certificate_issued")
+    def on_certificate_issued(self, envelope):
+        self._on(envelope, "certificate_issued", domain.certificate_issued)
+
+    @event_handler("certificates", "certificate_revoked")
+    def on_certificate_revoked(self, envelope):
+        self._on(envelope, "certificate_revoked", domain.certificate_revoked)
+
+    @timer(interval=3600)
+    def course_reminder_timer(self):
+        """Hourly; each participant is reminded once, in the week before the first module."""
+        if self.db.run(domain.course_reminders, date.today()):
+            self.mailer.wake()
+
+    # --- RPC ---------------------------------------------------------------------------------
+
+    def _require_operator(self):
+        expected = self.config.get("OPERATOR_TOKEN") or ""
+        if not expected or not hmac.compare_digest(expected.encode(),
+                                                   (self.operator_token or "").encode()):
+            raise AuthenticationFailed("operator token missing or wrong (set OPERATOR_TOKEN)")
+
+    @rpc
+    def failed_notices(self):
+        self._require_operator()
+        return self.db.run(domain.failed_notices)
+
+    @rpc
+    def resend_failed(self, notice_id=None):
+        self._require_operator()
+        if notice_id is not None:
+            try:
+                notice_id = uuid.UUID(str(notice_id))
+            except ValueError:
+                raise ValidationFailed("not a notice id", {"notice_id": ["not a UUID"]}) from None
+        count = self.db.run(domain.resend, notice_id)
+        self.mailer.wake()
+        return {"queued_again": count}
+
+    @rpc
+    def send_course_reminders(self):
+        self._require_operator()
+        count = self.db.run(domain.course_reminders, date.today())
+        self.mailer.wake()
+        return {"reminders": count}
+
+    @rpc
+    def health(self):
+        with self.db.transaction() as session:
+            session.execute(text("SELECT 1"))
+        return {"service": self.name, "database": "ok", "broker": "ok",
+                "mail_transport": self.mailer.settings["transport"]}
+

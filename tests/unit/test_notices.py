@@ -1,0 +1,130 @@
+"""Notices: which events cause which mails, rendering in German, the file transport."""
+import email
+import uuid
+from datetime import date, timedelta
+
+import pytest
+
+from services.common.db import DatabaseHandle
+from services.notifications import delivery, domain
+from services.notifications.models import Base, InboxRecord, Notice, OutboxMessage
+
+COURSE = {"title": "Basisseminar", "location": "Wiesloch", "provider_name": "Verwaltungsschule",
+          "programme_code": "BW-DL", "programme_name": "Kommunale Digitallotsen Baden-Württemberg",
+          "modules": [{"number": 1, "title": "Prozesse & <Pläne>",
+                       "date": date.today() + timedelta(days=5)}]}
+
+
+@pytest.fixture
+def db():
+    handle = DatabaseHandle("sqlite://", "notifications", OutboxMessage, InboxRecord)
+    Base.metadata.create_all(handle.engine)
+    handle.run(domain.municipality_registered, {
+        "ags": "08226098", "name": "Wiesloch, Stadt", "contact_name": "Hauptamt Wiesloch",
+        "contact_email": "digital@wiesloch.example"}, "e0")
+    yield handle
+    handle.dispose()
+
+
+def created(status="confirmed", family_name="Weiß"):
+    return {"enrolment_id": uuid.uuid4(), "programme_id": uuid.uuid4(), "course_id": uuid.uuid4(),
+            "ags": "08226098", "status": status, "waitlist_position": 2 if status != "confirmed"
+            else None, "participant": {"given_name": "Jürgen", "family_name": family_name,
+                                       "email": "jw@wiesloch.example"}, "course": COURSE}
+
+
+def notices(db):
+    return db.run(lambda s: [(n.template, n.recipient_role, n.to_email)
+                             for n in s.query(Notice).order_by(Notice.created_at)])
+
+
+def test_enrolment_tells_participant_and_municipality_once(db):
+    payload = created()
+    db.run(domain.enrolment_created, payload, "event-1")
+    db.run(domain.enrolment_created, payload, "event-1")  # the same event again
+    assert notices(db) == [("enrolment_confirmed", "participant", "jw@wiesloch.example"),
+                           ("enrolment_confirmed", "municipality", "digital@wiesloch.example")]
+
+
+def test_unknown_municipality_or_enrolment_is_not_ready(db):
+    with pytest.raises(domain.NotReady):
+        db.run(domain.enrolment_created, dict(created(), ags="08226095"), "e")
+    with pytest.raises(domain.NotReady):
+        db.run(domain.funding_event, "funding_waiting",
+               {"enrolment_id": uuid.uuid4(), "ags": "08226098"}, "e")
+
+
+def test_funding_mails_go_to_the_municipality_and_granted_also_to_the_participant(db):
+    payload = created()
+    db.run(domain.enrolment_created, payload, "e1")
+    db.run(domain.funding_event, "funding_granted",
+           {"enrolment_id": payload["enrolment_id"], "kind": "pool", "amount_cents": 50000},
+           "e2")
+    db.run(domain.funding_event, "funding_waiting", {"enrolment_id": payload["enrolment_id"]},
+           "e3")
+    assert notices(db)[2:] == [
+        ("funding_granted", "participant", "jw@wiesloch.example"),
+        ("funding_granted", "municipality", "digital@wiesloch.example"),
+        ("funding_waiting", "municipality", "digital@wiesloch.example")]
+
+
+def test_course_cancellation_sends_one_notice_not_two(db):
+    payload = created()
+    db.run(domain.enrolment_created, payload, "e1")
+    cancelled = dict(payload, previous_status="confirmed", cancelled_by="course_cancelled",
+                     reason="Dozent erkrankt")
+    db.run(domain.enrolment_cancelled, cancelled, "e2")
+    db.run(domain.course_cancelled, {"enrolment_ids": [payload["enrolment_id"]],
+                                     "reason": "Dozent erkrankt"}, "e3")
+    assert [t for t, _, _ in notices(db)].count("course_cancelled") == 2
+    assert "enrolment_cancelled" not in [t for t, _, _ in notices(db)]
+
+
+def test_reminder_once_in_the_week_before_the_first_module(db):
+    db.run(domain.enrolment_created, created(), "e1")
+    db.run(domain.enrolment_created, created("waitlisted"), "e2")
+    assert db.run(domain.course_reminders, date.today()) == 1
+    assert db.run(domain.course_reminders, date.today()) == 0
+    assert db.run(domain.course_reminders, date.today() - timedelta(days=10)) == 0
+
+
+def test_rendered_mail_is_german_escaped_and_identified_by_the_notice(db, tmp_path):
+    db.run(domain.enrolment_created, created(family_name="Weiß <script>"), "e1")
+    notice = db.run(lambda s: s.query(Notice).first())
+    context = dict(notice.context, recipient_role=notice.recipient_role,
+                   to_name=notice.to_name, office_name="Ihr Programmbüro")
+    message = delivery.build_message(notice, ("Programmbüro", "noreply@lotsen.example"), context)
+    transport = delivery.FileTransport(tmp_path)
+    transport.send(notice.id, message)
+    transport.send(notice.id, message)  # a retry after a crash: still one file
+    [path] = list(tmp_path.glob("*.eml"))
+    parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert str(parsed["Subject"]) == "Anmeldung bestätigt: Basisseminar in Wiesloch"
+    assert parsed["Message-ID"] == f"<{notice.id}@notices.lotsen>"
+    text = parsed.get_body(("plain",)).get_content()
+    html = parsed.get_body(("html",)).get_content()
+    assert "Guten Tag Jürgen Weiß <script>," in text and "Mit freundlichen Grüßen" in text
+    assert "<script>" not in html and "Weiß &lt;script&gt;" in html
+    assert "Prozesse &amp; &lt;Pläne&gt;" in html
+
+
+@pytest.mark.parametrize("template", [
+    "enrolment_confirmed", "enrolment_waitlisted", "enrolment_promoted", "enrolment_cancelled",
+    "course_cancelled", "funding_granted", "funding_waiting", "funding_released",
+    "course_reminder", "certificate_issued", "certificate_revoked"])
+def test_every_template_renders_for_both_recipients(template):
+    for role in ("participant", "municipality"):
+        subject, text, html = delivery.render(template, {
+            "recipient_role": role, "to_name": "Hauptamt", "participant_name": "Jürgen Weiß",
+            "municipality": "Wiesloch, Stadt", "course": COURSE, "office_name": "Programmbüro",
+            "programme_name": COURSE["programme_name"], "waitlist_position": 1,
+            "cancelled_by": "Ihre Kommune", "reason": "Grund", "kind": "pool",
+            "amount_cents": 50000, "amount": "500,00 €", "converted": False, "days": 5,
+            "number": "BW-DL-2026-000001", "verification_url": "https://x/verify/A"})
+        assert subject and "Guten Tag" in text and "Mit freundlichen Grüßen" in text
+        assert html.startswith("<p>Guten Tag")
+
+
+def test_euros_in_german_notation():
+    assert domain.euros(80_000_000) == "800.000,00 €"
+    assert domain.euros(50_050) == "500,50 €"
