@@ -81,12 +81,20 @@ def certificates_pg_url(pg_admin):
 
 
 @pytest.fixture
-def service_config(rabbit_config, pg_url, funding_pg_url, certificates_pg_url, tmp_path):
+def notifications_pg_url(pg_admin):
+    return _migrated(pg_admin, "notifications")
+
+
+@pytest.fixture
+def service_config(rabbit_config, pg_url, funding_pg_url, certificates_pg_url,
+                   notifications_pg_url, tmp_path):
     config = dict(rabbit_config)
     config.update({
         "LOTSEN_HOME": str(tmp_path),
         "DATABASES": {"enrolment": pg_url, "funding": funding_pg_url,
-                      "certificates": certificates_pg_url},
+                      "certificates": certificates_pg_url,
+                      "notifications": notifications_pg_url},
+        "MAIL": {"transport": "file", "directory": str(tmp_path / "mail")},
         "CERTIFICATES": {"key_dir": str(tmp_path / "keys"), "issuer_name": "Programmbüro Test",
                          "issuer_url": "https://lotsen.example",
                          "public_base_url": "https://lotsen.example"},
