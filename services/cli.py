@@ -14,9 +14,6 @@ with warnings.catch_warnings():
 eventlet.monkey_patch()  # noqa: E402  (before anything opens a socket)
 
 import json
-import logging
-import logging.config
-import os
 import signal
 import sys
 import time
@@ -107,17 +104,27 @@ def migrate(obj: Context):
 
 
 @main.command()
+@click.option("--service", "only", multiple=True,
+              help="run only this service (repeatable); default: all of them")
 @click.pass_obj
-def run(obj: Context):
-    """Run every service in this one process (local use)."""
+def run(obj: Context, only):
+    """Run the services in this one process: all of them locally, one per container."""
     from kombu import Connection
     from nameko.runners import ServiceRunner
 
     from services.common import topology
+    from services.common.logs import configure_logging
 
     config = obj.config
-    if config.get("LOGGING"):
-        logging.config.dictConfig(config["LOGGING"])
+    configure_logging(config)
+    classes = topology.service_classes(config)
+    if only:
+        unknown = set(only) - {c.name for c in classes}
+        if unknown:
+            click.echo(f"error: no service {', '.join(sorted(unknown))}; choose from "
+                       f"{', '.join(c.name for c in classes)}", err=True)
+            sys.exit(2)
+        classes = [c for c in classes if c.name in only]
     uri = cfg.amqp_uri(config)
     try:
         with Connection(uri, connect_timeout=5) as connection:
@@ -128,20 +135,48 @@ def run(obj: Context):
         sys.exit(1)
     topology.declare(uri, config)
     runner = ServiceRunner(config)
-    for cls in topology.service_classes(config):
+    for cls in classes:
         runner.add_service(cls)
+    grace = float(cfg.setting(config, "SHUTDOWN_GRACE_S", 30))
+
+    def stop_gracefully():
+        # Running workers may finish; what is still running after the grace period is killed
+        # (its message was not acked, so the broker hands it to another instance).
+        with eventlet.Timeout(grace, False):
+            runner.stop()
+            return
+        runner.kill()
 
     def shutdown(signum, frame):
-        eventlet.spawn_n(runner.stop)
+        eventlet.spawn_n(stop_gracefully)
 
     signal.signal(signal.SIGTERM, shutdown)
     runner.start()
-    click.echo("services running: " + ", ".join(c.name for c in topology.service_classes(config))
+    click.echo("services running: " + ", ".join(c.name for c in classes)
                + f" (data in {cfg.lotsen_home(config)}); Ctrl-C stops")
     try:
         runner.wait()
     except KeyboardInterrupt:
-        runner.stop()
+        stop_gracefully()
+
+
+@main.command()
+@click.argument("service")
+@click.option("--timeout", default=5.0, show_default=True)
+@click.pass_obj
+def health(obj: Context, service, timeout):
+    """Ask a running service for its health (exit 0 if it, its broker and database answer)."""
+    from nameko.standalone.rpc import ServiceRpcProxy
+    try:
+        with eventlet.Timeout(timeout):
+            with ServiceRpcProxy(service, {"AMQP_URI": cfg.amqp_uri(obj.config)},
+                                 timeout=timeout) as proxy:
+                result = proxy.health()
+    except BaseException as exc:  # eventlet.Timeout is a BaseException
+        click.echo(json.dumps({"service": service, "status": "unavailable",
+                               "error": type(exc).__name__}))
+        sys.exit(1)
+    click.echo(json.dumps(dict(result, status="ok")))
 
 
 @main.command("import-register")
@@ -149,7 +184,11 @@ def run(obj: Context):
 @click.pass_obj
 def import_register_command(obj: Context, file: Path):
     """Import or update the municipality register (Destatis Gemeindeverzeichnis CSV)."""
-    from services.enrolment.register import RegisterFormatError, import_register, parse_register
+    from services.enrolment.register import (
+        RegisterFormatError,
+        import_register,
+        parse_register,
+    )
 
     started = time.perf_counter()
     try:
@@ -174,7 +213,6 @@ def programme_create(obj: Context, file: Path):
     from services.common.schemas import load
     from services.enrolment import domain
     from services.enrolment.schemas import ProgrammeIn
-
     from services.funding import domain as funding
     from services.funding.schemas import FundingPolicyIn
 

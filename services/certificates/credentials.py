@@ -16,8 +16,10 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (Ed25519PrivateKey,
-                                                               Ed25519PublicKey)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 # Crockford's base32: no I, L, O or U, so a person copying the code cannot confuse letters.
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -9,16 +9,18 @@ from pathlib import Path
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from services.certificates import domain, schemas
 from services.certificates.credentials import KeyRing
-from services.certificates.models import InboxRecord, OutboxMessage
+from services.certificates.models import Certificate, InboxRecord, OutboxMessage
 from services.common import config as cfg
 from services.common.db import Database, first_delivery
 from services.common.entrypoints import OperatorToken, ProviderToken, event_handler, rpc
 from services.common.errors import AuthenticationFailed
 from services.common.events import parse_event
+from services.common.logs import LogContext
+from services.common.metrics import Metrics
 from services.common.schemas import load
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,12 @@ def settings(config: dict) -> tuple[KeyRing, domain.Issuer]:
         url=cfg.setting(section, "issuer_url", "http://127.0.0.1:8000"),
         public_base_url=cfg.setting(section, "public_base_url", "http://127.0.0.1:8000"))
     return KeyRing(Path(key_dir)), issuer
+
+
+
+def certificate_figures(session) -> dict:
+    rows = session.execute(select(Certificate.status, func.count()).group_by(Certificate.status))
+    return {f"certificates_{status}": count for status, count in rows}
 
 
 class Signing(DependencyProvider):
@@ -49,6 +57,8 @@ class Signing(DependencyProvider):
 
 class CertificatesService:
     name = "certificates"
+    log_context = LogContext()
+    metrics = Metrics(certificate_figures)
 
     db = Database("certificates", OutboxMessage, InboxRecord)
     signing = Signing()

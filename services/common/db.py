@@ -195,9 +195,8 @@ class Database(DependencyProvider):
         self.stop()
 
     def get_dependency(self, worker_ctx):
-        data = worker_ctx.data or {}
-        correlation_id = data.get("correlation_id") or (worker_ctx.call_id_stack or [None])[0]
-        return BoundDatabase(self.handle, correlation_id)
+        from services.common.logs import correlation_id_of
+        return BoundDatabase(self.handle, correlation_id_of(worker_ctx))
 
 
 def open_database(config: dict, service: str, outbox_model=None, inbox_model=None,

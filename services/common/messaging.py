@@ -16,7 +16,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from kombu import Exchange, Queue
+from kombu import Queue
 from nameko.amqp.publish import get_producer
 from nameko.constants import PERSISTENT
 from nameko.events import EventHandler

@@ -17,13 +17,29 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.common.db import emit, first_delivery
-from services.common.errors import (AuthenticationFailed, Conflict, DuplicateEnrolment,
-                                    IdempotencyKeyReused, LotsenError, NotFound, RuleViolation,
-                                    ValidationFailed)
+from services.common.errors import (
+    AuthenticationFailed,
+    Conflict,
+    DuplicateEnrolment,
+    IdempotencyKeyReused,
+    LotsenError,
+    NotFound,
+    RuleViolation,
+    ValidationFailed,
+)
 from services.common.events import Event
-from services.enrolment.models import (ACTIVE_STATUSES, Attendance, Body, Course, Enrolment,
-                                       IdempotencyRecord, Module, MunicipalityAccount, Programme,
-                                       Provider)
+from services.enrolment.models import (
+    ACTIVE_STATUSES,
+    Attendance,
+    Body,
+    Course,
+    Enrolment,
+    IdempotencyRecord,
+    Module,
+    MunicipalityAccount,
+    Programme,
+    Provider,
+)
 from services.enrolment.schemas import EnrolmentOut
 
 SEAT_HOLDING = ("confirmed", "completed")

@@ -1,7 +1,14 @@
 """What crosses the enrolment service's RPC boundary: inputs checked, outputs shaped."""
 from __future__ import annotations
 
-from marshmallow import (Schema, ValidationError, fields, post_load, validate, validates_schema)
+from marshmallow import (
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
 
 from services.common.schemas import ags_field
 

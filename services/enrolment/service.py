@@ -4,22 +4,32 @@ from __future__ import annotations
 import hmac
 
 from nameko.dependency_providers import Config
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Database
 from services.common.entrypoints import OperatorToken, ProviderToken, event_handler, rpc
 from services.common.errors import AuthenticationFailed, ValidationFailed
 from services.common.events import parse_event
+from services.common.logs import LogContext
+from services.common.metrics import Metrics
 from services.common.schemas import load
 from services.enrolment import domain, schemas
-from services.enrolment.models import InboxRecord, OutboxMessage
+from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
 
 AGS_SCHEMA = schemas.MunicipalityIn(only=("ags",))
 
 
+
+def enrolment_figures(session) -> dict:
+    rows = session.execute(select(Enrolment.status, func.count()).group_by(Enrolment.status))
+    return {f"enrolments_{status}": count for status, count in rows}
+
+
 class EnrolmentService:
     name = "enrolment"
+    log_context = LogContext()
+    metrics = Metrics(enrolment_figures)
 
     db = Database("enrolment", OutboxMessage, InboxRecord)
     config = Config()

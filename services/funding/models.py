@@ -4,11 +4,16 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import (BigInteger, Date, ForeignKey, Index, Integer, String, Text,
-                        Uuid)
+from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.models import AutoIncrement, InboxMixin, OutboxMixin, UTCDateTime, utcnow
+from services.common.models import (
+    AutoIncrement,
+    InboxMixin,
+    OutboxMixin,
+    UTCDateTime,
+    utcnow,
+)
 
 
 class Base(DeclarativeBase):

@@ -7,15 +7,22 @@ import io
 
 from nameko.dependency_providers import Config
 from nameko.timer import timer
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from services.common.db import Database, first_delivery
 from services.common.entrypoints import OperatorToken, event_handler, rpc
 from services.common.errors import AuthenticationFailed
 from services.common.events import parse_event
+from services.common.logs import LogContext
+from services.common.metrics import Metrics
 from services.common.schemas import load
 from services.funding import domain, schemas
-from services.funding.models import InboxRecord, OutboxMessage
+from services.funding.models import (
+    Funding,
+    FundingProgramme,
+    InboxRecord,
+    OutboxMessage,
+)
 
 
 def _handle_once(session, event, consumer, fn):
@@ -23,8 +30,22 @@ def _handle_once(session, event, consumer, fn):
         fn(session, event.payload, str(event.event_id))
 
 
+
+def funding_figures(session) -> dict:
+    rows = dict(session.execute(select(Funding.state, func.count()).group_by(Funding.state)).all())
+    figures = {f"fundings_{state}": count for state, count in rows.items()}
+    pool_left = 0
+    for programme in session.scalars(select(FundingProgramme)):
+        if programme.fee_cents is not None and programme.eligible_count is not None:
+            pool_left += domain.figures(session, programme).pool_left
+    figures["pool_left_cents"] = pool_left
+    return figures
+
+
 class FundingService:
     name = "funding"
+    log_context = LogContext()
+    metrics = Metrics(funding_figures)
 
     db = Database("funding", OutboxMessage, InboxRecord)
     config = Config()

@@ -15,6 +15,8 @@ from werkzeug.wrappers import Response
 
 from services.common import config as cfg
 from services.common.errors import LotsenError
+from services.common.logs import LogContext
+from services.common.metrics import Metrics
 from services.gateway import openapi, verification
 from services.gateway.problems import HttpProblem, http
 
@@ -33,6 +35,9 @@ def json_response(payload, status: int = 200, headers: dict | None = None) -> Re
 
 class GatewayService:
     name = "gateway"
+
+    log_context = LogContext()
+    metrics = Metrics()
 
     enrolment = RpcProxy("enrolment")
     certificates = RpcProxy("certificates")

@@ -12,15 +12,17 @@ from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.standalone.rpc import ServiceRpcProxy
 from nameko.timer import timer
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from services.common import config as cfg
 from services.common.db import Database, first_delivery
 from services.common.entrypoints import OperatorToken, event_handler, rpc
 from services.common.errors import AuthenticationFailed, ValidationFailed
 from services.common.events import parse_event
+from services.common.logs import LogContext
+from services.common.metrics import Metrics
 from services.notifications import delivery, domain
-from services.notifications.models import InboxRecord, OutboxMessage
+from services.notifications.models import InboxRecord, Notice, OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,12 @@ def mail_settings(config: dict) -> dict:
     section = dict(config.get("MAIL") or {})
     section.setdefault("transport", "file")
     return section
+
+
+
+def mail_figures(session) -> dict:
+    rows = session.execute(select(Notice.status, func.count()).group_by(Notice.status))
+    return {f"mails_{status}": count for status, count in rows}
 
 
 class Mailer(DependencyProvider):
@@ -122,6 +130,8 @@ class Mailer(DependencyProvider):
 
 class NotificationsService:
     name = "notifications"
+    log_context = LogContext()
+    metrics = Metrics(mail_figures)
 
     db = Database("notifications", OutboxMessage, InboxRecord, relay=False)
     mailer = Mailer()

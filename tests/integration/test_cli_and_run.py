@@ -1,6 +1,5 @@
 """The operator CLI on the embedded default, and `lotsen run` as a real process."""
 import json
-import os
 import signal
 import socket
 import sqlite3

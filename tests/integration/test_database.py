@@ -1,6 +1,5 @@
 """The database layer on the real PostgreSQL: migrations and cooperative queries."""
 import eventlet
-import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from services.common.db import make_engine

@@ -1,15 +1,24 @@
 """The enrolment service over real RabbitMQ and PostgreSQL, as its callers use it."""
 import uuid
 
-import eventlet
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy, ServiceRpcProxy
 
-from services.common.errors import (AuthenticationFailed, DuplicateEnrolment,
-                                    IdempotencyKeyReused, NotFound, ValidationFailed)
+from services.common.errors import (
+    AuthenticationFailed,
+    DuplicateEnrolment,
+    IdempotencyKeyReused,
+    NotFound,
+    ValidationFailed,
+)
 from services.enrolment.service import EnrolmentService
-from tests.integration.helpers import (count_enrolments, gemeinden, outbox_events, participant,
-                                       seed)
+from tests.integration.helpers import (
+    count_enrolments,
+    gemeinden,
+    outbox_events,
+    participant,
+    seed,
+)
 
 
 @pytest.fixture

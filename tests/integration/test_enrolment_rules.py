@@ -3,8 +3,8 @@ import pytest
 
 from services.common.errors import RuleViolation, ValidationFailed
 from services.common.schemas import load
-from services.enrolment.schemas import AttendanceIn
 from services.enrolment import domain
+from services.enrolment.schemas import AttendanceIn
 from tests.integration.helpers import gemeinden, outbox_events, participant, seed
 
 

@@ -5,7 +5,6 @@ import uuid
 from datetime import date
 
 import eventlet
-import pytest
 from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ServiceRpcProxy
 from sqlalchemy import func, select
@@ -20,8 +19,14 @@ from services.funding import domain
 from services.funding.models import Funding, InboxRecord
 from services.funding.service import FundingService
 from tests.funding_support import bodies, cancelled, invariants, policy
-from tests.integration.helpers import (PROGRAMME, bw_records, course_data, gemeinden, participant,
-                                       wait_for)
+from tests.integration.helpers import (
+    PROGRAMME,
+    bw_records,
+    course_data,
+    gemeinden,
+    participant,
+    wait_for,
+)
 
 FEE = 50_000
 

@@ -11,8 +11,14 @@ from services.common.events import build_event
 from services.common.messaging import list_parked
 from services.enrolment.models import Enrolment, InboxRecord
 from services.enrolment.service import EnrolmentService
-from tests.integration.helpers import (Recorder, gemeinden, outbox_events, participant, seed,
-                                       wait_for)
+from tests.integration.helpers import (
+    Recorder,
+    gemeinden,
+    outbox_events,
+    participant,
+    seed,
+    wait_for,
+)
 
 RECORDER_QUEUE = "evt-enrolment-enrolment_created--recorder.on_enrolment_created"
 

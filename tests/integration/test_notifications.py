@@ -20,7 +20,13 @@ from services.funding.service import FundingService
 from services.notifications.models import Notice
 from services.notifications.service import NotificationsService
 from tests.funding_support import policy
-from tests.integration.helpers import PROGRAMME, bw_records, gemeinden, participant, wait_for
+from tests.integration.helpers import (
+    PROGRAMME,
+    bw_records,
+    gemeinden,
+    participant,
+    wait_for,
+)
 from tests.integration.test_gateway import free_port
 
 FEE = 50_000

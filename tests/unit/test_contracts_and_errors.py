@@ -5,7 +5,12 @@ from datetime import datetime, timezone
 import pytest
 from nameko.exceptions import deserialize, serialize
 
-from services.common.errors import ContractViolation, DuplicateEnrolment, LotsenError, ValidationFailed
+from services.common.errors import (
+    ContractViolation,
+    DuplicateEnrolment,
+    LotsenError,
+    ValidationFailed,
+)
 from services.common.events import build_event, parse_event
 from services.common.messaging import backoff_seconds
 from services.common.schemas import load

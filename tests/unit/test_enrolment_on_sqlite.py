@@ -4,8 +4,13 @@ from datetime import date, timedelta
 import pytest
 
 from services.common.db import DatabaseHandle
-from services.common.errors import (Conflict, DuplicateEnrolment, IdempotencyKeyReused, NotFound,
-                                    RuleViolation)
+from services.common.errors import (
+    Conflict,
+    DuplicateEnrolment,
+    IdempotencyKeyReused,
+    NotFound,
+    RuleViolation,
+)
 from services.common.migrations import upgrade
 from services.enrolment import domain
 from services.enrolment.models import Body, InboxRecord, OutboxMessage

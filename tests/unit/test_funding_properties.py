@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 from services.common.db import DatabaseHandle
 from services.funding import domain
 from services.funding.models import Base, InboxRecord, OutboxMessage
-from tests.funding_support import bodies, cancelled, confirmed, invariants, policy, publish
+from tests.funding_support import (
+    bodies,
+    cancelled,
+    confirmed,
+    invariants,
+    policy,
+    publish,
+)
 
 FEE = 10_000
 BODIES = bodies(4)

@@ -1,0 +1,136 @@
+"""Prometheus metrics: per entrypoint counts, failures and latency, the outbox backlog, parked
+messages, and each service's own domain figures, read from its database when scraped.
+
+One HTTP endpoint per process (``METRICS_PORT``, 0 turns it off); with all services in one
+process they share it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from nameko.extensions import DependencyProvider
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+from services.common import config as cfg
+
+log = logging.getLogger(__name__)
+
+HANDLED = Counter("lotsen_handled_total", "Messages and calls handled, by outcome",
+                  ["service", "entrypoint", "outcome"])
+LATENCY = Histogram("lotsen_handler_seconds", "Time spent in an entrypoint",
+                    ["service", "entrypoint"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+_server_lock = threading.Lock()
+_server_port = None
+
+
+def _serve(port: int):
+    global _server_port
+    with _server_lock:
+        if _server_port is None and port:
+            start_http_server(port, addr="0.0.0.0")
+            _server_port = port
+
+
+class ServiceCollector:
+    """Gauges read at scrape time: backlog, parked messages, domain figures."""
+
+    def __init__(self, service: str, handle, snapshot: Callable | None, config: dict):
+        self.service, self.handle, self.snapshot, self.config = service, handle, snapshot, config
+
+    def collect(self):
+        backlog = GaugeMetricFamily("lotsen_outbox_backlog", "Events not yet published",
+                                    labels=["service"])
+        figures = GaugeMetricFamily("lotsen_domain", "Domain figures",
+                                    labels=["service", "figure"])
+        parked = GaugeMetricFamily("lotsen_parked_messages", "Messages parked after retries",
+                                   labels=["service"])
+        try:
+            outbox = self.handle.outbox_model
+            if outbox is not None:
+                count = self.handle.run(lambda s: s.scalar(
+                    select(func.count()).select_from(outbox).where(outbox.published_at.is_(None))))
+                backlog.add_metric([self.service], count)
+            if self.snapshot:
+                for name, value in self.handle.run(self.snapshot).items():
+                    figures.add_metric([self.service, name], value)
+            parked.add_metric([self.service], self._parked())
+        except Exception as exc:  # a scrape must not break the service
+            log.warning("metrics for %s incomplete (%s)", self.service, type(exc).__name__)
+        yield backlog
+        yield figures
+        yield parked
+
+    def _parked(self) -> int:
+        from kombu import Connection
+
+        from services.common import topology
+        from services.common.messaging import parked_queue_name
+        names = [s.queue_name for s in topology.subscriptions(topology.service_classes(self.config))
+                 if s.consumer_service == self.service]
+        total = 0
+        with Connection(cfg.amqp_uri(self.config), connect_timeout=3) as connection:
+            channel = connection.channel()
+            for name in names:
+                try:
+                    _, count, _ = channel.queue_declare(parked_queue_name(name), passive=True)
+                    total += count
+                except Exception:
+                    channel = connection.channel()  # a missing queue closes the channel
+        return total
+
+
+class Metrics(DependencyProvider):
+    """Counts and times every worker; registers the service's gauges once per process."""
+
+    _collectors: dict = {}  # one per service and process, pointed at the newest instance
+
+    def __init__(self, snapshot: Callable | None = None):
+        self.snapshot = snapshot
+        self._started: dict = {}
+
+    def setup(self):
+        config = self.container.config
+        _serve(int(cfg.setting(config, "METRICS_PORT", 0)))
+        service = self.container.service_name
+        from services.common.db import Database
+        database = next((d for d in self.container.dependencies
+                         if isinstance(d, Database)), None)
+        if database is None:
+            return
+        collector = Metrics._collectors.get(service)
+        if collector is None:
+            collector = ServiceCollector(service, _LazyHandle(database), self.snapshot, config)
+            REGISTRY.register(collector)
+            Metrics._collectors[service] = collector
+        else:
+            collector.handle, collector.config = _LazyHandle(database), config
+
+    def worker_setup(self, worker_ctx):
+        self._started[worker_ctx] = time.perf_counter()
+
+    def worker_result(self, worker_ctx, result=None, exc_info=None):
+        started = self._started.pop(worker_ctx, None)
+        labels = (worker_ctx.service_name, worker_ctx.entrypoint.method_name)
+        HANDLED.labels(*labels, "failed" if exc_info else "ok").inc()
+        if started is not None:
+            LATENCY.labels(*labels).observe(time.perf_counter() - started)
+
+    def worker_teardown(self, worker_ctx):
+        self._started.pop(worker_ctx, None)
+
+
+class _LazyHandle:
+    """The database handle exists only after the Database dependency's setup."""
+
+    def __init__(self, database):
+        self.database = database
+
+    def __getattr__(self, name):
+        return getattr(self.database.handle, name)
