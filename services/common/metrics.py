@@ -38,19 +38,13 @@ def _serve(port: int):
             _server_port = port
 
 
-class ServiceCollector:
-    """Gauges read at scrape time: backlog, parked messages, domain figures."""
+class ServiceGauges:
+    """Gauges read at scrape time for one service: backlog, parked messages, domain figures."""
 
     def __init__(self, service: str, handle, snapshot: Callable | None, config: dict):
         self.service, self.handle, self.snapshot, self.config = service, handle, snapshot, config
 
-    def collect(self):
-        backlog = GaugeMetricFamily("lotsen_outbox_backlog", "Events not yet published",
-                                    labels=["service"])
-        figures = GaugeMetricFamily("lotsen_domain", "Domain figures",
-                                    labels=["service", "figure"])
-        parked = GaugeMetricFamily("lotsen_parked_messages", "Messages parked after retries",
-                                   labels=["service"])
+    def add_to(self, backlog, figures, parked):
         try:
             outbox = self.handle.outbox_model
             if outbox is not None:
@@ -63,9 +57,6 @@ class ServiceCollector:
             parked.add_metric([self.service], self._parked())
         except Exception as exc:  # a scrape must not break the service
             log.warning("metrics for %s incomplete (%s)", self.service, type(exc).__name__)
-        yield backlog
-        yield figures
-        yield parked
 
     def _parked(self) -> int:
         from kombu import Connection
@@ -86,31 +77,47 @@ class ServiceCollector:
         return total
 
 
+class ProcessCollector:
+    """One collector per process for the services running in it."""
+
+    def __init__(self):
+        self.services: dict[str, ServiceGauges] = {}
+
+    def collect(self):
+        backlog = GaugeMetricFamily("lotsen_outbox_backlog", "Events not yet published",
+                                    labels=["service"])
+        figures = GaugeMetricFamily("lotsen_domain", "Domain figures",
+                                    labels=["service", "figure"])
+        parked = GaugeMetricFamily("lotsen_parked_messages", "Messages parked after retries",
+                                   labels=["service"])
+        for gauges in list(self.services.values()):
+            gauges.add_to(backlog, figures, parked)
+        yield backlog
+        yield figures
+        yield parked
+
+
+COLLECTOR = ProcessCollector()
+REGISTRY.register(COLLECTOR)
+
+
 class Metrics(DependencyProvider):
     """Counts and times every worker; registers the service's gauges once per process."""
-
-    _collectors: dict = {}  # one per service and process, pointed at the newest instance
 
     def __init__(self, snapshot: Callable | None = None):
         self.snapshot = snapshot
         self._started: dict = {}
 
     def setup(self):
+        from services.common.db import Database
+
         config = self.container.config
         _serve(int(cfg.setting(config, "METRICS_PORT", 0)))
-        service = self.container.service_name
-        from services.common.db import Database
         database = next((d for d in self.container.dependencies
                          if isinstance(d, Database)), None)
-        if database is None:
-            return
-        collector = Metrics._collectors.get(service)
-        if collector is None:
-            collector = ServiceCollector(service, _LazyHandle(database), self.snapshot, config)
-            REGISTRY.register(collector)
-            Metrics._collectors[service] = collector
-        else:
-            collector.handle, collector.config = _LazyHandle(database), config
+        if database is not None:  # the newest instance of a service in this process reports
+            COLLECTOR.services[self.container.service_name] = ServiceGauges(
+                self.container.service_name, _LazyHandle(database), self.snapshot, config)
 
     def worker_setup(self, worker_ctx):
         self._started[worker_ctx] = time.perf_counter()

@@ -17,6 +17,7 @@ from services.enrolment.register import import_register
 from services.enrolment.service import EnrolmentService
 from services.funding import domain
 from services.funding.models import Funding, InboxRecord
+from services.funding.models import OutboxMessage as FundingOutbox
 from services.funding.service import FundingService
 from tests.funding_support import bodies, cancelled, invariants, policy
 from tests.integration.helpers import (
@@ -24,6 +25,7 @@ from tests.integration.helpers import (
     bw_records,
     course_data,
     gemeinden,
+    outbox_events,
     participant,
     wait_for,
 )
@@ -147,3 +149,10 @@ def test_enrolment_learns_its_funding_from_the_funding_service(
         assert funding_of(first)["status"] == "released"
         overview = enrolment.municipality(ags)
     assert overview["programmes"][0]["guaranteed_seat_used"] is True
+    # The first call id travels with the events: funding's decision shares the enrolment's.
+    created = {e["payload"]["enrolment_id"]: e["correlation_id"]
+               for e in outbox_events(enrolment_db, "enrolment_created")}
+    granted = [e for e in funding_db.run(lambda s: [m.envelope for m in s.query(FundingOutbox)])
+               if e["event_type"] == "funding_granted"
+               and e["payload"]["enrolment_id"] == first["id"]]
+    assert created[first["id"]] and granted[0]["correlation_id"] == created[first["id"]]
