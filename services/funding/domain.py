@@ -387,12 +387,15 @@ def ledger_rows(session: Session, code: str) -> list[dict]:
 def check(session: Session, code: str) -> dict:
     """Recompute everything from the ledger and the fundings, and compare with the totals."""
     programme = _programme_by_code(session, code)
-    sums = dict(session.execute(select(LedgerEntry.pot, func.sum(LedgerEntry.amount_cents))
-                                .where(LedgerEntry.programme_id == programme.programme_id)
-                                .group_by(LedgerEntry.pot)).all())
-    held = dict(session.execute(select(Funding.state, func.sum(Funding.amount_cents))
-                                .where(Funding.programme_id == programme.programme_id)
-                                .group_by(Funding.state)).all())
+    # SUM of BIGINT is NUMERIC on PostgreSQL: back to int cents.
+    sums = {pot: int(total) for pot, total in session.execute(
+        select(LedgerEntry.pot, func.sum(LedgerEntry.amount_cents))
+        .where(LedgerEntry.programme_id == programme.programme_id)
+        .group_by(LedgerEntry.pot)).all()}
+    held = {state: int(total or 0) for state, total in session.execute(
+        select(Funding.state, func.sum(Funding.amount_cents))
+        .where(Funding.programme_id == programme.programme_id)
+        .group_by(Funding.state)).all()}
     per_body = session.execute(select(Funding.ags, func.count()).where(
         Funding.programme_id == programme.programme_id, Funding.state == "guaranteed")
         .group_by(Funding.ags)).all()
