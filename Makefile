@@ -32,6 +32,7 @@ test-unit: install
 
 bench: install
 	$(BIN)/python bench/import_register.py
+	$(BIN)/python bench/throughput.py
 
 clean:
 	rm -rf $(VENV) var *.egg-info
