@@ -48,34 +48,34 @@ class Context:
             self._config = cfg.load_config(self.config_path)
         return self._config
 
-    def enrolment_db(self):
+    def database(self, service: str):
+        """A service's database, opened by the CLI (its relay publishes what we write)."""
+        import importlib
+
         from services.common.db import open_database
-        from services.enrolment.models import InboxRecord, OutboxMessage
-        return open_database(self.config, "enrolment", OutboxMessage, InboxRecord)
+        models = importlib.import_module(f"services.{service}.models")
+        return open_database(self.config, service, models.OutboxMessage, models.InboxRecord)
+
+    def enrolment_db(self):
+        return self.database("enrolment")
 
     def funding_db(self):
-        from services.common.db import open_database
-        from services.funding.models import InboxRecord, OutboxMessage
-        return open_database(self.config, "funding", OutboxMessage, InboxRecord)
+        return self.database("funding")
+
+    def run_in(self, service: str, fn, *args, **kwargs):
+        handle = self.database(service)
+        try:
+            return handle.run(fn, *args, **kwargs)
+        except LotsenError as exc:
+            _fail(exc)
+        finally:
+            handle.dispose()
 
     def run_funding(self, fn, *args, **kwargs):
-        handle = self.funding_db()
-        try:
-            return handle.run(fn, *args, **kwargs)
-        except LotsenError as exc:
-            _fail(exc)
-        finally:
-            handle.dispose()
+        return self.run_in("funding", fn, *args, **kwargs)
 
     def run(self, fn, *args, **kwargs):
-        handle = self.enrolment_db()
-        try:
-            return handle.run(fn, *args, **kwargs)
-        except LotsenError as exc:
-            _fail(exc)
-        finally:
-            handle.dispose()
-
+        return self.run_in("enrolment", fn, *args, **kwargs)
 
 @click.group()
 @click.option("--config", "config_path", envvar="LOTSEN_CONFIG", default=None,
@@ -343,24 +343,12 @@ def mail():
     """E-mail notices: failed ones, resending, course reminders."""
 
 
-def _notifications(obj: Context, fn, *args):
-    from services.common.db import open_database
-    from services.notifications.models import InboxRecord, OutboxMessage
-    handle = open_database(obj.config, "notifications", OutboxMessage, InboxRecord)
-    try:
-        return handle.run(fn, *args)
-    except LotsenError as exc:
-        _fail(exc)
-    finally:
-        handle.dispose()
-
-
 @mail.command("failed")
 @click.pass_obj
 def mail_failed(obj: Context):
     """Notices that could not be delivered after every retry."""
     from services.notifications import domain as notifications
-    rows = _notifications(obj, notifications.failed_notices)
+    rows = obj.run_in("notifications", notifications.failed_notices)
     for row in rows:
         click.echo(json.dumps(row, ensure_ascii=False))
     click.echo(f"{len(rows)} failed notice(s)")
@@ -380,7 +368,7 @@ def mail_resend(obj: Context, notice_id):
         except ValueError:
             click.echo("error: --id must be a notice id (UUID)", err=True)
             sys.exit(2)
-    count = _notifications(obj, notifications.resend, notice_id)
+    count = obj.run_in("notifications", notifications.resend, notice_id)
     click.echo(f"queued {count} notice(s) again")
 
 
@@ -389,7 +377,7 @@ def mail_resend(obj: Context, notice_id):
 def mail_reminders(obj: Context):
     """Write course reminders now (the service also does it every hour)."""
     from services.notifications import domain as notifications
-    count = _notifications(obj, notifications.course_reminders, date.today())
+    count = obj.run_in("notifications", notifications.course_reminders, date.today())
     click.echo(f"{count} reminder(s) queued")
 
 
@@ -413,24 +401,13 @@ def certificate():
     """Issued certificates: show, revoke, re-issue after a name correction."""
 
 
-def _certificates(obj: Context, fn, *args):
-    from services.certificates.models import InboxRecord, OutboxMessage
-    from services.common.db import open_database
-    handle = open_database(obj.config, "certificates", OutboxMessage, InboxRecord)
-    try:
-        return handle.run(fn, *args)
-    except LotsenError as exc:
-        _fail(exc)
-    finally:
-        handle.dispose()
-
-
 @certificate.command("show")
 @click.argument("number")
 @click.pass_obj
 def certificate_show(obj: Context, number):
     from services.certificates import domain as certificates
-    result = _certificates(obj, lambda s: certificates.summary(certificates.by_number(s, number)))
+    result = obj.run_in("certificates",
+                        lambda s: certificates.summary(certificates.by_number(s, number)))
     result.pop("credential")
     click.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
@@ -441,7 +418,8 @@ def certificate_show(obj: Context, number):
 @click.pass_obj
 def certificate_revoke(obj: Context, number, reason):
     from services.certificates import domain as certificates
-    status = _certificates(obj, lambda s: certificates.revoke(s, number, reason, "operator").status)
+    status = obj.run_in("certificates",
+                        lambda s: certificates.revoke(s, number, reason, "operator").status)
     click.echo(f"certificate {number}: {status}")
 
 
@@ -454,7 +432,7 @@ def certificate_reissue(obj: Context, number, given_name, family_name):
     from services.certificates import domain as certificates
     from services.certificates.service import settings
     keyring, issuer = settings(obj.config)
-    new = _certificates(obj, lambda s: certificates.reissue(
+    new = obj.run_in("certificates", lambda s: certificates.reissue(
         s, number, given_name, family_name, keyring, issuer).number)
     click.echo(f"certificate {number} superseded by {new}")
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import hmac
 import logging
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from services.certificates.credentials import KeyRing
 from services.certificates.models import Certificate, InboxRecord, OutboxMessage
 from services.common import config as cfg
 from services.common.db import Database, first_delivery
-from services.common.entrypoints import OperatorToken, ProviderToken, event_handler, rpc
+from services.common.entrypoints import Operator, ProviderToken, event_handler, rpc
 from services.common.errors import AuthenticationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
@@ -64,7 +63,7 @@ class CertificatesService:
     signing = Signing()
     config = Config()
     enrolment = RpcProxy("enrolment")
-    operator_token = OperatorToken()
+    operator = Operator()
     provider_token = ProviderToken()
 
     @event_handler("enrolment", "enrolment_completed")
@@ -109,16 +108,11 @@ class CertificatesService:
 
     # --- changes ---------------------------------------------------------------------------
 
-    def _is_operator(self) -> bool:
-        expected = self.config.get("OPERATOR_TOKEN") or ""
-        given = self.operator_token or ""
-        return bool(expected) and hmac.compare_digest(expected.encode(), given.encode())
-
     @rpc
     def revoke(self, number, reason):
         """By an operator, or by the provider that ran the course (its token in context)."""
         data = load(schemas.RevokeIn(), {"number": number, "reason": reason}, "revocation")
-        if self._is_operator():
+        if self.operator.granted:
             by, provider_name = "operator", None
         elif self.provider_token:
             provider = self.enrolment.authenticate_provider(self.provider_token)
@@ -131,8 +125,7 @@ class CertificatesService:
 
     @rpc
     def reissue(self, number, given_name, family_name):
-        if not self._is_operator():
-            raise AuthenticationFailed("operator token missing or wrong (set OPERATOR_TOKEN)")
+        self.operator.require()
         data = load(schemas.ReissueIn(), {"number": number, "given_name": given_name,
                                           "family_name": family_name}, "re-issue")
         certificate = self.db.run(domain.reissue, data["number"], data["given_name"],

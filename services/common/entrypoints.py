@@ -8,13 +8,15 @@ call id to quote to an operator.
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 import traceback
 
 from nameko.contextdata import ContextDataProvider
+from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc as nameko_rpc
 
-from services.common.errors import LotsenError
+from services.common.errors import AuthenticationFailed, LotsenError
 from services.common.messaging import event_handler as reliable_event_handler
 
 log = logging.getLogger(__name__)
@@ -58,5 +60,19 @@ class ProviderToken(ContextDataProvider):
     context_key = "provider_token"
 
 
-class OperatorToken(ContextDataProvider):
-    context_key = "operator_token"
+class OperatorCheck:
+    def __init__(self, expected: str, given: str):
+        self.granted = bool(expected) and hmac.compare_digest(expected.encode(), given.encode())
+
+    def require(self):
+        if not self.granted:
+            raise AuthenticationFailed("operator token missing or wrong (set OPERATOR_TOKEN)")
+
+
+class Operator(DependencyProvider):
+    """Whether the call carries the operator token (``operator_token`` in context data);
+    with no OPERATOR_TOKEN configured, operator calls are off."""
+
+    def get_dependency(self, worker_ctx):
+        return OperatorCheck(self.container.config.get("OPERATOR_TOKEN") or "",
+                             (worker_ctx.data or {}).get("operator_token") or "")

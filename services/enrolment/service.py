@@ -1,15 +1,13 @@
 """RPC and event entrypoints of the enrolment service: validate, call the domain, return."""
 from __future__ import annotations
 
-import hmac
-
 from nameko.dependency_providers import Config
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Database
-from services.common.entrypoints import OperatorToken, ProviderToken, event_handler, rpc
-from services.common.errors import AuthenticationFailed, ValidationFailed
+from services.common.entrypoints import Operator, ProviderToken, event_handler, rpc
+from services.common.errors import ValidationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
@@ -34,19 +32,13 @@ class EnrolmentService:
     db = Database("enrolment", OutboxMessage, InboxRecord)
     config = Config()
     provider_token = ProviderToken()
-    operator_token = OperatorToken()
+    operator = Operator()
 
     # --- helpers (not entrypoints) ------------------------------------------------------------
 
     def _as_provider(self, fn, *args):
         token = self.provider_token
         return self.db.run(lambda s: fn(s, domain.authenticate_provider(s, token), *args))
-
-    def _require_operator(self):
-        expected = self.config.get("OPERATOR_TOKEN") or ""
-        given = self.operator_token or ""
-        if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
-            raise AuthenticationFailed("operator token missing or wrong (set OPERATOR_TOKEN)")
 
     @staticmethod
     def _ags(ags) -> str:
@@ -181,20 +173,20 @@ class EnrolmentService:
 
     @rpc
     def create_programme(self, programme):
-        self._require_operator()
+        self.operator.require()
         data = load(schemas.ProgrammeIn(), programme, "programme")
         return schemas.ProgrammeOut().dump(self.db.run(domain.create_programme, data))
 
     @rpc
     def create_provider(self, name):
-        self._require_operator()
+        self.operator.require()
         data = load(schemas.ProviderIn(), {"name": name}, "provider")
         provider, token = self.db.run(domain.create_provider, data["name"])
         return {"id": str(provider.id), "name": provider.name, "token": token}
 
     @rpc
     def register_municipality(self, ags, contact_name, contact_email):
-        self._require_operator()
+        self.operator.require()
         data = load(schemas.MunicipalityIn(), {"ags": ags, "contact_name": contact_name,
                                                "contact_email": contact_email}, "municipality")
         account, key = self.db.run(domain.register_municipality, data["ags"],

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import hmac
 import io
 
 from nameko.dependency_providers import Config
@@ -10,8 +9,7 @@ from nameko.timer import timer
 from sqlalchemy import func, select, text
 
 from services.common.db import Database, first_delivery
-from services.common.entrypoints import OperatorToken, event_handler, rpc
-from services.common.errors import AuthenticationFailed
+from services.common.entrypoints import Operator, event_handler, rpc
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
@@ -49,7 +47,7 @@ class FundingService:
 
     db = Database("funding", OutboxMessage, InboxRecord)
     config = Config()
-    operator_token = OperatorToken()
+    operator = Operator()
 
     def _on(self, envelope, event_type, method, fn):
         event = parse_event(envelope, event_type)
@@ -87,12 +85,6 @@ class FundingService:
 
     # --- RPC ---------------------------------------------------------------------------------
 
-    def _require_operator(self):
-        expected = self.config.get("OPERATOR_TOKEN") or ""
-        given = self.operator_token or ""
-        if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
-            raise AuthenticationFailed("operator token missing or wrong (set OPERATOR_TOKEN)")
-
     @rpc
     def budget_state(self, programme_code):
         return self.db.run(domain.budget_state, str(programme_code))
@@ -119,7 +111,7 @@ class FundingService:
 
     @rpc
     def set_policy(self, policy):
-        self._require_operator()
+        self.operator.require()
         data = load(schemas.SetPolicyIn(), policy, "funding policy")
         self.db.run(domain.set_policy, data["programme_id"], data["programme_code"], data)
         return self.db.run(domain.budget_state, data["programme_code"]) \
@@ -134,7 +126,7 @@ class FundingService:
 
     @rpc
     def change_budget(self, programme_code, budget_cents, reason):
-        self._require_operator()
+        self.operator.require()
         data = load(schemas.BudgetChangeIn(), {"programme_code": programme_code,
                                                "budget_cents": budget_cents, "reason": reason})
         return self.db.run(domain.change_budget, data["programme_code"], data["budget_cents"],
@@ -142,7 +134,7 @@ class FundingService:
 
     @rpc
     def apply_reserve_deadline(self, programme_code):
-        self._require_operator()
+        self.operator.require()
         return self.db.run(domain.apply_reserve_deadline, str(programme_code))
 
     @rpc

@@ -2,7 +2,8 @@
 service (its schemas are reused here); these describe what the gateway answers."""
 from marshmallow import Schema, fields
 
-from services.enrolment.schemas import EnrolIn, ParticipantIn  # noqa: F401  (documented as is)
+from services.enrolment.schemas import BodyOut as Body  # noqa: F401  (documented as is)
+from services.enrolment.schemas import EnrolIn, ParticipantIn  # noqa: F401
 
 
 class EnrolmentRequest(Schema):
@@ -102,16 +103,6 @@ class BatchResult(Schema):
     succeeded = fields.Integer()
     failed = fields.Integer()
     results = fields.List(fields.Nested(BatchRow))
-
-
-class Body(Schema):
-    ags = fields.String()
-    name = fields.String()
-    kind = fields.String()
-    designation = fields.String()
-    kreisfrei = fields.Boolean()
-    land = fields.String()
-    kreis_ags = fields.String(allow_none=True)
 
 
 class ProgrammeState(Schema):

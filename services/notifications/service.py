@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import hmac
 import logging
 import threading
 import uuid
@@ -16,8 +15,8 @@ from sqlalchemy import func, select, text
 
 from services.common import config as cfg
 from services.common.db import Database, first_delivery
-from services.common.entrypoints import OperatorToken, event_handler, rpc
-from services.common.errors import AuthenticationFailed, ValidationFailed
+from services.common.entrypoints import Operator, event_handler, rpc
+from services.common.errors import ValidationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
@@ -136,7 +135,7 @@ class NotificationsService:
     db = Database("notifications", OutboxMessage, InboxRecord, relay=False)
     mailer = Mailer()
     config = Config()
-    operator_token = OperatorToken()
+    operator = Operator()
 
     def _on(self, envelope, event_type, fn):
         event = parse_event(envelope, event_type)
@@ -203,20 +202,14 @@ class NotificationsService:
 
     # --- RPC ---------------------------------------------------------------------------------
 
-    def _require_operator(self):
-        expected = self.config.get("OPERATOR_TOKEN") or ""
-        if not expected or not hmac.compare_digest(expected.encode(),
-                                                   (self.operator_token or "").encode()):
-            raise AuthenticationFailed("operator token missing or wrong (set OPERATOR_TOKEN)")
-
     @rpc
     def failed_notices(self):
-        self._require_operator()
+        self.operator.require()
         return self.db.run(domain.failed_notices)
 
     @rpc
     def resend_failed(self, notice_id=None):
-        self._require_operator()
+        self.operator.require()
         if notice_id is not None:
             try:
                 notice_id = uuid.UUID(str(notice_id))
@@ -228,7 +221,7 @@ class NotificationsService:
 
     @rpc
     def send_course_reminders(self):
-        self._require_operator()
+        self.operator.require()
         count = self.db.run(domain.course_reminders, date.today())
         self.mailer.wake()
         return {"reminders": count}
