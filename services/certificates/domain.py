@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from services.certificates import credentials, pdf
 from services.certificates.models import Certificate, CertificateSequence
-from services.common.db import emit
 from services.common.errors import NotFound, RuleViolation
+from services.common.outbox import emit
 
 
 @dataclass(frozen=True)

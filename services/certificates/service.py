@@ -14,12 +14,13 @@ from services.certificates import domain, schemas
 from services.certificates.credentials import KeyRing
 from services.certificates.models import Certificate, InboxRecord, OutboxMessage
 from services.common import config as cfg
-from services.common.db import Database, first_delivery
+from services.common.db import Database
 from services.common.entrypoints import Operator, ProviderToken, event_handler, rpc
 from services.common.errors import AuthenticationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
+from services.common.outbox import first_delivery
 from services.common.schemas import load
 
 log = logging.getLogger(__name__)

@@ -10,18 +10,16 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid
 from contextlib import contextmanager
 from typing import Callable
 
 from nameko.extensions import DependencyProvider
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from services.common import config as cfg
-from services.common.events import Event, build_event
 
 log = logging.getLogger(__name__)
 
@@ -113,36 +111,6 @@ class DatabaseHandle:
 
     def dispose(self):
         self.engine.dispose()
-
-
-def emit(session: Session, event_type: str, payload: dict) -> dict:
-    """Write an event to the outbox in the session's transaction."""
-    outbox = session.info["outbox_model"]
-    envelope = build_event(session.info["producer"], event_type, payload,
-                           correlation_id=session.info.get("correlation_id"))
-    session.add(outbox(event_id=uuid.UUID(envelope["event_id"]), event_type=event_type,
-                       envelope=envelope))
-    session.info["emitted"] = True
-    return envelope
-
-
-def first_delivery(session: Session, event: Event, consumer: str) -> bool:
-    """Record ``event`` as handled by ``consumer``; False if it was handled before.
-
-    The record commits with the handler's effect, so a redelivered event has no second effect.
-    Two deliveries racing each other collide on the primary key: one commits, the other fails
-    and is retried, and then sees the record.
-    """
-    inbox = session.info["inbox_model"]
-    seen = session.execute(
-        select(inbox.event_id).where(inbox.consumer == consumer,
-                                     inbox.event_id == event.event_id)
-    ).first()
-    if seen:
-        return False
-    session.add(inbox(consumer=consumer, event_id=event.event_id, event_type=event.event_type))
-    session.flush()
-    return True
 
 
 class BoundDatabase:

@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.common.db import emit, first_delivery
 from services.common.errors import (
     AuthenticationFailed,
     Conflict,
@@ -28,6 +27,7 @@ from services.common.errors import (
     ValidationFailed,
 )
 from services.common.events import Event
+from services.common.outbox import emit, first_delivery
 from services.enrolment.models import (
     ACTIVE_STATUSES,
     Attendance,

@@ -17,8 +17,8 @@ from datetime import date, datetime, timezone
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.common.db import emit
 from services.common.errors import LotsenError, NotFound, RuleViolation
+from services.common.outbox import emit
 from services.funding.models import EligibleBody, Funding, FundingProgramme, LedgerEntry
 
 FUNDED = ("guaranteed", "pool")

@@ -8,11 +8,12 @@ from nameko.dependency_providers import Config
 from nameko.timer import timer
 from sqlalchemy import func, select, text
 
-from services.common.db import Database, first_delivery
+from services.common.db import Database
 from services.common.entrypoints import Operator, event_handler, rpc
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
+from services.common.outbox import first_delivery
 from services.common.schemas import load
 from services.funding import domain, schemas
 from services.funding.models import (

@@ -14,12 +14,13 @@ from nameko.timer import timer
 from sqlalchemy import func, select, text
 
 from services.common import config as cfg
-from services.common.db import Database, first_delivery
+from services.common.db import Database
 from services.common.entrypoints import Operator, event_handler, rpc
 from services.common.errors import ValidationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
+from services.common.outbox import first_delivery
 from services.notifications import delivery, domain
 from services.notifications.models import InboxRecord, Notice, OutboxMessage
 
