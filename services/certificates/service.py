@@ -20,7 +20,7 @@ from services.common.errors import AuthenticationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
-from services.common.outbox import first_delivery
+from services.common.outbox import handle_once
 from services.common.schemas import load
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,9 @@ class CertificatesService:
     @event_handler("enrolment", "enrolment_completed")
     def on_enrolment_completed(self, envelope):
         event = parse_event(envelope, "enrolment_completed")
-
-        def handle(session):
-            if first_delivery(session, event, f"{self.name}.on_enrolment_completed"):
-                domain.issue(session, event.payload, self.signing.keyring, self.signing.issuer)
-        self.db.run(handle)
+        self.db.run(handle_once, event, f"{self.name}.on_enrolment_completed",
+                    lambda session, e: domain.issue(session, e.payload, self.signing.keyring,
+                                                    self.signing.issuer))
 
     # --- queries ---------------------------------------------------------------------------
 

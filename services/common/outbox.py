@@ -38,3 +38,12 @@ def first_delivery(session: Session, event: Event, consumer: str) -> bool:
     session.add(inbox(consumer=consumer, event_id=event.event_id, event_type=event.event_type))
     session.flush()
     return True
+
+
+def handle_once(session: Session, event: Event, consumer: str, effect) -> bool:
+    """Run ``effect(session, event)`` unless ``consumer`` handled this event before; the inbox
+    record and the effect commit together."""
+    if not first_delivery(session, event, consumer):
+        return False
+    effect(session, event)
+    return True

@@ -27,7 +27,7 @@ from services.common.errors import (
     ValidationFailed,
 )
 from services.common.events import Event
-from services.common.outbox import emit, first_delivery
+from services.common.outbox import emit
 from services.enrolment.models import (
     ACTIVE_STATUSES,
     Attendance,
@@ -40,7 +40,7 @@ from services.enrolment.models import (
     Programme,
     Provider,
 )
-from services.enrolment.schemas import EnrolmentOut
+from services.enrolment.schemas import BodyOut, CourseOut, EnrolmentOut
 
 SEAT_HOLDING = ("confirmed", "completed")
 
@@ -549,7 +549,6 @@ def open_courses(session: Session, ags: str, today: date | None = None) -> list[
         select(Enrolment.course_id, func.count()).where(
             Enrolment.course_id.in_([c.id for c in courses]),
             Enrolment.status == "waitlisted").group_by(Enrolment.course_id)).all())
-    from services.enrolment.schemas import CourseOut
     result = CourseOut(many=True).dump(courses)
     for item, course in zip(result, courses):
         item["free_seats"] = max(0, course.capacity - counts.get(course.id, 0))
@@ -559,7 +558,6 @@ def open_courses(session: Session, ags: str, today: date | None = None) -> list[
 
 def municipality_overview(session: Session, ags: str) -> dict:
     """The body, and per programme its enrolments and whether its guaranteed seat is used."""
-    from services.enrolment.schemas import BodyOut
     body = session.get(Body, ags)
     if body is None:
         raise NotFound(f"no body with AGS {ags}", {"ags": ["not in register"]})
@@ -588,30 +586,24 @@ FUNDING_STATUS = {"funding_granted": "granted", "funding_waiting": "waiting",
                   "funding_released": "released", "funding_converted": "granted"}
 
 
-def apply_funding_event(session: Session, event: Event, consumer: str) -> bool:
-    if not first_delivery(session, event, consumer):
-        return False
+def apply_funding_event(session: Session, event: Event):
     enrolment = session.get(Enrolment, event.payload["enrolment_id"])
     if enrolment is None:
         raise NotFound("funding event for an unknown enrolment")
     if enrolment.funding_updated_at and enrolment.funding_updated_at > event.occurred_at:
-        return True  # an older decision arriving late changes nothing
+        return  # an older decision arriving late changes nothing
     enrolment.funding_status = FUNDING_STATUS[event.event_type]
     enrolment.funding_kind = event.payload.get("kind")
     enrolment.funding_updated_at = event.occurred_at
-    return True
 
 
-def apply_certificate_event(session: Session, event: Event, consumer: str) -> bool:
-    if not first_delivery(session, event, consumer):
-        return False
+def apply_certificate_event(session: Session, event: Event):
     enrolment = session.get(Enrolment, event.payload["enrolment_id"])
     if enrolment is None:
         raise NotFound("certificate event for an unknown enrolment")
     if enrolment.certificate_updated_at and enrolment.certificate_updated_at > event.occurred_at:
-        return True
+        return
     enrolment.certificate_number = event.payload["certificate_number"]
     enrolment.certificate_status = ("revoked" if event.event_type == "certificate_revoked"
                                     else "issued")
     enrolment.certificate_updated_at = event.occurred_at
-    return True

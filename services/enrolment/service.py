@@ -11,6 +11,7 @@ from services.common.errors import ValidationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
+from services.common.outbox import handle_once
 from services.common.schemas import load
 from services.enrolment import domain, schemas
 from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
@@ -203,7 +204,7 @@ class EnrolmentService:
 
     def _funding(self, envelope, event_type, method):
         event = parse_event(envelope, event_type)
-        self.db.run(domain.apply_funding_event, event, f"{self.name}.{method}")
+        self.db.run(handle_once, event, f"{self.name}.{method}", domain.apply_funding_event)
 
     @event_handler("funding", "funding_granted")
     def on_funding_granted(self, envelope):
@@ -224,9 +225,11 @@ class EnrolmentService:
     @event_handler("certificates", "certificate_issued")
     def on_certificate_issued(self, envelope):
         event = parse_event(envelope, "certificate_issued")
-        self.db.run(domain.apply_certificate_event, event, f"{self.name}.on_certificate_issued")
+        self.db.run(handle_once, event, f"{self.name}.on_certificate_issued",
+                    domain.apply_certificate_event)
 
     @event_handler("certificates", "certificate_revoked")
     def on_certificate_revoked(self, envelope):
         event = parse_event(envelope, "certificate_revoked")
-        self.db.run(domain.apply_certificate_event, event, f"{self.name}.on_certificate_revoked")
+        self.db.run(handle_once, event, f"{self.name}.on_certificate_revoked",
+                    domain.apply_certificate_event)

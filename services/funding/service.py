@@ -13,7 +13,7 @@ from services.common.entrypoints import Operator, event_handler, rpc
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
-from services.common.outbox import first_delivery
+from services.common.outbox import handle_once
 from services.common.schemas import load
 from services.funding import domain, schemas
 from services.funding.models import (
@@ -24,9 +24,9 @@ from services.funding.models import (
 )
 
 
-def _handle_once(session, event, consumer, fn):
-    if first_delivery(session, event, consumer):
-        fn(session, event.payload, str(event.event_id))
+def _with_key(decision):
+    """Funding decisions take the payload and the event id (the ledger's idempotency key)."""
+    return lambda session, event: decision(session, event.payload, str(event.event_id))
 
 
 
@@ -52,7 +52,7 @@ class FundingService:
 
     def _on(self, envelope, event_type, method, fn):
         event = parse_event(envelope, event_type)
-        self.db.run(_handle_once, event, f"{self.name}.{method}", fn)
+        self.db.run(handle_once, event, f"{self.name}.{method}", _with_key(fn))
 
     @event_handler("enrolment", "programme_published")
     def on_programme_published(self, envelope):
@@ -64,8 +64,8 @@ class FundingService:
         event = parse_event(envelope, "enrolment_created")
         if event.payload["status"] != "confirmed":
             return  # waitlisted enrolments are funded once they get a seat
-        self.db.run(_handle_once, event, f"{self.name}.on_enrolment_created",
-                    domain.enrolment_confirmed)
+        self.db.run(handle_once, event, f"{self.name}.on_enrolment_created",
+                    _with_key(domain.enrolment_confirmed))
 
     @event_handler("enrolment", "enrolment_promoted")
     def on_enrolment_promoted(self, envelope):

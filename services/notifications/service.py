@@ -20,7 +20,7 @@ from services.common.errors import ValidationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
-from services.common.outbox import first_delivery
+from services.common.outbox import handle_once
 from services.notifications import delivery, domain
 from services.notifications.models import InboxRecord, Notice, OutboxMessage
 
@@ -140,11 +140,8 @@ class NotificationsService:
 
     def _on(self, envelope, event_type, fn):
         event = parse_event(envelope, event_type)
-
-        def handle(session):
-            if first_delivery(session, event, f"{self.name}.{event_type}"):
-                fn(session, event.payload, str(event.event_id))
-        self.db.run(handle)
+        self.db.run(handle_once, event, f"{self.name}.{event_type}",
+                    lambda session, e: fn(session, e.payload, str(e.event_id)))
         self.mailer.wake()
 
     @event_handler("enrolment", "municipality_registered")
