@@ -18,6 +18,7 @@ from services.common.errors import LotsenError
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
 from services.gateway import openapi, verification
+from services.gateway.auth import RememberedKeys
 from services.gateway.problems import HttpProblem, http
 
 JSON = "application/json"
@@ -42,6 +43,7 @@ class GatewayService:
     enrolment = RpcProxy("enrolment")
     certificates = RpcProxy("certificates")
     config = Config()
+    known_keys = RememberedKeys()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -69,7 +71,8 @@ class GatewayService:
                               "send the municipality's API key as 'Authorization: Bearer <key>'",
                               headers={"WWW-Authenticate": 'Bearer realm="lotsen"'})
         try:
-            return self._call("authenticate", key.strip())
+            return self.known_keys.body_for(key.strip(),
+                                            lambda k: self._call("authenticate", k))
         except LotsenError as exc:
             if exc.status == 401:
                 raise HttpProblem(401, "Authentication failed", "unknown API key",

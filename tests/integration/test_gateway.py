@@ -220,6 +220,22 @@ def test_stopped_service_means_503_with_retry_after(world, running):
     assert client.get("/health/live").status_code == 200
 
 
+@pytest.mark.parametrize("cache_s, old_key_status", [(300, 200), (0, 401)])
+def test_a_rotated_key_works_only_as_long_as_the_gateway_remembers_it(
+        world, enrolment_db, container_factory, gateway_config, cache_s, old_key_status):
+    gateway_config["GATEWAY"] = dict(gateway_config["GATEWAY"], auth_cache_s=cache_s)
+    for service in (EnrolmentService, GatewayService):
+        container_factory(service, gateway_config).start()
+    url = f"http://{gateway_config['WEB_SERVER_ADDRESS']}"
+    old = Client(url, world["keys"][world["a"]])
+    assert old.get("/api/v1/municipality").status_code == 200
+    new_key = enrolment_db.run(lambda s: domain.register_municipality(
+        s, world["a"], "Hauptamt", "hauptamt@neu.example")[1])
+    assert old.get("/api/v1/municipality").status_code == old_key_status
+    assert Client(url, new_key).get("/api/v1/municipality").status_code == 200
+    assert Client(url, "lk_" + "y" * 43).get("/api/v1/municipality").status_code == 401
+
+
 def test_openapi_document_is_valid_and_matches_the_routes(running):
     from openapi_spec_validator import validate
     document = requests.get(running["url"] + "/api/v1/openapi.json", timeout=10).json()
