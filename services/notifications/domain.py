@@ -196,32 +196,29 @@ def course_reminders(session: Session, today: date) -> int:
 
 # --- delivery bookkeeping -----------------------------------------------------------------------
 
-def due_notice_ids(session: Session, limit: int) -> list:
-    moment = now()
-    return list(session.scalars(select(Notice.id).where(
-        Notice.status == "pending", Notice.next_attempt_at <= moment)
-        .order_by(Notice.created_at).limit(limit)))
+LEASE_SECONDS = 120
 
 
-def claim(session: Session, notice_id, lease_seconds: int = 120) -> Notice | None:
-    """Take a notice for sending; another instance holding a live lease keeps it."""
+def claim_due(session: Session, limit: int, lease_seconds: int = LEASE_SECONDS) -> list[Notice]:
+    """Take up to ``limit`` due notices for sending, oldest first, in one transaction.
+
+    Rows another instance is claiming right now (row locks) or holds (a live lease) are
+    skipped, so several instances share the work without sending anything twice."""
     moment = now()
-    result = session.execute(update(Notice).where(
-        Notice.id == notice_id, Notice.status == "pending",
-        (Notice.lease_until.is_(None)) | (Notice.lease_until < moment))
-        .values(lease_until=moment + timedelta(seconds=lease_seconds)))
-    if result.rowcount != 1:
-        return None
-    return session.get(Notice, notice_id)
+    notices = session.scalars(select(Notice).where(
+        Notice.status == "pending", Notice.next_attempt_at <= moment,
+        Notice.lease_until.is_(None) | (Notice.lease_until < moment))
+        .order_by(Notice.created_at).limit(limit)
+        .with_for_update(skip_locked=True)).all()
+    for notice in notices:
+        notice.lease_until = moment + timedelta(seconds=lease_seconds)
+    return notices
 
 
 def record_sent(session: Session, notice_id):
-    notice = session.get(Notice, notice_id)
-    notice.status = "sent"
-    notice.sent_at = now()
-    notice.attempts += 1
-    notice.lease_until = None
-    notice.last_error = None
+    session.execute(update(Notice).where(Notice.id == notice_id).values(
+        status="sent", sent_at=now(), attempts=Notice.attempts + 1, lease_until=None,
+        last_error=None))
 
 
 def record_failure(session: Session, notice_id, error: str, permanent: bool, max_attempts: int,

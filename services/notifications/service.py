@@ -5,7 +5,7 @@ import base64
 import logging
 import threading
 import uuid
-from datetime import date
+from datetime import date, timedelta
 
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
@@ -23,6 +23,10 @@ from services.common.metrics import Metrics
 from services.common.outbox import handle_once
 from services.notifications import delivery, domain
 from services.notifications.models import InboxRecord, Notice, OutboxMessage
+
+# A notice is only sent while its lease has this much left: never after another instance
+# could have taken it over.
+LEASE_MARGIN = timedelta(seconds=30)
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +97,10 @@ class Mailer(DependencyProvider):
     def deliver_due(self, limit: int = 20) -> int:
         handle = self.handle
         done = 0
-        for notice_id in handle.run(domain.due_notice_ids, limit):
-            notice = handle.run(domain.claim, notice_id)
-            if notice is None:
-                continue  # another instance has it
+        for notice in handle.run(domain.claim_due, limit):
+            if domain.now() >= notice.lease_until - LEASE_MARGIN:
+                break  # the rest of the batch waits for its lease to end, then goes again
+            notice_id = notice.id
             try:
                 attachment = self._attachment(notice)
                 context = dict(notice.context, recipient_role=notice.recipient_role,
