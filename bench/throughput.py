@@ -25,8 +25,6 @@ from pathlib import Path  # noqa: E402
 
 import requests  # noqa: E402
 from nameko.containers import ServiceContainer  # noqa: E402
-from nameko.events import EventDispatcher, event_handler  # noqa: E402
-from nameko.rpc import rpc  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
 from sqlalchemy import create_engine, insert, text  # noqa: E402
 
@@ -40,42 +38,12 @@ from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage  # n
 from services.enrolment.register import import_register, parse_register  # noqa: E402
 from services.enrolment.service import EnrolmentService  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from noop import SERVICES as NOOP_SERVICES, chain_rate as noop_chain_rate  # noqa: E402
+
 REGISTER = ROOT.parent / "shared" / "data" / "destatis-gv-auszug.csv"
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 API = "http://guest:guest@127.0.0.1:15672/api"
-CHAIN_DONE = []
-
-
-class Noop:
-    name = "noop"
-    dispatch = EventDispatcher()
-
-    @rpc
-    def call(self, payload):
-        return payload
-
-    @rpc
-    def start_chain(self, n):
-        self.dispatch("hop1", {"n": n})
-
-
-class NoopHop:
-    name = "noop_hop"
-    dispatch = EventDispatcher()
-
-    @event_handler("noop", "hop1")
-    def hop1(self, payload):
-        self.dispatch("hop2", payload)
-
-
-class NoopEnd:
-    name = "noop_end"
-
-    @event_handler("noop_hop", "hop2")
-    def hop2(self, payload):
-        CHAIN_DONE.append(time.perf_counter())
-
-
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -138,7 +106,7 @@ def main():
         course_id, programme_id = handle.run(setup)
         bodies = [r.ags for r in records if r.kind == "gemeinde"]
 
-        for cls in (Noop, NoopHop, NoopEnd, EnrolmentService):
+        for cls in (*NOOP_SERVICES, EnrolmentService):
             container = ServiceContainer(cls, config)
             container.start()
             containers.append(container)
@@ -161,13 +129,7 @@ def main():
                 real = measure(cluster, enrol, args.calls, concurrency)
                 rows.append((f"RPC at concurrency {concurrency}", noop, real))
 
-            CHAIN_DONE.clear()
-            started = time.perf_counter()
-            for i in range(args.calls):
-                cluster.noop.start_chain.call_async(i)
-            while len(CHAIN_DONE) < args.calls and time.perf_counter() - started < 120:
-                eventlet.sleep(0.01)
-            chain_rate = len(CHAIN_DONE) / (max(CHAIN_DONE) - started)
+            chain_rate = noop_chain_rate(cluster, args.calls)
 
             # Flat cost: enrol latency with few and with many existing enrolments.
             def fill(count):
