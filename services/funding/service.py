@@ -61,11 +61,10 @@ class FundingService:
 
     @event_handler("enrolment", "enrolment_created")
     def on_enrolment_created(self, envelope):
-        event = parse_event(envelope, "enrolment_created")
-        if event.payload["status"] != "confirmed":
-            return  # waitlisted enrolments are funded once they get a seat
-        self.db.run(handle_once, event, f"{self.name}.on_enrolment_created",
-                    _with_key(domain.enrolment_confirmed))
+        def decide(session, payload, key):
+            if payload["status"] == "confirmed":  # waitlisted: funded once it gets a seat
+                domain.enrolment_confirmed(session, payload, key)
+        self._on(envelope, "enrolment_created", "on_enrolment_created", decide)
 
     @event_handler("enrolment", "enrolment_promoted")
     def on_enrolment_promoted(self, envelope):
