@@ -81,31 +81,64 @@ class FileTransport:
         partial.write_bytes(bytes(message))
         os.replace(partial, target)  # one file per notice, whatever the retries
 
+    def close(self):
+        pass
+
 
 class SmtpTransport:
+    """Sends over one SMTP connection per delivery round (``close`` ends it), instead of a
+    connection, greeting and EHLO per mail."""
+
     def __init__(self, host: str, port: int, starttls: bool = False, username: str | None = None,
                  password: str | None = None, timeout: float = 20):
         self.host, self.port, self.starttls = host, int(port), starttls
         self.username, self.password, self.timeout = username, password, timeout
+        self._smtp: smtplib.SMTP | None = None
 
-    def send(self, notice_id, message: EmailMessage):
-        try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+    def _connection(self) -> smtplib.SMTP:
+        if self._smtp is None:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            try:
                 if self.starttls:
                     smtp.starttls()
                 if self.username:
                     smtp.login(self.username, self.password or "")
-                smtp.send_message(message)
+            except BaseException:
+                smtp.close()
+                raise
+            self._smtp = smtp
+        return self._smtp
+
+    def close(self):
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
+
+    def send(self, notice_id, message: EmailMessage):
+        try:
+            reused = self._smtp is not None
+            try:
+                self._connection().send_message(message)
+            except smtplib.SMTPServerDisconnected:
+                self.close()
+                if not reused:
+                    raise
+                self._connection().send_message(message)  # the server had dropped an idle one
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             if all(500 <= code < 600 for code in codes):
                 raise PermanentFailure(f"recipient refused ({codes})") from None
             raise TransientFailure(f"recipient deferred ({codes})") from None
         except smtplib.SMTPResponseException as exc:
+            self.close()  # the session may be spoilt: the next mail starts afresh
             if 500 <= exc.smtp_code < 600:
                 raise PermanentFailure(f"SMTP {exc.smtp_code}") from None
             raise TransientFailure(f"SMTP {exc.smtp_code}") from None
         except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+            self.close()
             raise TransientFailure(f"{type(exc).__name__}") from None
 
 

@@ -199,7 +199,7 @@ def course_reminders(session: Session, today: date) -> int:
 LEASE_SECONDS = 120
 
 
-def claim_due(session: Session, limit: int, lease_seconds: int = LEASE_SECONDS) -> list[Notice]:
+def claim_due(session: Session, limit: int, lease_seconds: float = LEASE_SECONDS) -> list[Notice]:
     """Take up to ``limit`` due notices for sending, oldest first, in one transaction.
 
     Rows another instance is claiming right now (row locks) or holds (a live lease) are

@@ -24,10 +24,6 @@ from services.common.outbox import handle_once
 from services.notifications import delivery, domain
 from services.notifications.models import InboxRecord, Notice, OutboxMessage
 
-# A notice is only sent while its lease has this much left: never after another instance
-# could have taken it over.
-LEASE_MARGIN = timedelta(seconds=30)
-
 log = logging.getLogger(__name__)
 
 
@@ -59,6 +55,11 @@ class Mailer(DependencyProvider):
         self.base_delay = float(cfg.setting(self.settings, "base_delay_s", 5))
         self.max_delay = float(cfg.setting(self.settings, "max_delay_s", 600))
         self.poll = float(cfg.setting(self.settings, "poll_interval_s", 1.0))
+        # Notices claimed by an instance that dies are sent by another once the lease ends. A
+        # notice is only sent while a quarter of its lease is left, never after another
+        # instance could have taken it over.
+        self.lease_s = float(cfg.setting(self.settings, "lease_s", domain.LEASE_SECONDS))
+        self.lease_margin = timedelta(seconds=self.lease_s / 4)
         self._wake = threading.Event()
         self._stopped = False
         self.sent = 0
@@ -95,10 +96,16 @@ class Mailer(DependencyProvider):
                 self._wake.clear()
 
     def deliver_due(self, limit: int = 20) -> int:
+        try:
+            return self._deliver(limit)
+        finally:
+            self.transport.close()
+
+    def _deliver(self, limit: int) -> int:
         handle = self.handle
         done = 0
-        for notice in handle.run(domain.claim_due, limit):
-            if domain.now() >= notice.lease_until - LEASE_MARGIN:
+        for notice in handle.run(domain.claim_due, limit, self.lease_s):
+            if domain.now() >= notice.lease_until - self.lease_margin:
                 break  # the rest of the batch waits for its lease to end, then goes again
             notice_id = notice.id
             try:
