@@ -1,7 +1,7 @@
 """Reliable messaging on top of nameko: outbox relay, retrying event handler, parking.
 
-* ``OutboxRelay`` publishes outbox rows with publisher confirms, oldest first, and marks them
-  published. Rows stay in the outbox until the broker has confirmed them, so a crash re-sends
+* ``OutboxRelay`` publishes outbox rows oldest first, a batch at a time with publisher confirms
+  collected for the whole batch, and marks them published. Rows stay in the outbox until the broker has confirmed them, so a crash re-sends
   rather than loses (consumers deduplicate with the inbox).
 * ``event_handler`` is nameko's, except for what happens when the handler raises: instead of
   acking the message away (nameko's default) or requeueing it at once (a spin), the message goes
@@ -69,6 +69,7 @@ class OutboxRelay:
         self.poll_interval = float(cfg.setting(outbox, "poll_interval_s", 1.0))
         self.batch_size = int(cfg.setting(outbox, "batch_size", 200))
         self.exchange = get_event_exchange(service_name, config)
+        self.publisher = BatchPublisher(self.amqp_uri, self.exchange)
         self._wake = threading.Event()
         self._stopped = False
         self.published = 0
@@ -106,9 +107,10 @@ class OutboxRelay:
             if count < self.batch_size:
                 self._wake.wait(self.poll_interval)
                 self._wake.clear()
+        self.publisher.close()
 
     def publish_pending(self) -> int:
-        """Publish one batch of unsent events; returns how many were published."""
+        """Publish one batch of unsent events; returns how many the broker confirmed."""
         outbox = self.handle.outbox_model
         with self.handle.transaction() as session:
             query = (select(outbox).where(outbox.published_at.is_(None))
@@ -118,26 +120,110 @@ class OutboxRelay:
             rows = session.execute(query).scalars().all()
             if not rows:
                 return 0
-            done = 0
-            failure = None
-            with get_producer(self.amqp_uri, confirms=True) as producer:
-                for row in rows:
-                    try:
-                        producer.publish(
-                            row.envelope, exchange=self.exchange, routing_key=row.event_type,
-                            serializer="json", delivery_mode=PERSISTENT,
-                            message_id=str(row.event_id), retry=True,
-                            headers=_context_headers(row.envelope),
-                        )
-                    except Exception as exc:  # keep what was confirmed, retry the rest
-                        failure = exc
-                        break
-                    row.published_at = datetime.now(timezone.utc)
-                    done += 1
-        self.published += done
+            confirmed, failure = self.publisher.publish([
+                (row.envelope, row.event_type, str(row.event_id)) for row in rows])
+            moment = datetime.now(timezone.utc)
+            for index in confirmed:
+                rows[index].published_at = moment
+        self.published += len(confirmed)
         if failure is not None:
             raise failure
-        return done
+        return len(confirmed)
+
+    def close(self):
+        self.publisher.close()
+
+
+class BatchPublisher:
+    """Publishes a batch of events on one channel in confirm mode, then collects the broker's
+    confirms for all of them.
+
+    Waiting for each confirm before the next publish (kombu's ``confirm_publish``) costs a round
+    trip and a broker disk sync per event; here the batch shares them. Safety is the same: only
+    events the broker confirmed are reported, the rest stay in the outbox and go again.
+    """
+
+    def __init__(self, amqp_uri: str, exchange, confirm_timeout_s: float = 30.0):
+        self.amqp_uri = amqp_uri
+        self.exchange = exchange
+        self.confirm_timeout_s = confirm_timeout_s
+        self.connection = None
+        self.channel = None
+        self._next_tag = 1
+        self._acked: set[int] = set()
+        self._nacked: set[int] = set()
+        self._settled_up_to = 0  # every tag up to here is acked or nacked
+
+    def _open(self):
+        from kombu import Connection
+
+        self.connection = Connection(self.amqp_uri, connect_timeout=10)
+        self.connection.ensure_connection(max_retries=1)
+        self.channel = self.connection.channel()
+        self.channel.confirm_select()
+        self.channel.events["basic_ack"].add(self._on_ack)
+        self.channel.events["basic_nack"].add(self._on_nack)
+        self._next_tag = 1
+        self._acked.clear()
+        self._nacked.clear()
+        self._settled_up_to = 0
+
+    def _on_ack(self, delivery_tag, multiple):
+        self._settle(self._acked, delivery_tag, multiple)
+
+    def _on_nack(self, delivery_tag, multiple):
+        self._settle(self._nacked, delivery_tag, multiple)
+
+    def _settle(self, into: set, delivery_tag: int, multiple: bool):
+        if multiple:
+            into.update(t for t in range(self._settled_up_to + 1, delivery_tag + 1)
+                        if t not in self._acked and t not in self._nacked)
+        else:
+            into.add(delivery_tag)
+        while self._settled_up_to + 1 in self._acked or self._settled_up_to + 1 in self._nacked:
+            self._settled_up_to += 1
+
+    def publish(self, events: list[tuple[dict, str, str]]) -> tuple[list[int], Exception | None]:
+        """Publish (envelope, routing key, message id) triples; returns the indexes the broker
+        confirmed and the error that stopped the rest, if any."""
+        from kombu import Producer
+
+        tags: list[int] = []
+        try:
+            if self.connection is None:
+                self._open()
+            producer = Producer(self.channel, exchange=self.exchange, auto_declare=False)
+            for envelope, routing_key, message_id in events:
+                producer.publish(envelope, routing_key=routing_key, serializer="json",
+                                 delivery_mode=PERSISTENT, message_id=message_id,
+                                 headers=_context_headers(envelope))
+                tags.append(self._next_tag)
+                self._next_tag += 1
+            deadline = time.monotonic() + self.confirm_timeout_s
+            while self._settled_up_to < tags[-1]:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no confirm for {tags[-1] - self._settled_up_to} "
+                                       "event(s)")
+                self.connection.drain_events(timeout=remaining)
+        except Exception as exc:  # connection gone or confirms missing: start afresh next time
+            self.close()
+            return [i for i, tag in enumerate(tags) if tag in self._acked], exc
+        confirmed = [i for i, tag in enumerate(tags) if tag in self._acked]
+        nacked = len(tags) - len(confirmed)
+        self._acked.difference_update(tags)
+        self._nacked.difference_update(tags)
+        return confirmed, (RuntimeError(f"the broker refused {nacked} event(s)")
+                           if nacked else None)
+
+    def close(self):
+        if self.connection is not None:
+            try:
+                self.connection.release()
+            except Exception:
+                pass
+        self.connection = None
+        self.channel = None
 
 
 def _context_headers(envelope: dict) -> dict:
