@@ -1,0 +1,299 @@
+"""The whole system for end-to-end tests, run as an operator runs it: every service in its own
+process started by the CLI, an SMTP server in this process, a programme set up through the CLI.
+
+``settle`` is how every journey and fault test ends: it waits until everything that was
+published has been handled and mailed, then counts what was sent, handled, parked, lost and
+duplicated, and checks the funding invariants with ``lotsen funding check``.
+"""
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import yaml
+from aiosmtpd.controller import Controller
+from sqlalchemy import func, select
+
+from services.certificates import models as certificate_models
+from services.common import topology
+from services.common.db import open_database
+from services.common.messaging import list_parked
+from services.enrolment import models as enrolment_models
+from services.funding import models as funding_models
+from services.notifications import models as notification_models
+from tests.integration.helpers import wait_for
+from tests.integration.test_gateway import free_port
+from tests.integration.test_notifications import Inbox
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ["enrolment", "funding", "certificates", "notifications", "gateway"]
+MODELS = {"enrolment": enrolment_models, "funding": funding_models,
+          "certificates": certificate_models, "notifications": notification_models}
+FEE = 50_000
+
+# Subjects of the German notices, to sort received mail by what it says.
+SUBJECTS = {
+    "confirmed": "Anmeldung bestätigt", "waitlisted": "Warteliste", "promoted": "Nachgerückt",
+    "cancelled": "Abmeldung", "course_cancelled": "Seminar abgesagt",
+    "granted": "Förderung bewilligt", "waiting": "Förderung zurzeit nicht möglich",
+    "released": "Förderung freigegeben", "certificate": "Herzlichen Glückwunsch",
+    "revoked": "Zertifikat ",
+}
+
+
+def expected_mails(events: list[tuple[str, dict]]) -> Counter:
+    """The mails a person should get for these published events (the notification rules of
+    DESIGN.md, written out independently of the notifications service)."""
+    expected = Counter()
+    for event_type, payload in events:
+        if event_type == "enrolment_created":
+            expected[payload["status"]] += 2  # participant and municipality
+        elif event_type == "enrolment_promoted":
+            expected["promoted"] += 2
+        elif event_type == "enrolment_cancelled" and payload["cancelled_by"] != "course_cancelled":
+            expected["cancelled"] += 2
+        elif event_type == "course_cancelled":
+            expected["course_cancelled"] += 2 * len(payload["enrolment_ids"])
+        elif event_type in ("funding_granted", "funding_converted"):
+            expected["granted"] += 2
+        elif event_type == "funding_waiting":
+            expected["waiting"] += 1  # the municipality decides whether to pay itself
+        elif event_type == "funding_released":
+            expected["released"] += 1
+        elif event_type == "certificate_issued":
+            expected["certificate"] += 1  # to the participant, the municipality in copy
+        elif event_type == "certificate_revoked":
+            expected["revoked"] += 2
+    return expected
+
+
+def kind_of(message) -> str:
+    subject = str(message["Subject"])
+    return next((kind for kind, prefix in SUBJECTS.items() if subject.startswith(prefix)),
+                subject)
+
+
+@dataclass
+class Tally:
+    """What a run counted; ``lost`` and ``duplicated`` must be zero."""
+
+    sent: int = 0
+    due: int = 0  # deliveries owed: each event once to each of its consumers
+    handled: int = 0
+    parked: list = field(default_factory=list)
+    lost: int = 0
+    mails_expected: Counter = field(default_factory=Counter)
+    mails_received: Counter = field(default_factory=Counter)
+    duplicated: int = 0  # mails for an event beyond what it owes (a second notice, say)
+    resent: int = 0  # the same mail (same Message-ID) again: a sender killed mid-send
+    unpublished: int = 0
+    pending_notices: int = 0
+    missing: dict = field(default_factory=dict)  # (consumer, event type): events not handled
+
+    def line(self) -> str:
+        return (f"sent {self.sent} events, {self.due} deliveries due, handled {self.handled}, "
+                f"parked {len(self.parked)}, lost {self.lost}, duplicated {self.duplicated}; "
+                f"mails expected {sum(self.mails_expected.values())}, received "
+                f"{sum(self.mails_received.values())}, resent with the same Message-ID "
+                f"{self.resent}")
+
+
+class System:
+    def __init__(self, service_config: dict, tmp_path: Path, **overrides):
+        self.inbox = Inbox()
+        self.smtp = Controller(self.inbox, hostname="127.0.0.1", port=free_port())
+        self.smtp.start()
+        address = f"127.0.0.1:{free_port()}"
+        config = {k: service_config[k] for k in ("AMQP_URI", "DATABASES", "EVENT_RETRY",
+                                                 "OPERATOR_TOKEN")}
+        config.update({
+            "LOTSEN_HOME": str(tmp_path / "home"), "WEB_SERVER_ADDRESS": address,
+            "OUTBOX": {"poll_interval_s": 0.2, "batch_size": 200}, "LOG_FORMAT": "json",
+            "SHUTDOWN_GRACE_S": 5,
+            "CERTIFICATES": {"public_base_url": f"http://{address}",
+                             "issuer_name": "Programmbüro Kommunale Digitallotsen"},
+            "MAIL": {"transport": "smtp", "host": "127.0.0.1", "port": self.smtp.port,
+                     "max_attempts": 10, "base_delay_s": 0.2, "max_delay_s": 2,
+                     "poll_interval_s": 0.2, "lease_s": 10}})
+        for key, value in overrides.items():
+            config[key] = dict(config.get(key) or {}, **value) if isinstance(value, dict) \
+                else value
+        self.config = config
+        self.path = tmp_path / "system.yaml"
+        self.path.write_text(yaml.safe_dump(config, allow_unicode=True))
+        self.tmp = tmp_path
+        self.base = f"http://{address}"
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.handles = {}
+
+    # --- running it -----------------------------------------------------------------------
+
+    def cli(self, *args, check: bool = True) -> str:
+        result = subprocess.run([sys.executable, "-m", "services.cli", "--config",
+                                 str(self.path), *args], cwd=REPO, capture_output=True,
+                                text=True, timeout=300)
+        if check:
+            assert result.returncode == 0, result.stderr + result.stdout
+        return result.stdout
+
+    def start(self, *services: str):
+        for service in services or SERVICES:
+            log = open(self.tmp / f"{service}.log", "a")
+            self.processes[service] = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "--config", str(self.path), "run",
+                 "--service", service], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, *services: str):
+        for service in services or SERVICES:
+            if service == "gateway":
+                wait_for(lambda: _ok(self.base + "/health/ready"), timeout=60,
+                         message="gateway ready")
+            else:
+                wait_for(lambda s=service: subprocess.run(
+                    [sys.executable, "-m", "services.cli", "--config", str(self.path),
+                     "health", s], cwd=REPO, capture_output=True, timeout=60).returncode == 0,
+                    timeout=90, message=f"{service} healthy")
+
+    def kill(self, service: str):
+        """SIGKILL: no shutdown, no acks, whatever was in flight is in flight."""
+        process = self.processes.pop(service)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def close(self):
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for handle in self.handles.values():
+            handle.dispose()
+        self.smtp.stop()
+
+    def db(self, service: str):
+        if service not in self.handles:
+            models = MODELS[service]
+            self.handles[service] = open_database(self.config, service, models.OutboxMessage,
+                                                  models.InboxRecord)
+        return self.handles[service]
+
+    # --- setting up a programme -----------------------------------------------------------
+
+    def set_up_programme(self, register_file: Path, bodies: dict[str, str],
+                         extra_seats: int) -> dict:
+        """The programme office's part: migrate, import the register, the BW programme with
+        money for every guaranteed seat and ``extra_seats`` more, a provider, one key per body.
+        ``bodies`` maps AGS to a short town name used in contact addresses."""
+        self.cli("migrate")
+        self.cli("import-register", str(register_file))
+        programme = dict(yaml.safe_load(
+            (REPO / "deploy/programmes/bw-digitallotsen.yaml").read_text()))
+        programme["funding"]["budget_cents"] = (1136 + extra_seats) * FEE
+        path = self.tmp / "programme.yaml"
+        path.write_text(yaml.safe_dump(programme, allow_unicode=True))
+        assert "1136 eligible bodies" in self.cli("programme", "create", str(path))
+        token = re.search(r"token: (\S+)", self.cli("provider", "create", "VWA Baden")).group(1)
+        keys = {ags: re.search(r": (lk_\S+)", self.cli(
+            "municipality", "register", ags, "--contact-name", f"Hauptamt {town}",
+            "--contact-email", f"hauptamt@{town}.example")).group(1)
+            for ags, town in bodies.items()}
+        return {"code": programme["code"], "budget": programme["funding"]["budget_cents"],
+                "provider_token": token, "keys": keys, "towns": bodies}
+
+    # --- what happened --------------------------------------------------------------------
+
+    def published(self) -> tuple[list[tuple[str, str, dict]], int]:
+        """Every event the producers published (source, type, payload), and how many still wait
+        in an outbox."""
+        events, unpublished = [], 0
+        for service in ("enrolment", "funding", "certificates"):
+            outbox = MODELS[service].OutboxMessage
+            rows = self.db(service).run(lambda s, o=outbox: s.execute(
+                select(o.event_type, o.envelope, o.published_at).order_by(o.position)).all())
+            for event_type, envelope, published_at in rows:
+                if published_at is None:
+                    unpublished += 1
+                else:
+                    events.append((service, event_type, envelope["payload"]))
+        return events, unpublished
+
+    def tally(self) -> Tally:
+        events, unpublished = self.published()
+        tally = Tally(sent=len(events), unpublished=unpublished)
+        per_type = Counter((source, event_type) for source, event_type, _ in events)
+        classes = topology.service_classes()
+        subscriptions = topology.subscriptions(classes)
+        for consumer in ("enrolment", "funding", "certificates", "notifications"):
+            inbox = MODELS[consumer].InboxRecord
+            handled = dict(self.db(consumer).run(lambda s, i=inbox: s.execute(
+                select(i.event_type, func.count()).group_by(i.event_type)).all()))
+            for sub in subscriptions:
+                if sub.consumer_service == consumer:
+                    expected = per_type[(sub.source_service, sub.event_type)]
+                    got = handled.get(sub.event_type, 0)
+                    tally.due += expected
+                    tally.handled += got
+                    tally.lost += max(0, expected - got)
+                    if got != expected:
+                        tally.missing[(consumer, sub.event_type)] = expected - got
+        tally.parked = list_parked(self.config["AMQP_URI"],
+                                   [s.queue_name for s in subscriptions])
+        tally.mails_expected = expected_mails([(t, p) for _, t, p in events])
+        first_copies = {m["Message-ID"]: m for m in self.inbox.messages}
+        tally.mails_received = Counter(kind_of(m) for m in first_copies.values())
+        tally.resent = len(self.inbox.messages) - len(first_copies)
+        tally.duplicated = sum((tally.mails_received - tally.mails_expected).values())
+        notice = notification_models.Notice
+        tally.pending_notices = self.db("notifications").run(lambda s: s.scalar(
+            select(func.count()).select_from(notice).where(notice.status != "sent")))
+        return tally
+
+    def settle(self, timeout: float = 180, allowed_resends: int = 0) -> Tally:
+        """Wait until every event is published, handled and mailed, then check the lot.
+
+        ``allowed_resends``: mails that may arrive twice with the same Message-ID, because the
+        process sending them was killed between the SMTP server's 250 and recording it: SMTP
+        has no way to ask whether a mail arrived, so that copy is sent again, and the shared
+        Message-ID lets mail programs drop it."""
+        def done():
+            t = self.tally()
+            return (t.unpublished == 0 and t.lost == 0 and t.pending_notices == 0
+                    and t.mails_received == t.mails_expected) or t.parked
+        try:
+            wait_for(done, timeout=timeout, interval=0.5,
+                     message="every event handled and mailed")
+        except AssertionError:
+            tally = self.tally()
+            raise AssertionError(f"not settled after {timeout:.0f}s: {tally.line()}; "
+                                 f"unhandled {tally.missing}, unpublished {tally.unpublished}, "
+                                 f"notices unsent {tally.pending_notices}, mails expected "
+                                 f"{dict(tally.mails_expected)}, received "
+                                 f"{dict(tally.mails_received)}") from None
+        time.sleep(1.5)  # a doubled event or mail would show now
+        tally = self.tally()
+        print(f"\n{tally.line()}")
+        assert tally.parked == [], tally.parked
+        assert (tally.unpublished, tally.lost, tally.pending_notices) == (0, 0, 0)
+        assert tally.mails_received == tally.mails_expected
+        assert (tally.lost, tally.duplicated) == (0, 0)
+        assert tally.resent <= allowed_resends
+        check = yaml.safe_load(self.cli("funding", "check", "BW-DL"))
+        assert check["ok"] is True, check
+        return tally
+
+
+def _ok(url) -> bool:
+    try:
+        return requests.get(url, timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
