@@ -193,3 +193,35 @@ def test_older_funding_decision_arriving_late_does_not_overwrite_a_newer_one(
     wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 2)
     state = enrolment_db.run(lambda s: s.get(Enrolment, uuid.UUID(enrolment_id)))
     assert state.funding_status == "released"
+
+
+def test_a_batch_is_confirmed_as_a_whole_and_a_dead_connection_is_replaced(rabbit_config):
+    from kombu import Connection, Exchange, Queue
+
+    from services.common.messaging import BatchPublisher
+
+    uri = rabbit_config["AMQP_URI"]
+    exchange = Exchange("batch-test", type="topic", durable=True)
+    with Connection(uri) as connection:
+        queue = Queue("batch-test-q", exchange=exchange, routing_key="#", durable=True)
+        queue(connection.channel()).declare()
+    publisher = BatchPublisher(uri, exchange)
+    events = [({"event_type": "thing_done", "payload": {"n": n}}, "thing_done", f"id-{n}")
+              for n in range(50)]
+    confirmed, failure = publisher.publish(events)
+    assert (confirmed, failure) == (list(range(50)), None)
+
+    publisher.connection.connection.sock.close()  # the broker connection dies under it
+    confirmed, failure = publisher.publish(events[:5])
+    assert confirmed == [] and failure is not None  # nothing claimed that was not confirmed
+    confirmed, failure = publisher.publish(events[:5])  # a fresh connection, from tag 1 again
+    assert (confirmed, failure) == ([0, 1, 2, 3, 4], None)
+    publisher.close()
+
+    with Connection(uri) as connection:
+        received = []
+        bound = queue(connection.channel())
+        while (message := bound.get(no_ack=True)) is not None:
+            received.append(message.properties["message_id"])
+    assert received[:50] == [f"id-{n}" for n in range(50)]
+    assert sorted(received[50:]) == [f"id-{n}" for n in range(5)]
