@@ -202,7 +202,7 @@ def _wait(session, programme, funding: Funding):
 def enrolment_confirmed(session: Session, payload: dict, key: str) -> str:
     """A seat was confirmed: guaranteed seat, pool seat, or wait for funding, in that order."""
     programme = _programme(session, payload["programme_id"])
-    funding = session.get(Funding, payload["enrolment_id"])
+    funding = session.get(Funding, payload["enrolment_id"], populate_existing=True)
     if funding is not None:
         return funding.state  # seen before (or cancelled before it arrived)
     programme.confirmations += 1
@@ -227,11 +227,13 @@ def enrolment_confirmed(session: Session, payload: dict, key: str) -> str:
 def enrolment_cancelled(session: Session, payload: dict, key: str) -> str | None:
     """Money back; a released guaranteed seat passes to the body's next enrolment; freed pool
     money funds whoever waits longest."""
-    funding = session.get(Funding, payload["enrolment_id"])
-    if payload["previous_status"] != "confirmed" and funding is None:
+    if payload["previous_status"] != "confirmed" and session.scalar(
+            select(Funding.state).where(Funding.enrolment_id == payload["enrolment_id"])) is None:
         return None  # a waitlisted enrolment was never funded
+    # The lock first, then the funding row as it is now: a decision that held the lock before
+    # us may have changed it (passed a guarantee on to it, funded it from the pool).
     programme = _programme(session, payload["programme_id"])
-    funding = session.get(Funding, payload["enrolment_id"])
+    funding = session.get(Funding, payload["enrolment_id"], populate_existing=True)
     if funding is None:
         # Cancelled before its confirmation reached us: remember, so it is never funded.
         programme.confirmations += 1

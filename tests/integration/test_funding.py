@@ -156,3 +156,45 @@ def test_enrolment_learns_its_funding_from_the_funding_service(
                if e["event_type"] == "funding_granted"
                and e["payload"]["enrolment_id"] == first["id"]]
     assert created[first["id"]] and granted[0]["correlation_id"] == created[first["id"]]
+
+
+def test_a_cancellation_waiting_for_the_lock_sees_what_the_one_before_it_changed(funding_db):
+    """Two cancellations in one body: the first passes the guarantee on to the second
+    enrolment, whose own cancellation is already waiting for the programme lock. The waiting
+    one must act on the converted (guaranteed) seat, not on what it would have read before."""
+    from tests.funding_support import confirmed, publish
+
+    programme_id, eligible = uuid.uuid4(), bodies(3)
+    ags = eligible[0]
+    funding_db.run(publish, programme_id, eligible)
+    budget = (len(eligible) + 3) * FEE
+    funding_db.run(domain.set_policy, programme_id, "BW-DL", policy(budget, FEE))
+    first, second, third = (confirmed(programme_id, ags) for _ in range(3))
+    for n, payload in enumerate((first, second, third)):
+        assert funding_db.run(domain.enrolment_confirmed, payload, f"c{n}") == \
+            ("guaranteed" if n == 0 else "pool")
+
+    first_holds_lock, commit_first = eventlet.event.Event(), eventlet.event.Event()
+
+    def cancel_first():
+        with funding_db.transaction() as session:
+            domain.enrolment_cancelled(
+                session, cancelled(programme_id, ags, first["enrolment_id"]), "x1")
+            first_holds_lock.send()
+            commit_first.wait()
+
+    def cancel_second():
+        return funding_db.run(domain.enrolment_cancelled,
+                              cancelled(programme_id, ags, second["enrolment_id"]), "x2")
+
+    one = eventlet.spawn(cancel_first)
+    first_holds_lock.wait()
+    two = eventlet.spawn(cancel_second)
+    eventlet.sleep(0.5)  # the second is now blocked on the programme row
+    commit_first.send()
+    one.wait()
+    assert two.wait() == "guaranteed"  # it held the guarantee the first had passed on
+    states = dict(funding_db.run(lambda s: s.execute(select(Funding.enrolment_id, Funding.state)
+                                                     .where(Funding.ags == ags)).all()))
+    assert states[third["enrolment_id"]] == "guaranteed"  # and passes it on again
+    funding_db.run(invariants, programme_id, eligible, 1, budget)
