@@ -49,35 +49,58 @@ SUBJECTS = {
 
 
 def expected_mails(events: list[tuple[str, dict]]) -> Counter:
-    """The mails a person should get for these published events (the notification rules of
-    DESIGN.md, written out independently of the notifications service)."""
+    """The mails a person should get for these published events, as (kind, address): the
+    notification rules of DESIGN.md, written out independently of the notifications service.
+    ``events`` in the order they were published, so an enrolment is known before its funding."""
+    contacts, enrolments = {}, {}
     expected = Counter()
+
+    def both(kind, enrolment_id, participant=True):
+        email, ags = enrolments[str(enrolment_id)]
+        if participant:
+            expected[(kind, email)] += 1
+        expected[(kind, contacts[ags])] += 1
+
     for event_type, payload in events:
-        if event_type == "enrolment_created":
-            expected[payload["status"]] += 2  # participant and municipality
+        if event_type == "municipality_registered":
+            contacts[payload["ags"]] = payload["contact_email"]
+        elif event_type == "enrolment_created":
+            enrolments[str(payload["enrolment_id"])] = (payload["participant"]["email"],
+                                                        payload["ags"])
+            both(payload["status"], payload["enrolment_id"])
         elif event_type == "enrolment_promoted":
-            expected["promoted"] += 2
+            both("promoted", payload["enrolment_id"])
         elif event_type == "enrolment_cancelled" and payload["cancelled_by"] != "course_cancelled":
-            expected["cancelled"] += 2
+            both("cancelled", payload["enrolment_id"])
         elif event_type == "course_cancelled":
-            expected["course_cancelled"] += 2 * len(payload["enrolment_ids"])
+            for enrolment_id in payload["enrolment_ids"]:
+                both("course_cancelled", enrolment_id)
         elif event_type in ("funding_granted", "funding_converted"):
-            expected["granted"] += 2
-        elif event_type == "funding_waiting":
-            expected["waiting"] += 1  # the municipality decides whether to pay itself
+            both("granted", payload["enrolment_id"])
+        elif event_type == "funding_waiting":  # the municipality decides whether to pay itself
+            both("waiting", payload["enrolment_id"], participant=False)
         elif event_type == "funding_released":
-            expected["released"] += 1
-        elif event_type == "certificate_issued":
-            expected["certificate"] += 1  # to the participant, the municipality in copy
+            both("released", payload["enrolment_id"], participant=False)
+        elif event_type == "certificate_issued":  # to the participant, the municipality in copy
+            expected[("certificate", enrolments[str(payload["enrolment_id"])][0])] += 1
         elif event_type == "certificate_revoked":
-            expected["revoked"] += 2
+            both("revoked", payload["enrolment_id"])
     return expected
 
 
-def kind_of(message) -> str:
+def kind_of(message) -> tuple[str, str]:
+    """(kind, address) of a received mail, by its German subject and its To address."""
     subject = str(message["Subject"])
-    return next((kind for kind, prefix in SUBJECTS.items() if subject.startswith(prefix)),
+    kind = next((kind for kind, prefix in SUBJECTS.items() if subject.startswith(prefix)),
                 subject)
+    return kind, message["To"].addresses[0].addr_spec
+
+
+def by_kind(mails: Counter) -> dict:
+    totals = Counter()
+    for (kind, _), n in mails.items():
+        totals[kind] += n
+    return dict(totals)
 
 
 @dataclass
@@ -228,34 +251,37 @@ class System:
         return events, unpublished
 
     def tally(self) -> Tally:
-        events, unpublished = self.published()
-        tally = Tally(sent=len(events), unpublished=unpublished)
-        per_type = Counter((source, event_type) for source, event_type, _ in events)
-        classes = topology.service_classes()
-        subscriptions = topology.subscriptions(classes)
+        # What was handled is read before what was published: an event published in between
+        # then counts as owed and not yet handled, never as handled and not owed.
+        notice = notification_models.Notice
+        pending_notices = self.db("notifications").run(lambda s: s.scalar(
+            select(func.count()).select_from(notice).where(notice.status != "sent")))
+        messages = list(self.inbox.messages)
+        handled = {}
         for consumer in ("enrolment", "funding", "certificates", "notifications"):
             inbox = MODELS[consumer].InboxRecord
-            handled = dict(self.db(consumer).run(lambda s, i=inbox: s.execute(
+            handled[consumer] = dict(self.db(consumer).run(lambda s, i=inbox: s.execute(
                 select(i.event_type, func.count()).group_by(i.event_type)).all()))
-            for sub in subscriptions:
-                if sub.consumer_service == consumer:
-                    expected = per_type[(sub.source_service, sub.event_type)]
-                    got = handled.get(sub.event_type, 0)
-                    tally.due += expected
-                    tally.handled += got
-                    tally.lost += max(0, expected - got)
-                    if got != expected:
-                        tally.missing[(consumer, sub.event_type)] = expected - got
+        events, unpublished = self.published()
+        tally = Tally(sent=len(events), unpublished=unpublished, pending_notices=pending_notices)
+        per_type = Counter((source, event_type) for source, event_type, _ in events)
+        subscriptions = topology.subscriptions(topology.service_classes())
+        for sub in subscriptions:
+            if sub.consumer_service in handled:
+                expected = per_type[(sub.source_service, sub.event_type)]
+                got = handled[sub.consumer_service].get(sub.event_type, 0)
+                tally.due += expected
+                tally.handled += got
+                tally.lost += max(0, expected - got)
+                if got != expected:
+                    tally.missing[(sub.consumer_service, sub.event_type)] = expected - got
         tally.parked = list_parked(self.config["AMQP_URI"],
                                    [s.queue_name for s in subscriptions])
         tally.mails_expected = expected_mails([(t, p) for _, t, p in events])
-        first_copies = {m["Message-ID"]: m for m in self.inbox.messages}
+        first_copies = {m["Message-ID"]: m for m in messages}
         tally.mails_received = Counter(kind_of(m) for m in first_copies.values())
-        tally.resent = len(self.inbox.messages) - len(first_copies)
+        tally.resent = len(messages) - len(first_copies)
         tally.duplicated = sum((tally.mails_received - tally.mails_expected).values())
-        notice = notification_models.Notice
-        tally.pending_notices = self.db("notifications").run(lambda s: s.scalar(
-            select(func.count()).select_from(notice).where(notice.status != "sent")))
         return tally
 
     def settle(self, timeout: float = 180, allowed_resends: int = 0) -> Tally:
@@ -265,10 +291,19 @@ class System:
         process sending them was killed between the SMTP server's 250 and recording it: SMTP
         has no way to ask whether a mail arrived, so that copy is sent again, and the shared
         Message-ID lets mail programs drop it."""
+        previous = []
+
         def done():
             t = self.tally()
-            return (t.unpublished == 0 and t.lost == 0 and t.pending_notices == 0
-                    and t.mails_received == t.mails_expected) or t.parked
+            if t.parked:
+                return True  # will not settle by itself: fail below with what is parked
+            complete = (t.unpublished == 0 and t.lost == 0 and t.pending_notices == 0
+                        and t.mails_received == t.mails_expected)
+            # Twice the same complete picture, so nothing was still on its way.
+            same = bool(previous) and (previous[-1].sent, previous[-1].handled) == (t.sent,
+                                                                                   t.handled)
+            previous.append(t)
+            return complete and same
         try:
             wait_for(done, timeout=timeout, interval=0.5,
                      message="every event handled and mailed")
@@ -277,8 +312,8 @@ class System:
             raise AssertionError(f"not settled after {timeout:.0f}s: {tally.line()}; "
                                  f"unhandled {tally.missing}, unpublished {tally.unpublished}, "
                                  f"notices unsent {tally.pending_notices}, mails expected "
-                                 f"{dict(tally.mails_expected)}, received "
-                                 f"{dict(tally.mails_received)}") from None
+                                 f"{by_kind(tally.mails_expected)}, received "
+                                 f"{by_kind(tally.mails_received)}") from None
         time.sleep(1.5)  # a doubled event or mail would show now
         tally = self.tally()
         print(f"\n{tally.line()}")
