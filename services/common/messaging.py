@@ -157,7 +157,11 @@ class BatchPublisher:
     def _open(self):
         from kombu import Connection
 
-        self.connection = Connection(self.amqp_uri, connect_timeout=10)
+        # Socket timeouts too: a broker blocked by a memory or disk alarm must not hold the
+        # relay (and the outbox rows it has locked) for ever.
+        timeout = self.confirm_timeout_s
+        self.connection = Connection(self.amqp_uri, connect_timeout=10, transport_options={
+            "read_timeout": timeout, "write_timeout": timeout})
         self.connection.ensure_connection(max_retries=1)
         self.channel = self.connection.channel()
         self.channel.confirm_select()
@@ -189,6 +193,7 @@ class BatchPublisher:
         from kombu import Producer
 
         tags: list[int] = []
+        deadline = time.monotonic() + self.confirm_timeout_s
         try:
             if self.connection is None:
                 self._open()
@@ -199,15 +204,16 @@ class BatchPublisher:
                                  headers=_context_headers(envelope))
                 tags.append(self._next_tag)
                 self._next_tag += 1
-            deadline = time.monotonic() + self.confirm_timeout_s
             while self._settled_up_to < tags[-1]:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"no confirm for {tags[-1] - self._settled_up_to} "
                                        "event(s)")
                 self.connection.drain_events(timeout=remaining)
-        except Exception as exc:  # connection gone or confirms missing: start afresh next time
-            self.close()
+        except BaseException as exc:  # connection gone or confirms missing: start afresh
+            self.close(politely=False)
+            if not isinstance(exc, Exception):
+                raise  # the relay is being killed
             return [i for i, tag in enumerate(tags) if tag in self._acked], exc
         confirmed = [i for i, tag in enumerate(tags) if tag in self._acked]
         nacked = len(tags) - len(confirmed)
@@ -216,14 +222,16 @@ class BatchPublisher:
         return confirmed, (RuntimeError(f"the broker refused {nacked} event(s)")
                            if nacked else None)
 
-    def close(self):
-        if self.connection is not None:
-            try:
-                self.connection.release()
-            except Exception:
-                pass
-        self.connection = None
-        self.channel = None
+    def close(self, politely: bool = True):
+        """Close the connection; ``politely=False`` drops the socket without waiting for the
+        broker (which may be gone or stuck)."""
+        connection, self.connection, self.channel = self.connection, None, None
+        if connection is None:
+            return
+        try:
+            connection.release() if politely else connection.collect()
+        except Exception:
+            pass
 
 
 def _context_headers(envelope: dict) -> dict:
