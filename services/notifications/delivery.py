@@ -119,14 +119,12 @@ class SmtpTransport:
 
     def send(self, notice_id, message: EmailMessage):
         try:
-            reused = self._smtp is not None
-            try:
-                self._connection().send_message(message)
-            except smtplib.SMTPServerDisconnected:
-                self.close()
-                if not reused:
-                    raise
-                self._connection().send_message(message)  # the server had dropped an idle one
+            if self._smtp is not None:
+                try:
+                    self._smtp.noop()  # still there? A dropped session costs nothing yet
+                except (smtplib.SMTPException, OSError):
+                    self.close()
+            self._connection().send_message(message)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             if all(500 <= code < 600 for code in codes):

@@ -216,14 +216,19 @@ def claim_due(session: Session, limit: int, lease_seconds: float = LEASE_SECONDS
 
 
 def record_sent(session: Session, notice_id):
+    """Whoever sent it last, it went out: nobody sends it again."""
     session.execute(update(Notice).where(Notice.id == notice_id).values(
         status="sent", sent_at=now(), attempts=Notice.attempts + 1, lease_until=None,
         last_error=None))
 
 
-def record_failure(session: Session, notice_id, error: str, permanent: bool, max_attempts: int,
-                   base_delay_s: float, max_delay_s: float):
+def record_failure(session: Session, notice_id, lease_until: datetime, error: str,
+                   permanent: bool, max_attempts: int, base_delay_s: float, max_delay_s: float):
+    """Count a failed try, if the notice is still ours: an instance whose lease ran out while
+    it tried must not clear the lease of the instance that took over (nor fail a sent one)."""
     notice = session.get(Notice, notice_id)
+    if notice.status != "pending" or notice.lease_until != lease_until:
+        return
     notice.attempts += 1
     notice.last_error = error[:500]
     notice.lease_until = None

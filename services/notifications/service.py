@@ -7,11 +7,13 @@ import threading
 import uuid
 from datetime import date, timedelta
 
+import eventlet
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.standalone.rpc import ServiceRpcProxy
 from nameko.timer import timer
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from services.common import config as cfg
 from services.common.db import Database
@@ -105,30 +107,47 @@ class Mailer(DependencyProvider):
         handle = self.handle
         done = 0
         for notice in handle.run(domain.claim_due, limit, self.lease_s):
-            if domain.now() >= notice.lease_until - self.lease_margin:
-                break  # the rest of the batch waits for its lease to end, then goes again
-            notice_id = notice.id
+            notice_id, lease_until = notice.id, notice.lease_until
             try:
                 attachment = self._attachment(notice)
                 context = dict(notice.context, recipient_role=notice.recipient_role,
                                to_name=notice.to_name, office_name=self.office_name)
                 message = delivery.build_message(notice, self.sender, context, attachment)
-                self.transport.send(notice.id, message)
+                # Only while the lease is ours, and never past it: after that another instance
+                # may take the notice over.
+                left = (lease_until - self.lease_margin - domain.now()).total_seconds()
+                if left <= 0:
+                    break  # the rest of the batch waits for its lease to end, then goes again
+                with eventlet.Timeout(left, delivery.TransientFailure("lease running out")):
+                    self.transport.send(notice.id, message)
             except delivery.PermanentFailure as exc:
-                handle.run(domain.record_failure, notice_id, str(exc), True, self.max_attempts,
-                           self.base_delay, self.max_delay)
+                self._record(domain.record_failure, notice_id, lease_until, str(exc), True,
+                             self.max_attempts, self.base_delay, self.max_delay)
                 log.error("notice %s (%s) refused permanently: %s", notice_id, notice.template,
                           exc)
             except Exception as exc:
-                handle.run(domain.record_failure, notice_id, f"{type(exc).__name__}: {exc}",
-                           False, self.max_attempts, self.base_delay, self.max_delay)
+                self.transport.close()  # whatever state the session is in, start afresh
+                self._record(domain.record_failure, notice_id, lease_until,
+                             f"{type(exc).__name__}: {exc}", False, self.max_attempts,
+                             self.base_delay, self.max_delay)
                 log.warning("notice %s (%s) not sent yet: %s", notice_id, notice.template,
                             type(exc).__name__)
             else:
-                handle.run(domain.record_sent, notice_id)
+                self._record(domain.record_sent, notice_id)
                 self.sent += 1
                 done += 1
         return done
+
+    def _record(self, fn, *args, attempts: int = 5):
+        """Bookkeeping after a try must land: an unrecorded send goes out again once the lease
+        ends. A dropped database connection is retried on a fresh one."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.handle.run(fn, *args)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated or attempt == attempts:
+                    raise
+                eventlet.sleep(0.2 * attempt)
 
     def _attachment(self, notice):
         if not notice.certificate_number:
