@@ -44,3 +44,12 @@ def register_file():
     if not REGISTER_FILE.exists():
         pytest.fail(f"the municipality register is missing: {REGISTER_FILE}")
     return REGISTER_FILE
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The end-to-end tests' counts, shown even when they pass."""
+    from tests.e2e.system import TALLIES
+    if TALLIES:
+        terminalreporter.section("what the end-to-end runs counted")
+        for line in TALLIES:
+            terminalreporter.write_line(line)

@@ -7,6 +7,7 @@ duplicated, and checks the funding invariants with ``lotsen funding check``.
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -37,6 +38,7 @@ SERVICES = ["enrolment", "funding", "certificates", "notifications", "gateway"]
 MODELS = {"enrolment": enrolment_models, "funding": funding_models,
           "certificates": certificate_models, "notifications": notification_models}
 FEE = 50_000
+TALLIES: list[str] = []  # one line per settled run, printed at the end of the test session
 
 # Subjects of the German notices, to sort received mail by what it says.
 SUBJECTS = {
@@ -316,6 +318,8 @@ class System:
                                  f"{by_kind(tally.mails_received)}") from None
         time.sleep(1.5)  # a doubled event or mail would show now
         tally = self.tally()
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[-1].split(" ")[0]
+        TALLIES.append(f"{test}: {tally.line()}")
         print(f"\n{tally.line()}")
         assert tally.parked == [], tally.parked
         assert (tally.unpublished, tally.lost, tally.pending_notices) == (0, 0, 0)
