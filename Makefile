@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LOTSEN_HOME ?= ./var
 export LOTSEN_HOME
 
-.PHONY: install run test test-unit bench clean
+.PHONY: install run test test-unit bench bench-national clean
 
 $(BIN)/lotsen: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test-unit: install
 bench: install
 	$(BIN)/python bench/import_register.py
 	$(BIN)/python bench/throughput.py
+
+# The national case: the whole register, every service in its own process (about an hour
+# here; LANDS=08 for Baden-Württemberg alone, a few minutes).
+LANDS ?=
+bench-national: install
+	$(BIN)/python bench/national.py $(if $(LANDS),--lands $(LANDS))
 
 clean:
 	rm -rf $(VENV) var *.egg-info

@@ -23,6 +23,7 @@ eventlet.monkey_patch()
 
 import argparse  # noqa: E402
 import math  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
@@ -150,6 +151,15 @@ class System:
         with self.engines[service].connect() as conn:
             return conn.execute(query).scalar()
 
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds (user + system) each service process has used since it started."""
+        tick = os.sysconf("SC_CLK_TCK")
+        used = {}
+        for service, process in self.processes.items():
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used[service] = (int(fields[11]) + int(fields[12])) / tick
+        return used
+
     def peak_rss_mb(self) -> dict[str, float]:
         """VmHWM of each service process: its peak resident set since it started."""
         peaks = {}
@@ -232,7 +242,14 @@ def set_up(system: System, lands: list[str], share: float, rng: random.Random):
                                                     "email": f"t{ags}-{k}@bench.example"}}))
                         seat += 1
             return requests_, keys
-        return enrolment.run(courses_and_keys)
+        requests_, keys = enrolment.run(courses_and_keys)
+        # Municipalities do not queue up course by course: requests arrive in random order
+        # (each body's own rows stay in order, so its first is still its first).
+        order = list(keys)
+        rng.shuffle(order)
+        rank = {ags: n for n, ags in enumerate(order)}
+        requests_.sort(key=lambda r: rank[r[0]])
+        return requests_, keys
     finally:
         enrolment.dispose()
 
@@ -289,6 +306,7 @@ def national_case(workdir: Path, mode: str, lands, share, concurrency, seed,
             funding_models.EligibleBody)) >= len(keys), "funding knows every body", 600)
         total = len(enrolments)
         samplers = profile(system, profile_dir, mode)
+        cpu_before = system.cpu_s()
         started = time.perf_counter()
         sent = send(system, enrolments, keys, mode, concurrency)
         accepted = time.perf_counter()
@@ -311,7 +329,9 @@ def national_case(workdir: Path, mode: str, lands, share, concurrency, seed,
         return {"mode": mode, "bodies": len(keys), "enrolments": total, **sent,
                 "accepted_s": accepted - started, "funded_s": funded - started,
                 "seen_s": seen - started, "mailed_s": mailed - started,
-                "mails": files, "granted": granted, "rss": system.peak_rss_mb()}
+                "mails": files, "granted": granted, "rss": system.peak_rss_mb(),
+                "cpu_ms": {s: (used - cpu_before[s]) * 1000 / total
+                           for s, used in system.cpu_s().items()}}
 
 
 def noop_chain_rate(chains: int) -> float:
@@ -374,6 +394,8 @@ def main():
     row("mails delivered / funded seats", lambda r: f"{r['mails']:,} / {r['granted']:,}")
     row("enrolments decided per s", lambda r: f"{r['enrolments'] / r['funded_s']:.0f}")
     row("ratio to the no-op chain", lambda r: f"{r['enrolments'] / r['funded_s'] / chains:.2f}")
+    for service in SERVICES:
+        row(f"CPU ms per enrolment, {service}", lambda r, s=service: f"{r['cpu_ms'][s]:.1f}")
     for service in SERVICES:
         row(f"peak RSS {service} (MB)", lambda r, s=service: f"{r['rss'][s]:.0f}")
     lines.append(f"\nNo-op event chain (RPC + 2 event hops), same broker: {chains:.0f} chains/s.")
