@@ -128,3 +128,21 @@ def test_every_template_renders_for_both_recipients(template):
 def test_euros_in_german_notation():
     assert domain.euros(80_000_000) == "800.000,00 €"
     assert domain.euros(50_050) == "500,50 €"
+
+
+def test_a_failure_counts_only_while_the_lease_is_still_ours(db):
+    db.run(domain.enrolment_created, created(), "e1")
+    [mine, _] = db.run(domain.claim_due, 10, 60)
+    assert db.run(domain.claim_due, 10, 60) == []  # leased: nobody else takes them
+    stale = mine.lease_until - timedelta(seconds=1)  # an earlier lease of a dead instance
+
+    def state(session):
+        notice = session.get(Notice, mine.id)
+        return notice.attempts, notice.lease_until is None, notice.status
+    db.run(domain.record_failure, mine.id, stale, "SMTP 451", False, 3, 1, 10)
+    assert db.run(state) == (0, False, "pending")  # not ours any more: left alone
+    db.run(domain.record_failure, mine.id, mine.lease_until, "SMTP 451", False, 3, 1, 10)
+    assert db.run(state) == (1, True, "pending")  # ours: counted, lease given back
+    db.run(domain.record_sent, mine.id)
+    db.run(domain.record_failure, mine.id, None, "late", True, 3, 1, 10)
+    assert db.run(state)[2] == "sent"  # a sent notice never turns failed
