@@ -286,8 +286,9 @@ def profile(system: System, directory: Path | None, mode: str) -> list[subproces
     if directory is None:
         return []
     directory.mkdir(parents=True, exist_ok=True)
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return [subprocess.Popen(
-        [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(process.pid), "--rate", "100", "--format", "raw",
+        [py_spy, "record", "--pid", str(process.pid), "--rate", "100", "--format", "raw",
          "--output", str(directory / f"{mode}-{service}.txt")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for service, process in system.processes.items()]

@@ -1,8 +1,9 @@
 """Reliable messaging on top of nameko: outbox relay, retrying event handler, parking.
 
 * ``OutboxRelay`` publishes outbox rows oldest first, a batch at a time with publisher confirms
-  collected for the whole batch, and marks them published. Rows stay in the outbox until the broker has confirmed them, so a crash re-sends
-  rather than loses (consumers deduplicate with the inbox).
+  collected for the whole batch, and marks them published. Rows stay in the outbox until the
+  broker has confirmed them, so a crash re-sends rather than loses (consumers deduplicate
+  with the inbox).
 * ``event_handler`` is nameko's, except for what happens when the handler raises: instead of
   acking the message away (nameko's default) or requeueing it at once (a spin), the message goes
   to a delay queue and comes back after an exponential backoff; after the last attempt, or at
@@ -20,6 +21,7 @@ from kombu import Queue
 from nameko.amqp.publish import get_producer
 from nameko.constants import PERSISTENT
 from nameko.events import EventHandler
+from nameko.messaging import QueueConsumer
 from nameko.standalone.events import get_event_exchange
 from sqlalchemy import select
 
@@ -31,6 +33,27 @@ log = logging.getLogger(__name__)
 ATTEMPT_HEADER = "x-lotsen-attempt"
 ERROR_HEADER = "x-lotsen-error"
 PARKED_AT_HEADER = "x-lotsen-parked-at"
+
+
+def _settle_unless_gone(settle):
+    """nameko's QueueConsumer acks and requeues only while the connection lives, but catches
+    just amqp's ConnectionError: a socket reset by a restarting broker (ConnectionResetError,
+    BrokenPipeError) escapes, and nameko then kills the whole service container, which never
+    consumes again. The broker hands an unacked message out again after a reconnect, and the
+    inbox ignores the repeat, so losing the ack is safe."""
+    def settle_message(self, message):
+        try:
+            return settle(self, message)
+        except OSError as exc:
+            log.warning("broker connection lost while settling a message (%s); it will be "
+                        "delivered again", type(exc).__name__)
+    return settle_message
+
+
+if not getattr(QueueConsumer.ack_message, "_lotsen", False):
+    QueueConsumer.ack_message = _settle_unless_gone(QueueConsumer.ack_message)
+    QueueConsumer.requeue_message = _settle_unless_gone(QueueConsumer.requeue_message)
+    QueueConsumer.ack_message._lotsen = QueueConsumer.requeue_message._lotsen = True
 
 
 def retry_queue_name(queue_name: str) -> str:

@@ -131,6 +131,9 @@ class Tally:
 
 
 class System:
+    """One whole system of this test: own vhost and databases (from ``service_config``), own
+    SMTP server, its service processes."""
+
     def __init__(self, service_config: dict, tmp_path: Path, **overrides):
         self.inbox = Inbox()
         self.smtp = Controller(self.inbox, hostname="127.0.0.1", port=free_port())

@@ -95,9 +95,9 @@ def test_the_whole_journey(make_system, register_file, tmp_path):
     # Every expected mail arrives once (settle also runs `lotsen funding check`); certificates
     # come with their PDF.
     tally = system.settle()
-    assert by_kind(tally.mails_received) == {"confirmed": 22 * 2, "waitlisted": 3 * 2, "promoted": 2,
-                                    "granted": 23 * 2, "cancelled": 2, "released": 1,
-                                    "certificate": 22}
+    assert by_kind(tally.mails_received) == {
+        "confirmed": 22 * 2, "waitlisted": 3 * 2, "promoted": 2, "granted": 23 * 2,
+        "cancelled": 2, "released": 1, "certificate": 22}
     inbox = system.inbox
     certificate_mails = [m for m in inbox.messages if str(m["Subject"]).startswith("Herzlich")]
     assert all(len(list(m.iter_attachments())) == 1 for m in certificate_mails)
