@@ -14,6 +14,7 @@ with warnings.catch_warnings():
 eventlet.monkey_patch()  # noqa: E402  (before anything opens a socket)
 
 import json
+import logging
 import signal
 import sys
 import time
@@ -111,6 +112,7 @@ def run(obj: Context, only):
     """Run the services in this one process: all of them locally, one per container."""
     from kombu import Connection
     from nameko.runners import ServiceRunner
+    from nameko.utils.concurrency import SpawningProxy
 
     from services.common import topology
     from services.common.logs import configure_logging
@@ -155,9 +157,17 @@ def run(obj: Context, only):
     click.echo("services running: " + ", ".join(c.name for c in classes)
                + f" (data in {cfg.lotsen_home(config)}); Ctrl-C stops")
     try:
-        runner.wait()
+        # nameko's runner.wait() would stop the other services without a time limit.
+        SpawningProxy(runner.containers, abort_on_error=True).wait()
     except KeyboardInterrupt:
         stop_gracefully()
+    except Exception as exc:
+        # A service died: stop the rest and exit non-zero, so a supervisor starts us again
+        # instead of a process that lives on without consuming.
+        logging.getLogger("services.cli").critical(
+            "a service stopped with %s; shutting down", type(exc).__name__)
+        stop_gracefully()
+        sys.exit(1)
 
 
 @main.command()

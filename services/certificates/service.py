@@ -7,13 +7,13 @@ from pathlib import Path
 
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
 from sqlalchemy import func, select, text
 
 from services.certificates import domain, schemas
 from services.certificates.credentials import KeyRing
 from services.certificates.models import Certificate, InboxRecord, OutboxMessage
 from services.common import config as cfg
+from services.common.broker import RpcProxy
 from services.common.db import Database
 from services.common.entrypoints import Operator, ProviderToken, event_handler, rpc
 from services.common.errors import AuthenticationFailed

@@ -14,8 +14,8 @@ import traceback
 
 from nameko.contextdata import ContextDataProvider
 from nameko.extensions import DependencyProvider
-from nameko.rpc import rpc as nameko_rpc
 
+from services.common.broker import rpc as broker_rpc
 from services.common.errors import AuthenticationFailed, LotsenError
 from services.common.messaging import event_handler as reliable_event_handler
 
@@ -44,7 +44,7 @@ def guarded(method):
 
 
 def rpc(method):
-    return nameko_rpc(expected_exceptions=(LotsenError,))(guarded(method))
+    return broker_rpc(expected_exceptions=(LotsenError,))(guarded(method))
 
 
 def event_handler(source_service: str, event_type: str):

@@ -21,11 +21,11 @@ from kombu import Queue
 from nameko.amqp.publish import get_producer
 from nameko.constants import PERSISTENT
 from nameko.events import EventHandler
-from nameko.messaging import QueueConsumer
 from nameko.standalone.events import get_event_exchange
 from sqlalchemy import select
 
 from services.common import config as cfg
+from services.common.broker import QueueConsumer
 from services.common.errors import ContractViolation
 
 log = logging.getLogger(__name__)
@@ -33,27 +33,6 @@ log = logging.getLogger(__name__)
 ATTEMPT_HEADER = "x-lotsen-attempt"
 ERROR_HEADER = "x-lotsen-error"
 PARKED_AT_HEADER = "x-lotsen-parked-at"
-
-
-def _settle_unless_gone(settle):
-    """nameko's QueueConsumer acks and requeues only while the connection lives, but catches
-    just amqp's ConnectionError: a socket reset by a restarting broker (ConnectionResetError,
-    BrokenPipeError) escapes, and nameko then kills the whole service container, which never
-    consumes again. The broker hands an unacked message out again after a reconnect, and the
-    inbox ignores the repeat, so losing the ack is safe."""
-    def settle_message(self, message):
-        try:
-            return settle(self, message)
-        except OSError as exc:
-            log.warning("broker connection lost while settling a message (%s); it will be "
-                        "delivered again", type(exc).__name__)
-    return settle_message
-
-
-if not getattr(QueueConsumer.ack_message, "_lotsen", False):
-    QueueConsumer.ack_message = _settle_unless_gone(QueueConsumer.ack_message)
-    QueueConsumer.requeue_message = _settle_unless_gone(QueueConsumer.requeue_message)
-    QueueConsumer.ack_message._lotsen = QueueConsumer.requeue_message._lotsen = True
 
 
 def retry_queue_name(queue_name: str) -> str:
@@ -266,6 +245,8 @@ def _context_headers(envelope: dict) -> dict:
 
 class ReliableEventHandler(EventHandler):
     """nameko's event handler with retry-with-backoff and parking instead of ack-and-forget."""
+
+    queue_consumer = QueueConsumer()
 
     def setup(self):
         super().setup()

@@ -9,11 +9,11 @@ import uuid
 
 import eventlet
 from nameko.dependency_providers import Config
-from nameko.rpc import RpcProxy
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
 from services.common import config as cfg
+from services.common.broker import BROKER_GONE, RpcProxy
 from services.common.errors import LotsenError
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
@@ -61,6 +61,10 @@ class GatewayService:
         except RpcTimeout:
             raise HttpProblem(503, "Service unavailable",
                               f"the {service} service did not answer in time; try again shortly",
+                              headers={"Retry-After": "5"}) from None
+        except BROKER_GONE:
+            raise HttpProblem(503, "Service unavailable",
+                              "the message broker is not reachable; try again shortly",
                               headers={"Retry-After": "5"}) from None
 
     def _municipality(self, request) -> dict:
