@@ -158,8 +158,6 @@ def _broker_answers(uri) -> bool:
         return False
 
 
-@pytest.mark.xfail(run=False, reason="known defect, see README: after a broker restart a "
-                   "service does not always consume again (one run hung past 8 minutes)")
 def test_rabbitmq_restarted_mid_burst(make_system, register_file):
     # Short RPC timeouts in the gateway: a reply lost with the broker means a 503 and a retry.
     system = make_system(GATEWAY={"rpc_timeout_s": 5})
