@@ -77,6 +77,8 @@ class ModuleIn(Schema):
 
 
 class CourseIn(Schema):
+    # Chosen by the provider to make the call safe to repeat (a retry after a lost reply).
+    id = fields.UUID(load_default=None)
     programme_code = fields.String(required=True, validate=validate.Length(min=1, max=40))
     title = fields.String(required=True, validate=validate.Length(min=1, max=200))
     location = fields.String(required=True, validate=validate.Length(min=1, max=200))

@@ -6,6 +6,7 @@ from nameko.standalone.rpc import ClusterRpcProxy, ServiceRpcProxy
 
 from services.common.errors import (
     AuthenticationFailed,
+    Conflict,
     DuplicateEnrolment,
     IdempotencyKeyReused,
     NotFound,
@@ -195,3 +196,24 @@ def test_operator_calls_need_the_operator_token(instances, service_config):
     with provider_proxy(service_config, created["token"]) as provider:
         with pytest.raises(NotFound):
             provider.course_enrolments(str(uuid.uuid4()))
+
+
+def test_a_provider_repeating_create_course_with_its_id_gets_one_course(
+        seeded, instances, service_config):
+    course_id = str(uuid.uuid4())
+    course = {"id": course_id, "programme_code": "BW-DL", "title": "Aufbauseminar",
+              "location": "Walldorf", "capacity": 12,
+              "modules": [{"number": 1, "title": "Modul 1", "date": "2099-03-01"}]}
+    with provider_proxy(service_config, seeded["providers"][0]["token"]) as provider:
+        first = provider.create_course(course)
+        again = provider.create_course(course)
+        assert first["id"] == again["id"] == course_id
+        with pytest.raises(Conflict) as conflict:
+            provider.create_course(dict(course, title="Anderes Seminar"))
+        assert "id" in conflict.value.fields
+        with pytest.raises(ValidationFailed) as invalid:
+            provider.create_course(dict(course, id="not-a-uuid"))
+        assert "id" in invalid.value.fields, invalid.value.fields
+    with provider_proxy(service_config, seeded["providers"][1]["token"]) as other:
+        with pytest.raises(Conflict):  # another provider cannot take it over
+            other.create_course(course)

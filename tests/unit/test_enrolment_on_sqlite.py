@@ -130,3 +130,30 @@ def test_api_keys_and_provider_tokens_are_stored_hashed(db):
     from services.common.errors import AuthenticationFailed
     with pytest.raises(AuthenticationFailed):
         db.run(domain.authenticate_municipality, account_key)
+
+
+def test_a_course_created_again_with_its_id_is_the_same_course_once(db):
+    import uuid
+
+    from services.enrolment.models import Course
+
+    setup_course(db)
+    course_id = uuid.uuid4()
+    data = {"id": course_id, "programme_code": "BW-DL", "title": "Aufbauseminar",
+            "location": "Walldorf", "capacity": 12, "open": True,
+            "modules": [{"number": n, "title": f"M{n}", "date": date.today() + timedelta(days=n)}
+                        for n in (2, 1)]}
+
+    def create(session, data):
+        provider = session.query(domain.Provider).one()
+        return domain.create_course(session, provider, data).id
+
+    assert db.run(create, data) == course_id
+    assert db.run(create, dict(data)) == course_id  # a retry after a lost reply
+    assert db.run(lambda s: s.query(Course).filter_by(title="Aufbauseminar").count()) == 1
+    with pytest.raises(Conflict) as conflict:
+        db.run(create, dict(data, capacity=13))
+    assert "id" in conflict.value.fields
+    assert db.run(lambda s: s.get(Course, course_id).capacity) == 12
+    # Without an id every call makes a new course, as before.
+    assert db.run(create, dict(data, id=None)) != course_id
