@@ -98,16 +98,24 @@ class DatabaseHandle:
             self.on_emit()
 
     def run(self, fn: Callable, *args, correlation_id: str | None = None, attempts: int = 5,
-            commit: bool = True, **kwargs):
+            commit: bool = True, retry_lost_connection: bool = False, **kwargs):
+        """``fn(session, ...)`` in a transaction, again after a conflict. With
+        ``retry_lost_connection`` also again on a fresh connection when the old one dropped:
+        only for work that is safe to repeat, as the commit may have landed."""
         for attempt in range(1, attempts + 1):
             try:
                 with self.transaction(correlation_id, commit) as session:
                     return fn(session, *args, **kwargs)
             except DBAPIError as exc:
-                if attempt == attempts or not _is_retryable(exc):
+                lost = retry_lost_connection and exc.connection_invalidated
+                if attempt == attempts or not (lost or _is_retryable(exc)):
                     raise
-                log.info("transaction conflict, retrying (attempt %d)", attempt)
-                time.sleep(random.uniform(0.005, 0.05) * attempt)
+                if lost:
+                    log.info("database connection lost, retrying (attempt %d)", attempt)
+                    time.sleep(0.2 * attempt)
+                else:
+                    log.info("transaction conflict, retrying (attempt %d)", attempt)
+                    time.sleep(random.uniform(0.005, 0.05) * attempt)
 
     def dispose(self):
         self.engine.dispose()

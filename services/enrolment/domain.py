@@ -173,21 +173,23 @@ def create_course(session: Session, provider: Provider, data: dict) -> Course:
     returns the one made the first time; other content under that id is a conflict."""
     programme = programme_by_code(session, data["programme_code"])
     modules = sorted(data["modules"], key=lambda m: m["number"])
-    if data.get("id") is not None:
-        existing = session.get(Course, data["id"])
-        if existing is not None:
-            if (existing.provider_id, existing.programme_id, existing.title, existing.location,
-                    existing.capacity, [(m.number, m.title, m.date) for m in existing.modules]) \
-                    != (provider.id, programme.id, data["title"], data["location"],
-                        data["capacity"], [(m["number"], m["title"], m["date"]) for m in modules]):
-                raise Conflict("another course already has this id",
-                               {"id": ["already used for a different course"]})
-            return existing
+    course_id = data.get("id")
+    existing = session.get(Course, course_id) if course_id is not None else None
+    if existing is not None:
+        wanted = (provider.id, programme.id, data["title"], data["location"], data["capacity"],
+                  [(m["number"], m["title"], m["date"]) for m in modules])
+        found = (existing.provider_id, existing.programme_id, existing.title,
+                 existing.location, existing.capacity,
+                 [(m.number, m.title, m.date) for m in existing.modules])
+        if found != wanted:
+            raise Conflict("another course already has this id",
+                           {"id": ["already used for a different course"]})
+        return existing
     course = Course(programme_id=programme.id, provider_id=provider.id, title=data["title"],
                     location=data["location"], capacity=data["capacity"],
                     status="open" if data.get("open") else "planned")
-    if data.get("id") is not None:
-        course.id = data["id"]
+    if course_id is not None:
+        course.id = course_id
     course.modules = [Module(**m) for m in modules]
     session.add(course)
     session.flush()

@@ -13,7 +13,6 @@ from nameko.extensions import DependencyProvider
 from nameko.standalone.rpc import ServiceRpcProxy
 from nameko.timer import timer
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import DBAPIError
 
 from services.common import config as cfg
 from services.common.db import Database
@@ -138,16 +137,10 @@ class Mailer(DependencyProvider):
                 done += 1
         return done
 
-    def _record(self, fn, *args, attempts: int = 5):
+    def _record(self, fn, *args):
         """Bookkeeping after a try must land: an unrecorded send goes out again once the lease
-        ends. A dropped database connection is retried on a fresh one."""
-        for attempt in range(1, attempts + 1):
-            try:
-                return self.handle.run(fn, *args)
-            except DBAPIError as exc:
-                if not exc.connection_invalidated or attempt == attempts:
-                    raise
-                eventlet.sleep(0.2 * attempt)
+        ends. Both records are safe to repeat, so a dropped connection is retried."""
+        return self.handle.run(fn, *args, retry_lost_connection=True)
 
     def _attachment(self, notice):
         if not notice.certificate_number:
