@@ -127,10 +127,60 @@ def create_provider(session: Session, name: str) -> tuple[Provider, str]:
 def authenticate_provider(session: Session, token: str | None) -> Provider:
     if not token:
         raise AuthenticationFailed("provider token missing from the call's context data")
-    provider = session.scalar(select(Provider).where(Provider.token_hash == hash_secret(token)))
+    # A revoked token fails exactly like an unknown one: callers learn nothing from the answer.
+    provider = session.scalar(select(Provider).where(Provider.token_hash == hash_secret(token),
+                                                    Provider.revoked_at.is_(None)))
     if provider is None:
         raise AuthenticationFailed("unknown provider token")
     return provider
+
+
+def _provider_by_ref(session: Session, provider_ref: str | uuid.UUID) -> Provider:
+    """A provider by its id (a UUID) or its exact name, locked for the change that follows."""
+    provider = None
+    try:
+        provider_id = provider_ref if isinstance(provider_ref, uuid.UUID) \
+            else uuid.UUID(str(provider_ref))
+    except ValueError:
+        provider_id = None
+    if provider_id is not None:
+        provider = session.scalar(select(Provider).where(Provider.id == provider_id)
+                                  .with_for_update())
+    if provider is None:
+        provider = session.scalar(select(Provider).where(Provider.name == str(provider_ref))
+                                  .with_for_update())
+    if provider is None:
+        raise NotFound(f"no provider {provider_ref}", {"provider": ["unknown provider"]})
+    return provider
+
+
+def rotate_provider_token(session: Session, provider_ref: str | uuid.UUID
+                          ) -> tuple[Provider, str]:
+    """Issue a new token: the old one fails from this commit on; a revoked provider is let in
+    again with the new token."""
+    provider = _provider_by_ref(session, provider_ref)
+    token = new_secret("lp")
+    provider.token_hash = hash_secret(token)
+    provider.token_issued_at = now()
+    provider.revoked_at = None
+    session.flush()
+    return provider, token
+
+
+def revoke_provider(session: Session, provider_ref: str | uuid.UUID) -> Provider:
+    """Refuse the provider's token from this commit on (repeating keeps the first time)."""
+    provider = _provider_by_ref(session, provider_ref)
+    if provider.revoked_at is None:
+        provider.revoked_at = now()
+        session.flush()
+    return provider
+
+
+def list_providers(session: Session) -> list[dict]:
+    """Every provider with when its token was issued and whether it is revoked (no secrets)."""
+    return [{"id": p.id, "name": p.name, "token_issued_at": p.token_issued_at,
+             "revoked_at": p.revoked_at}
+            for p in session.scalars(select(Provider).order_by(Provider.name))]
 
 
 def register_municipality(session: Session, ags: str, contact_name: str,
@@ -149,6 +199,7 @@ def register_municipality(session: Session, ags: str, contact_name: str,
     account.api_key_hash = hash_secret(key)
     account.api_key_prefix = key[:10]
     account.key_issued_at = now()
+    account.revoked_at = None  # registering again lets a revoked body in with the new key
     session.flush()
     emit(session, "municipality_registered", {"ags": ags, "name": body.name,
                                               "contact_name": contact_name,
@@ -159,11 +210,50 @@ def register_municipality(session: Session, ags: str, contact_name: str,
 def authenticate_municipality(session: Session, api_key: str | None) -> Body:
     if not api_key:
         raise AuthenticationFailed("API key missing")
+    # A revoked key fails exactly like an unknown one: callers learn nothing from the answer.
     account = session.scalar(select(MunicipalityAccount)
-                             .where(MunicipalityAccount.api_key_hash == hash_secret(api_key)))
+                             .where(MunicipalityAccount.api_key_hash == hash_secret(api_key),
+                                    MunicipalityAccount.revoked_at.is_(None)))
     if account is None:
         raise AuthenticationFailed("unknown API key")
     return account.body
+
+
+def _registered_account(session: Session, ags: str) -> MunicipalityAccount:
+    account = session.execute(
+        select(MunicipalityAccount).where(MunicipalityAccount.ags == ags)
+        .options(lazyload(MunicipalityAccount.body)).with_for_update(of=MunicipalityAccount)
+    ).scalar_one_or_none()
+    if account is None:
+        raise NotFound(f"AGS {ags} is not registered for the gateway",
+                       {"ags": ["not registered (lotsen municipality register)"]})
+    return account
+
+
+def rotate_municipality_key(session: Session, ags: str) -> tuple[MunicipalityAccount, str]:
+    """Issue a new API key and keep the contact: the old key fails from this commit on (in a
+    gateway once its key cache forgets it); a revoked body is let in again with the new key.
+
+    Nothing is emitted: ``municipality_registered`` carries the contact, which does not change,
+    and no other service knows anything about keys."""
+    account = _registered_account(session, ags)
+    key = new_secret("lk")
+    account.api_key_hash = hash_secret(key)
+    account.api_key_prefix = key[:10]
+    account.key_issued_at = now()
+    account.revoked_at = None
+    session.flush()
+    return account, key
+
+
+def revoke_municipality_key(session: Session, ags: str) -> MunicipalityAccount:
+    """Refuse the body's API key from this commit on (in a gateway once its key cache forgets
+    it); repeating keeps the first time. The contact stays, for notices."""
+    account = _registered_account(session, ags)
+    if account.revoked_at is None:
+        account.revoked_at = now()
+        session.flush()
+    return account
 
 
 # --- courses (provider) ---------------------------------------------------------------------

@@ -62,6 +62,9 @@ class MunicipalityAccount(Base):
     api_key_prefix: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     key_issued_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # Set when the operator revokes the key: it then fails like an unknown one until a new
+    # key is issued (rotation or registering again).
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     body: Mapped[Body] = relationship(lazy="joined")
 
@@ -90,6 +93,11 @@ class Provider(Base):
     name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    token_issued_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False,
+                                                      default=utcnow)
+    # Set when the operator revokes the token: it then fails like an unknown one until a new
+    # token is issued (rotation).
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Course(Base):
