@@ -26,6 +26,8 @@ from pathlib import Path  # noqa: E402
 import requests  # noqa: E402
 from nameko.containers import ServiceContainer  # noqa: E402
 from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
+
+from services.common import callers  # noqa: E402
 from sqlalchemy import create_engine, insert, text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,9 +118,15 @@ def main():
 
             target = {"course": course_id}
 
+            key = callers.service_key(config)
+
             def enrol(c, i):
                 n = next(counter)
-                return c.enrolment.enrol.call_async(bodies[n % len(bodies)], {
+                ags = bodies[n % len(bodies)]
+                # As the gateway does: each call carries its signed "acting for" assertion.
+                c._worker_ctx.data[callers.ASSERTION_KEY] = callers.sign_assertion(
+                    key, "gateway", ags)
+                return c.enrolment.enrol.call_async(ags, {
                     "course_id": str(target["course"]), "participant": {
                         "given_name": "Bench", "family_name": f"P{n}",
                         "email": f"bench{n}@example.org"}})

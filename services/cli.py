@@ -129,13 +129,18 @@ def run(obj: Context, only):
         classes = [c for c in classes if c.name in only]
     uri = cfg.amqp_uri(config)
     try:
-        with Connection(uri, connect_timeout=5) as connection:
+        with Connection(uri, connect_timeout=5, ssl=cfg.amqp_ssl(config)) as connection:
             connection.ensure_connection(max_retries=3)
     except Exception:
         click.echo(f"error: RabbitMQ does not answer at {uri.split('@')[-1]}; start it "
                    "(rabbitmq-server -detached) or set AMQP_URI", err=True)
         sys.exit(1)
-    topology.declare(uri, config)
+    try:
+        topology.declare(uri, config)
+    except Exception as exc:  # a service's own broker user may declare only its part
+        logging.getLogger("services.cli").info(
+            "left the event topology to `lotsen broker setup` and each relay (%s)",
+            type(exc).__name__)
     runner = ServiceRunner(config)
     for cls in classes:
         runner.add_service(cls)
@@ -179,7 +184,7 @@ def health(obj: Context, service, timeout):
     from nameko.standalone.rpc import ServiceRpcProxy
     try:
         with eventlet.Timeout(timeout):
-            with ServiceRpcProxy(service, {"AMQP_URI": cfg.amqp_uri(obj.config)},
+            with ServiceRpcProxy(service, cfg.rpc_client_config(obj.config),
                                  timeout=timeout) as proxy:
                 result = proxy.health()
     except BaseException as exc:  # eventlet.Timeout is a BaseException
@@ -463,6 +468,44 @@ def provider_create(obj: Context, name: str):
     click.echo(f"provider {provider_id}\ntoken: {token}\n(store it now: it is not shown again)")
 
 
+def _when(moment) -> str:
+    return moment.isoformat(timespec="seconds") if moment is not None else "-"
+
+
+@provider.command("rotate-token")
+@click.argument("ref")
+@click.pass_obj
+def provider_rotate_token(obj: Context, ref: str):
+    """Issue a new token (id or exact name); the old one is refused at once, a revoked provider
+    is let in again. Prints the token once."""
+    from services.enrolment import domain
+    provider_id, token = obj.run(lambda s: (lambda p, t: (str(p.id), t))(
+        *domain.rotate_provider_token(s, ref)))
+    click.echo(f"provider {provider_id}\ntoken: {token}\n(store it now: it is not shown again)")
+
+
+@provider.command("revoke")
+@click.argument("ref")
+@click.pass_obj
+def provider_revoke(obj: Context, ref: str):
+    """Refuse a provider's token (id or exact name) until it is rotated."""
+    from services.enrolment import domain
+    provider_id, revoked_at = obj.run(lambda s: (lambda p: (str(p.id), p.revoked_at))(
+        domain.revoke_provider(s, ref)))
+    click.echo(f"provider {provider_id} revoked since {_when(revoked_at)}: its token is refused "
+               "(rotate-token issues a new one)")
+
+
+@provider.command("list")
+@click.pass_obj
+def provider_list(obj: Context):
+    """Providers: id, name, when the token was issued, when it was revoked (never the token)."""
+    from services.enrolment import domain
+    for row in obj.run(domain.list_providers):
+        click.echo(f"{row['id']}  {row['name']}  issued {_when(row['token_issued_at'])}  "
+                   f"revoked {_when(row['revoked_at'])}")
+
+
 @main.group()
 def municipality():
     """Municipalities that use the gateway."""
@@ -488,14 +531,55 @@ def municipality_register(obj: Context, ags, contact_name, contact_email):
     click.echo(f"API key for {ags}: {key}\n(store it now: it is not shown again)")
 
 
+def _ags_argument(ags: str) -> str:
+    from services.common.schemas import load
+    from services.enrolment.schemas import MunicipalityIn
+    try:
+        return load(MunicipalityIn(only=("ags",)), {"ags": ags}, "AGS")["ags"]
+    except LotsenError as exc:
+        _fail(exc)
+
+
+def _cache_note(obj: Context, which: str) -> str:
+    seconds = cfg.setting(obj.config.get("GATEWAY") or {}, "auth_cache_s", 30)
+    return f"(a running gateway may still accept {which} for up to {seconds} s)"
+
+
+@municipality.command("rotate-key")
+@click.argument("ags")
+@click.pass_obj
+def municipality_rotate_key(obj: Context, ags):
+    """Issue a new API key and keep the contact; prints the key once. A revoked body is let in
+    again."""
+    from services.enrolment import domain
+    ags = _ags_argument(ags)
+    key = obj.run(lambda s: domain.rotate_municipality_key(s, ags)[1])
+    click.echo(f"API key for {ags}: {key}\n(store it now: it is not shown again)\n"
+               + _cache_note(obj, "the old key"))
+
+
+@municipality.command("revoke-key")
+@click.argument("ags")
+@click.pass_obj
+def municipality_revoke_key(obj: Context, ags):
+    """Refuse a body's API key until rotate-key or register issues a new one."""
+    from services.enrolment import domain
+    ags = _ags_argument(ags)
+    revoked_at = obj.run(lambda s: domain.revoke_municipality_key(s, ags).revoked_at)
+    click.echo(f"API key for {ags} revoked since {_when(revoked_at)}\n" + _cache_note(obj, "it"))
+
+
 @main.group()
 def parked():
     """Event messages that failed every retry."""
 
 
-def _queues(obj: Context, queue: str | None) -> list[str]:
+def _queues(obj: Context, queue: str | None, own: bool = False) -> list[str]:
+    """Consumer queues; ``own``: only those of services that run as this broker user."""
     from services.common import topology
-    names = [s.queue_name for s in topology.subscriptions(topology.service_classes(obj.config))]
+    me = cfg.broker_user(obj.config)
+    names = [s.queue_name for s in topology.subscriptions(topology.service_classes(obj.config))
+             if not own or cfg.producer_user(obj.config, s.consumer_service) == me]
     if queue:
         if queue not in names:
             click.echo(f"error: no consumer queue {queue}", err=True)
@@ -509,7 +593,8 @@ def _queues(obj: Context, queue: str | None) -> list[str]:
 @click.pass_obj
 def parked_list(obj: Context, queue):
     from services.common.messaging import list_parked
-    found = list_parked(cfg.amqp_uri(obj.config), _queues(obj, queue))
+    found = list_parked(cfg.amqp_uri(obj.config), _queues(obj, queue, own=True),
+                        ssl=cfg.amqp_ssl(obj.config))
     for item in found:
         click.echo(json.dumps(item, ensure_ascii=False))
     click.echo(f"{len(found)} parked message(s)")
@@ -520,10 +605,114 @@ def parked_list(obj: Context, queue):
 @click.option("--message-id", default=None, help="only this message (default: all)")
 @click.pass_obj
 def parked_replay(obj: Context, queue, message_id):
-    """Send parked messages back to their consumer, with fresh retries."""
+    """Send parked messages back to their consumer, with fresh retries.
+
+    Run it as the consuming service's broker user (its AMQP_URI): a consumer believes only
+    replays from itself. Events refused as not coming from their producer stay parked."""
     from services.common.messaging import replay_parked
-    count = replay_parked(cfg.amqp_uri(obj.config), _queues(obj, queue), message_id)
+    count = replay_parked(cfg.amqp_uri(obj.config), _queues(obj, queue, own=True), message_id,
+                          ssl=cfg.amqp_ssl(obj.config), user_id=cfg.broker_user(obj.config))
     click.echo(f"replayed {count} message(s)")
+
+
+@main.group()
+def broker():
+    """RabbitMQ users and permissions: one user per service and per education provider."""
+
+
+def _management() -> "object":
+    import os
+
+    from services.common.broker_access import Management
+    url = os.environ.get("RABBITMQ_MANAGEMENT_URL")
+    if not url:
+        click.echo("error: set RABBITMQ_MANAGEMENT_URL to the management API with an "
+                   "administrator's login, e.g. http://admin:PASSWORD@rabbitmq:15672", err=True)
+        sys.exit(2)
+    return Management(url)
+
+
+def _vhost(config: dict) -> str:
+    from kombu.utils.url import url_to_parts
+    path = url_to_parts(cfg.amqp_uri(config)).virtual_host
+    return path or "/"
+
+
+@broker.command("permissions")
+@click.option("--provider", "providers", multiple=True, help="also this provider user")
+@click.pass_obj
+def broker_permissions(obj: Context, providers):
+    """Print every user's permissions and topic permissions as JSON (what `setup` applies)."""
+    from dataclasses import asdict
+
+    from services.common import broker_access, topology
+    classes = topology.service_classes(obj.config)
+    subs = topology.subscriptions(classes)
+    access = broker_access.definitions(classes, subs)
+    access += [broker_access.provider_access(broker_access.provider_user(p), classes)
+               for p in providers]
+    click.echo(json.dumps([asdict(a) for a in access], indent=2))
+
+
+@broker.command("setup")
+@click.pass_obj
+def broker_setup(obj: Context):
+    """Create the vhost, the event topology and one user per service with its permissions.
+
+    Passwords come from ENROLMENT_BROKER_PASSWORD, FUNDING_BROKER_PASSWORD, ... (one per
+    service); a service whose password is not set keeps its user as it is."""
+    import os
+
+    from services.common import broker_access, topology
+    management = _management()
+    vhost = _vhost(obj.config)
+    classes = topology.service_classes(obj.config)
+    subs = topology.subscriptions(classes)
+    management.declare_topology(vhost, subs, [c.name for c in classes])
+    for access, cls in zip(broker_access.definitions(classes, subs), classes):
+        password = os.environ.get(f"{cls.name.upper()}_BROKER_PASSWORD")
+        if password:
+            management.put_user(access.user, password)
+        elif not management.user_exists(access.user):
+            click.echo(f"error: {cls.name.upper()}_BROKER_PASSWORD is not set and user "
+                       f"{access.user} does not exist", err=True)
+            sys.exit(2)
+        management.grant(vhost, access)
+        click.echo(f"{access.user}: permissions on {vhost} set")
+    click.echo(f"declared {len(subs)} event queues on {vhost}")
+
+
+@broker.command("add-provider")
+@click.argument("name")
+@click.pass_obj
+def broker_add_provider(obj: Context, name):
+    """Create (or reset) a provider's broker user; prints its password once."""
+    import secrets
+
+    from services.common import broker_access, topology
+    management = _management()
+    try:
+        user = broker_access.provider_user(name)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    password = secrets.token_urlsafe(24)
+    management.put_user(user, password)
+    management.grant(_vhost(obj.config),
+                     broker_access.provider_access(user, topology.service_classes(obj.config)))
+    click.echo(f"broker user: {user}\npassword: {password}\n(store it now: it is not shown "
+               "again; the provider connects with amqp://USER:PASSWORD@HOST/VHOST)")
+
+
+@broker.command("remove-provider")
+@click.argument("name")
+@click.pass_obj
+def broker_remove_provider(obj: Context, name):
+    """Delete a provider's broker user; its open connections are closed at once."""
+    from services.common import broker_access
+    user = broker_access.provider_user(name)
+    _management().delete_user(user)
+    click.echo(f"broker user {user} removed")
 
 
 @main.command()

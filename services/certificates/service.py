@@ -15,7 +15,8 @@ from services.certificates.models import Certificate, InboxRecord, OutboxMessage
 from services.common import config as cfg
 from services.common.broker import RpcProxy
 from services.common.db import Database
-from services.common.entrypoints import Operator, ProviderToken, event_handler, rpc
+from services.common.callers import MUNICIPALITY, OPERATOR, PROVIDER, PUBLIC, SERVICE
+from services.common.entrypoints import CallAs, Operator, ProviderToken, event_handler, rpc
 from services.common.errors import AuthenticationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
@@ -64,6 +65,7 @@ class CertificatesService:
     signing = Signing()
     config = Config()
     enrolment = RpcProxy("enrolment")
+    call_as = CallAs()
     operator = Operator()
     provider_token = ProviderToken()
 
@@ -76,13 +78,13 @@ class CertificatesService:
 
     # --- queries ---------------------------------------------------------------------------
 
-    @rpc
+    @rpc(MUNICIPALITY, OPERATOR)
     def get_certificate(self, number, ags=None):
         data = load(schemas.NumberIn(), {"number": number, "ags": ags}, "certificate")
         return self.db.run(lambda s: domain.summary(domain.by_number(s, data["number"],
                                                                      data["ags"])))
 
-    @rpc
+    @rpc(MUNICIPALITY, OPERATOR, SERVICE)
     def get_pdf(self, number, ags=None):
         """The PDF, base64-encoded (RPC payloads are JSON)."""
         data = load(schemas.NumberIn(), {"number": number, "ags": ags}, "certificate")
@@ -91,29 +93,30 @@ class CertificatesService:
         return {"number": data["number"], "filename": f"Zertifikat-{data['number']}.pdf",
                 "content_base64": base64.b64encode(content).decode("ascii")}
 
-    @rpc
+    @rpc(PUBLIC)
     def verify_code(self, code):
         return self.db.run(domain.verify_code, str(code)[:64])
 
-    @rpc
+    @rpc(PUBLIC)
     def verify_credential(self, credential):
         data = load(schemas.CredentialIn(), {"credential": credential}, "credential")
         return self.db.run(domain.verify_presented, data["credential"],
                            self.signing.keyring.jwks())
 
-    @rpc
+    @rpc(PUBLIC)
     def jwks(self):
         return self.signing.keyring.jwks()
 
     # --- changes ---------------------------------------------------------------------------
 
-    @rpc
+    @rpc(PROVIDER, OPERATOR)
     def revoke(self, number, reason):
         """By an operator, or by the provider that ran the course (its token in context)."""
         data = load(schemas.RevokeIn(), {"number": number, "reason": reason}, "revocation")
         if self.operator.granted:
             by, provider_name = "operator", None
         elif self.provider_token:
+            self.call_as.service()
             provider = self.enrolment.authenticate_provider(self.provider_token)
             by, provider_name = f"provider:{provider['name']}", provider["name"]
         else:
@@ -122,7 +125,7 @@ class CertificatesService:
                                   provider_name)
         return domain.summary(certificate)
 
-    @rpc
+    @rpc(OPERATOR)
     def reissue(self, number, given_name, family_name):
         self.operator.require()
         data = load(schemas.ReissueIn(), {"number": number, "given_name": given_name,
@@ -131,7 +134,7 @@ class CertificatesService:
                                   data["family_name"], self.signing.keyring, self.signing.issuer)
         return domain.summary(certificate)
 
-    @rpc
+    @rpc(PUBLIC)
     def health(self):
         with self.db.transaction() as session:
             session.execute(text("SELECT 1"))

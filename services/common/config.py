@@ -22,7 +22,13 @@ def load_config(path: str | os.PathLike | None = None) -> dict:
     setup_yaml_parser()
     path = Path(path or os.environ.get("LOTSEN_CONFIG") or DEFAULT_CONFIG_FILE)
     with path.open(encoding="utf-8") as handle:
-        return yaml.safe_load(handle) or {}
+        config = yaml.safe_load(handle) or {}
+    # nameko hands AMQP_SSL to kombu as it is, and an empty section would still mean TLS.
+    if "AMQP_SSL" in config:
+        config["AMQP_SSL"] = amqp_ssl(config)
+        if config["AMQP_SSL"] is None:
+            del config["AMQP_SSL"]
+    return config
 
 
 def lotsen_home(config: dict) -> Path:
@@ -33,6 +39,42 @@ def lotsen_home(config: dict) -> Path:
 
 def amqp_uri(config: dict) -> str:
     return config.get("AMQP_URI") or DEFAULT_AMQP_URI
+
+
+def amqp_ssl(config: dict):
+    """TLS options for the broker (nameko's ``AMQP_SSL``): a CA file makes ``amqps://`` check
+    the broker's certificate against it; None without TLS settings."""
+    options = {k: v for k, v in (config.get("AMQP_SSL") or {}).items() if v not in (None, "")}
+    if options.get("ca_certs"):
+        import ssl
+        options.setdefault("cert_reqs", ssl.CERT_REQUIRED)
+    return options or None
+
+
+def amqp_connection(config: dict, **kwargs):
+    """A kombu connection to the broker with the configured TLS settings."""
+    from kombu import Connection
+    return Connection(amqp_uri(config), ssl=amqp_ssl(config), **kwargs)
+
+
+def rpc_client_config(config: dict) -> dict:
+    """What a standalone RPC proxy needs to reach the broker as this process does."""
+    out = {"AMQP_URI": amqp_uri(config)}
+    if amqp_ssl(config):
+        out["AMQP_SSL"] = amqp_ssl(config)
+    return out
+
+
+def broker_user(config: dict) -> str:
+    """The broker user this process connects as (from ``AMQP_URI``)."""
+    from kombu.utils.url import url_to_parts
+    return url_to_parts(amqp_uri(config)).username or "guest"
+
+
+def producer_user(config: dict, service: str) -> str:
+    """The broker user whose messages are ``service``'s events. Without ``BROKER_USERS`` every
+    service is taken to run as this process's user (the embedded default)."""
+    return (config.get("BROKER_USERS") or {}).get(service) or broker_user(config)
 
 
 def database_url(config: dict, service: str) -> str:

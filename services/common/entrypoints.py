@@ -15,6 +15,7 @@ import traceback
 from nameko.contextdata import ContextDataProvider
 from nameko.extensions import DependencyProvider
 
+from services.common import callers
 from services.common.broker import rpc as broker_rpc
 from services.common.errors import AuthenticationFailed, LotsenError
 from services.common.messaging import event_handler as reliable_event_handler
@@ -43,8 +44,12 @@ def guarded(method):
     return wrapper
 
 
-def rpc(method):
-    return broker_rpc(expected_exceptions=(LotsenError,))(guarded(method))
+def rpc(*callers_allowed):
+    """``@rpc(MUNICIPALITY)``: an RPC method, who may call it (``services.common.callers``),
+    typed errors and no internals in what the caller sees."""
+    def decorate(method):
+        return broker_rpc(*callers_allowed, expected_exceptions=(LotsenError,))(guarded(method))
+    return decorate
 
 
 def event_handler(source_service: str, event_type: str):
@@ -76,3 +81,25 @@ class Operator(DependencyProvider):
     def get_dependency(self, worker_ctx):
         return OperatorCheck(self.container.config.get("OPERATOR_TOKEN") or "",
                              (worker_ctx.data or {}).get("operator_token") or "")
+
+
+class CallAs(DependencyProvider):
+    """Signs this worker's outgoing RPC calls: as this service, or (the gateway) as acting for
+    the municipality it authenticated in this request."""
+
+    def setup(self):
+        self.key = callers.service_key(self.container.config)
+
+    def get_dependency(self, worker_ctx):
+        return Signer(worker_ctx.data, self.key, self.container.service_name)
+
+
+class Signer:
+    def __init__(self, context: dict, key: bytes, service_name: str):
+        self.context, self.key, self.service_name = context, key, service_name
+
+    def service(self):
+        self.context[callers.ASSERTION_KEY] = callers.sign_assertion(self.key, self.service_name)
+
+    def municipality(self, ags: str):
+        self.context[callers.ASSERTION_KEY] = callers.sign_assertion(self.key, "gateway", ags)

@@ -31,6 +31,10 @@ from services.common.errors import ContractViolation
 log = logging.getLogger(__name__)
 
 ATTEMPT_HEADER = "x-lotsen-attempt"
+# Set by a consumer on a message it forwards to its own retry or parked queue, once it has
+# checked that the event came from its producer: the broker vouches (user_id) that only that
+# consumer's user could have published the copy.
+ORIGIN_HEADER = "x-lotsen-origin"
 ERROR_HEADER = "x-lotsen-error"
 PARKED_AT_HEADER = "x-lotsen-parked-at"
 
@@ -71,7 +75,8 @@ class OutboxRelay:
         self.poll_interval = float(cfg.setting(outbox, "poll_interval_s", 1.0))
         self.batch_size = int(cfg.setting(outbox, "batch_size", 200))
         self.exchange = get_event_exchange(service_name, config)
-        self.publisher = BatchPublisher(self.amqp_uri, self.exchange)
+        self.publisher = BatchPublisher(self.amqp_uri, self.exchange, ssl=cfg.amqp_ssl(config),
+                                        user_id=cfg.broker_user(config))
         self._wake = threading.Event()
         self._stopped = False
         self.published = 0
@@ -145,8 +150,13 @@ class BatchPublisher:
     events the broker confirmed are reported, the rest stay in the outbox and go again.
     """
 
-    def __init__(self, amqp_uri: str, exchange, confirm_timeout_s: float = 30.0):
+    def __init__(self, amqp_uri: str, exchange, confirm_timeout_s: float = 30.0, ssl=None,
+                 user_id: str | None = None):
         self.amqp_uri = amqp_uri
+        self.ssl = ssl
+        # The broker refuses a message whose user_id is not the connection's user, so
+        # consumers can believe where an event came from.
+        self.user_id = user_id
         self.exchange = exchange
         self.confirm_timeout_s = confirm_timeout_s
         self.connection = None
@@ -162,7 +172,8 @@ class BatchPublisher:
         # Socket timeouts too: a broker blocked by a memory or disk alarm must not hold the
         # relay (and the outbox rows it has locked) for ever.
         timeout = self.confirm_timeout_s
-        self.connection = Connection(self.amqp_uri, connect_timeout=10, transport_options={
+        self.connection = Connection(self.amqp_uri, connect_timeout=10, ssl=self.ssl,
+                                     transport_options={
             "read_timeout": timeout, "write_timeout": timeout})
         self.connection.ensure_connection(max_retries=1)
         self.channel = self.connection.channel()
@@ -203,7 +214,8 @@ class BatchPublisher:
             for envelope, routing_key, message_id in events:
                 producer.publish(envelope, routing_key=routing_key, serializer="json",
                                  delivery_mode=PERSISTENT, message_id=message_id,
-                                 headers=_context_headers(envelope))
+                                 headers=_context_headers(envelope),
+                                 **({"user_id": self.user_id} if self.user_id else {}))
                 tags.append(self._next_tag)
                 self._next_tag += 1
             while self._settled_up_to < tags[-1]:
@@ -255,6 +267,39 @@ class ReliableEventHandler(EventHandler):
         self.base_delay_ms = int(cfg.setting(retry, "base_delay_ms", 1000))
         self.max_delay_ms = int(cfg.setting(retry, "max_delay_ms", 60000))
         self.amqp_uri = cfg.amqp_uri(self.container.config)
+        self.ssl = cfg.amqp_ssl(self.container.config)
+        self.own_user = cfg.broker_user(self.container.config)
+        self.producer_user = cfg.producer_user(self.container.config, self.source_service)
+
+    def handle_message(self, body, message):
+        """An event is believed only if the broker vouches that its producer sent it."""
+        forged = self.origin_problem(message)
+        if forged is None:
+            return super().handle_message(body, message)
+        from services.common.broker import refused
+        refused(self.container.service_name, self.method_name, "event not from its producer")
+        try:
+            self._forward(message, parked_queue(self.queue.name),
+                          int((message.headers or {}).get(ATTEMPT_HEADER, 1)),
+                          ForgedEvent(forged), park=True, verified=False)
+        except Exception:
+            log.exception("could not park a refused %s message; requeueing", self.event_type)
+            time.sleep(1)
+            self.queue_consumer.requeue_message(message)
+        else:
+            self.queue_consumer.ack_message(message)
+
+    def origin_problem(self, message) -> str | None:
+        """Why ``message`` cannot be believed to come from ``source_service``, or None."""
+        user = (message.properties or {}).get("user_id")
+        if not user:
+            return "no user_id: the broker did not vouch for the sender"
+        if user == self.producer_user:
+            return None
+        if user == self.own_user and (message.headers or {}).get(ORIGIN_HEADER) == \
+                self.source_service:
+            return None  # our own retry or parked copy of an event we checked
+        return f"sent by broker user {user}, not by {self.source_service}"
 
     def handle_result(self, message, worker_ctx, result=None, exc_info=None):
         if exc_info is None:
@@ -285,26 +330,33 @@ class ReliableEventHandler(EventHandler):
         return result, exc_info
 
     def _forward(self, message, queue: Queue, attempt: int, exc: BaseException,
-                 park: bool = False, expiration: float | None = None):
+                 park: bool = False, expiration: float | None = None, verified: bool = True):
         headers = dict(message.headers or {})
+        headers.pop(ORIGIN_HEADER, None)
+        if verified:
+            headers[ORIGIN_HEADER] = self.source_service
         headers[ATTEMPT_HEADER] = attempt
         headers[ERROR_HEADER] = f"{type(exc).__name__}: {exc}"[:500]
         if park:
             headers[PARKED_AT_HEADER] = datetime.now(timezone.utc).isoformat()
         properties = message.properties or {}
-        with get_producer(self.amqp_uri, confirms=True) as producer:
+        with get_producer(self.amqp_uri, confirms=True, ssl=self.ssl) as producer:
             producer.publish(
                 message.body, exchange="", routing_key=queue.name, headers=headers,
                 content_type=message.content_type, content_encoding=message.content_encoding,
                 delivery_mode=PERSISTENT, expiration=expiration, declare=[queue],
-                message_id=properties.get("message_id"), retry=True,
+                message_id=properties.get("message_id"), retry=True, user_id=self.own_user,
             )
 
 
 event_handler = ReliableEventHandler.decorator
 
 
-def _replay_publish(producer, message, queue_name: str):
+class ForgedEvent(Exception):
+    """An event whose sender the broker did not vouch for as its producer."""
+
+
+def _replay_publish(producer, message, queue_name: str, user_id: str | None):
     headers = dict(message.headers or {})
     headers[ATTEMPT_HEADER] = 1
     headers.pop(PARKED_AT_HEADER, None)
@@ -313,15 +365,23 @@ def _replay_publish(producer, message, queue_name: str):
         message.body, exchange="", routing_key=queue_name, headers=headers,
         content_type=message.content_type, content_encoding=message.content_encoding,
         delivery_mode=PERSISTENT, message_id=message.properties.get("message_id"), retry=True,
+        **({"user_id": user_id} if user_id else {}),
     )
 
 
-def list_parked(amqp_uri: str, queue_names: list[str]) -> list[dict]:
+def _decoded(message):
+    try:
+        return message.decode() if message.body else None
+    except Exception:
+        return None
+
+
+def list_parked(amqp_uri: str, queue_names: list[str], ssl=None) -> list[dict]:
     """Look at parked messages without taking them (they stay parked)."""
     from kombu import Connection
 
     found = []
-    with Connection(amqp_uri) as connection:
+    with Connection(amqp_uri, ssl=ssl) as connection:
         channel = connection.channel()
         for name in queue_names:
             queue = parked_queue(name)(channel)
@@ -330,7 +390,7 @@ def list_parked(amqp_uri: str, queue_names: list[str]) -> list[dict]:
                 message = queue.get(no_ack=False)
                 if message is None:
                     break
-                body = message.decode() if message.body else None
+                body = _decoded(message)
                 envelope = body if isinstance(body, dict) else {}
                 found.append({
                     "queue": name,
@@ -340,17 +400,24 @@ def list_parked(amqp_uri: str, queue_names: list[str]) -> list[dict]:
                     "attempts": (message.headers or {}).get(ATTEMPT_HEADER),
                     "error": (message.headers or {}).get(ERROR_HEADER),
                     "parked_at": (message.headers or {}).get(PARKED_AT_HEADER),
+                    "replayable": (message.headers or {}).get(ORIGIN_HEADER) is not None,
                 })
         channel.close()  # returns every message we looked at to its queue
     return found
 
 
-def replay_parked(amqp_uri: str, queue_names: list[str], message_id: str | None = None) -> int:
-    """Move parked messages (all, or the one with ``message_id``) back to their consumer queue."""
+def replay_parked(amqp_uri: str, queue_names: list[str], message_id: str | None = None,
+                  ssl=None, user_id: str | None = None) -> int:
+    """Move parked messages (all, or the one with ``message_id``) back to their consumer queue.
+
+    The consumer believes a replayed message only when it comes from its own broker user
+    (``user_id``) and was parked after its origin had been checked; an event refused as not
+    coming from its producer stays parked."""
     from kombu import Connection
 
     replayed = 0
-    with Connection(amqp_uri, transport_options={"confirm_publish": True}) as connection:
+    with Connection(amqp_uri, ssl=ssl,
+                    transport_options={"confirm_publish": True}) as connection:
         channel = connection.channel()
         producer = connection.Producer(channel=connection.channel())
         for name in queue_names:
@@ -362,7 +429,9 @@ def replay_parked(amqp_uri: str, queue_names: list[str], message_id: str | None 
                     break
                 if message_id and message.properties.get("message_id") != message_id:
                     continue  # left unacked: back in the parked queue when the channel closes
-                _replay_publish(producer, message, name)
+                if (message.headers or {}).get(ORIGIN_HEADER) is None:
+                    continue  # refused as forged: replaying would not make it true
+                _replay_publish(producer, message, name, user_id)
                 message.ack()
                 replayed += 1
         channel.close()

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 HANDLED = Counter("lotsen_handled_total", "Messages and calls handled, by outcome",
                   ["service", "entrypoint", "outcome"])
+REFUSED = Counter("lotsen_refused_total", "Messages refused: unauthorised callers, forged "
+                  "events, malformed messages", ["service", "entrypoint", "reason"])
 LATENCY = Histogram("lotsen_handler_seconds", "Time spent in an entrypoint",
                     ["service", "entrypoint"],
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
@@ -66,7 +68,8 @@ class ServiceGauges:
         names = [s.queue_name for s in topology.subscriptions(topology.service_classes(self.config))
                  if s.consumer_service == self.service]
         total = 0
-        with Connection(cfg.amqp_uri(self.config), connect_timeout=3) as connection:
+        with Connection(cfg.amqp_uri(self.config), connect_timeout=3,
+                        ssl=cfg.amqp_ssl(self.config)) as connection:
             channel = connection.channel()
             for name in names:
                 try:

@@ -64,9 +64,17 @@ def subscriptions(classes) -> list[Subscription]:
 def declare(amqp_uri: str, config: dict | None = None, classes=None,
             own_exchange: str | None = None) -> list[Subscription]:
     """Declare exchange, queue, binding, retry and parked queue of every subscription, and the
-    publishing service's own exchange (it may have no subscriber yet)."""
+    publishing service's own exchange (it may have no subscriber yet).
+
+    With ``own_exchange`` (a relay before it publishes) only what that producer's broker user
+    may declare: its exchange and the queues of its events' consumers, so that none of its
+    events goes unrouted. The retry and parked queues are their consumers' business."""
+    from services.common import config as cfg
+
     subs = subscriptions(classes if classes is not None else service_classes(config))
-    with Connection(amqp_uri) as connection:
+    if own_exchange:
+        subs = [s for s in subs if s.source_service == own_exchange]
+    with Connection(amqp_uri, ssl=cfg.amqp_ssl(config or {})) as connection:
         channel = connection.channel()
         if own_exchange:
             get_event_exchange(own_exchange, config or {})(channel).declare()
@@ -76,7 +84,8 @@ def declare(amqp_uri: str, config: dict | None = None, classes=None,
             queue = Queue(sub.queue_name, exchange=exchange, routing_key=sub.event_type,
                           durable=True, auto_delete=False, exclusive=False)
             queue(channel).declare()
-            retry_queue(sub.queue_name)(channel).declare()
-            parked_queue(sub.queue_name)(channel).declare()
+            if not own_exchange:
+                retry_queue(sub.queue_name)(channel).declare()
+                parked_queue(sub.queue_name)(channel).declare()
         channel.close()
     return subs

@@ -6,6 +6,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Database
+from services.common.callers import GATEWAY, MUNICIPALITY, OPERATOR, PROVIDER, PUBLIC, SERVICE
 from services.common.entrypoints import Operator, ProviderToken, event_handler, rpc
 from services.common.errors import ValidationFailed
 from services.common.events import parse_event
@@ -47,22 +48,22 @@ class EnrolmentService:
 
     # --- education providers (token in context data) -----------------------------------------
 
-    @rpc
+    @rpc(PROVIDER)
     def create_course(self, course):
         self.db.run(domain.authenticate_provider, self.provider_token)  # strangers learn nothing
         data = load(schemas.CourseIn(), course, "course")
         created = self._as_provider(domain.create_course, data)
         return schemas.CourseOut().dump(created)
 
-    @rpc
+    @rpc(PROVIDER)
     def open_course(self, course_id):
         return self._course_action(course_id, "open")
 
-    @rpc
+    @rpc(PROVIDER)
     def close_course(self, course_id):
         return self._course_action(course_id, "close")
 
-    @rpc
+    @rpc(PROVIDER)
     def complete_course(self, course_id):
         return self._course_action(course_id, "complete")
 
@@ -71,18 +72,18 @@ class EnrolmentService:
         course = self._as_provider(domain.change_course_status, data["course_id"], action)
         return schemas.CourseOut().dump(course)
 
-    @rpc
+    @rpc(PROVIDER)
     def cancel_course(self, course_id, reason=None):
         data = load(schemas.AttendanceIn(only=("course_id",)), {"course_id": course_id})
         course = self._as_provider(domain.cancel_course, data["course_id"], reason)
         return schemas.CourseOut().dump(course)
 
-    @rpc
+    @rpc(PROVIDER)
     def course_enrolments(self, course_id):
         data = load(schemas.AttendanceIn(only=("course_id",)), {"course_id": course_id})
         return self._as_provider(domain.course_enrolments, data["course_id"])
 
-    @rpc
+    @rpc(PROVIDER)
     def provider_cancel_enrolment(self, enrolment_id, reason=None):
         data = load(schemas.CancelIn(), {"enrolment_id": enrolment_id, "reason": reason})
         token = self.provider_token
@@ -90,7 +91,7 @@ class EnrolmentService:
             s, data["enrolment_id"], provider=domain.authenticate_provider(s, token),
             reason=data["reason"]))
 
-    @rpc
+    @rpc(PROVIDER)
     def record_attendance(self, course_id, module_number, enrolment_ids):
         data = load(schemas.AttendanceIn(), {"course_id": course_id,
                                              "module_number": module_number,
@@ -99,18 +100,18 @@ class EnrolmentService:
 
     # --- the gateway (acting for an authenticated municipality) ------------------------------
 
-    @rpc
+    @rpc(SERVICE)
     def authenticate_provider(self, token):
         """For other services that act for providers (certificate revocation)."""
         provider = self.db.run(domain.authenticate_provider, token)
         return {"id": str(provider.id), "name": provider.name}
 
-    @rpc
+    @rpc(GATEWAY)
     def authenticate(self, api_key):
         body = self.db.run(domain.authenticate_municipality, api_key)
         return schemas.BodyOut().dump(body)
 
-    @rpc
+    @rpc(MUNICIPALITY)
     def enrol(self, ags, enrolment):
         ags = self._ags(ags)
         command = load(schemas.EnrolIn(), enrolment, "enrolment")
@@ -121,7 +122,7 @@ class EnrolmentService:
             # answer as the rules say (the first result, or a clear duplicate error).
             return self.db.run(domain.enrol, ags, command)
 
-    @rpc
+    @rpc(MUNICIPALITY)
     def enrol_batch(self, ags, rows, dry_run=False):
         """Up to 500 enrolments; per row the enrolment or its error. A dry run checks every row
         against the current state and then rolls everything back."""
@@ -143,49 +144,49 @@ class EnrolmentService:
         return {"dry_run": dry_run, "succeeded": succeeded, "failed": len(results) - succeeded,
                 "results": results}
 
-    @rpc
+    @rpc(MUNICIPALITY)
     def cancel_enrolment(self, ags, enrolment_id, reason=None):
         ags = self._ags(ags)
         data = load(schemas.CancelIn(), {"enrolment_id": enrolment_id, "reason": reason})
         return self.db.run(lambda s: domain.cancel_enrolment(
             s, data["enrolment_id"], ags=ags, reason=data["reason"]))
 
-    @rpc
+    @rpc(MUNICIPALITY)
     def get_enrolment(self, ags, enrolment_id):
         ags = self._ags(ags)
         data = load(schemas.CancelIn(only=("enrolment_id",)), {"enrolment_id": enrolment_id})
         return self.db.run(domain.get_enrolment, ags, data["enrolment_id"])
 
-    @rpc
+    @rpc(MUNICIPALITY)
     def list_enrolments(self, ags, filters=None):
         ags = self._ags(ags)
         data = load(schemas.EnrolmentFilterIn(), filters or {}, "filters")
         return self.db.run(domain.list_enrolments, ags, data)
 
-    @rpc
+    @rpc(MUNICIPALITY)
     def list_open_courses(self, ags):
         return self.db.run(domain.open_courses, self._ags(ags))
 
-    @rpc
+    @rpc(MUNICIPALITY)
     def municipality(self, ags):
         return self.db.run(domain.municipality_overview, self._ags(ags))
 
     # --- operators (operator token in context data) ------------------------------------------
 
-    @rpc
+    @rpc(OPERATOR)
     def create_programme(self, programme):
         self.operator.require()
         data = load(schemas.ProgrammeIn(), programme, "programme")
         return schemas.ProgrammeOut().dump(self.db.run(domain.create_programme, data))
 
-    @rpc
+    @rpc(OPERATOR)
     def create_provider(self, name):
         self.operator.require()
         data = load(schemas.ProviderIn(), {"name": name}, "provider")
         provider, token = self.db.run(domain.create_provider, data["name"])
         return {"id": str(provider.id), "name": provider.name, "token": token}
 
-    @rpc
+    @rpc(OPERATOR)
     def register_municipality(self, ags, contact_name, contact_email):
         self.operator.require()
         data = load(schemas.MunicipalityIn(), {"ags": ags, "contact_name": contact_name,
@@ -194,7 +195,7 @@ class EnrolmentService:
                                    data["contact_name"], data["contact_email"])
         return {"ags": account.ags, "api_key": key, "api_key_prefix": account.api_key_prefix}
 
-    @rpc
+    @rpc(PUBLIC)
     def health(self):
         with self.db.transaction() as session:
             session.execute(text("SELECT 1"))

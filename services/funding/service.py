@@ -9,6 +9,7 @@ from nameko.timer import timer
 from sqlalchemy import func, select, text
 
 from services.common.db import Database
+from services.common.callers import MUNICIPALITY, OPERATOR, PUBLIC
 from services.common.entrypoints import Operator, event_handler, rpc
 from services.common.events import parse_event
 from services.common.logs import LogContext
@@ -85,31 +86,31 @@ class FundingService:
 
     # --- RPC ---------------------------------------------------------------------------------
 
-    @rpc
+    @rpc(OPERATOR)
     def budget_state(self, programme_code):
         return self.db.run(domain.budget_state, str(programme_code))
 
-    @rpc
+    @rpc(MUNICIPALITY, OPERATOR)
     def body_state(self, programme_code, ags):
         data = load(schemas.BodyQueryIn(), {"programme_code": programme_code, "ags": ags})
         return self.db.run(domain.body_state, data["programme_code"], data["ags"])
 
-    @rpc
+    @rpc(OPERATOR)
     def ledger(self, programme_code, page=1, per_page=100):
         data = load(schemas.LedgerQueryIn(), {"programme_code": programme_code, "page": page,
                                               "per_page": per_page})
         return self.db.run(domain.ledger_page, data["programme_code"], data["page"],
                            data["per_page"])
 
-    @rpc
+    @rpc(OPERATOR)
     def ledger_csv(self, programme_code):
         return ledger_csv(self.db.run(domain.ledger_rows, str(programme_code)))
 
-    @rpc
+    @rpc(OPERATOR)
     def check_ledger(self, programme_code):
         return self.db.run(domain.check, str(programme_code))
 
-    @rpc
+    @rpc(OPERATOR)
     def set_policy(self, policy):
         self.operator.require()
         data = load(schemas.SetPolicyIn(), policy, "funding policy")
@@ -124,7 +125,7 @@ class FundingService:
         except domain.NotReady:
             return False
 
-    @rpc
+    @rpc(OPERATOR)
     def change_budget(self, programme_code, budget_cents, reason):
         self.operator.require()
         data = load(schemas.BudgetChangeIn(), {"programme_code": programme_code,
@@ -132,12 +133,12 @@ class FundingService:
         return self.db.run(domain.change_budget, data["programme_code"], data["budget_cents"],
                            data["reason"])
 
-    @rpc
+    @rpc(OPERATOR)
     def apply_reserve_deadline(self, programme_code):
         self.operator.require()
         return self.db.run(domain.apply_reserve_deadline, str(programme_code))
 
-    @rpc
+    @rpc(PUBLIC)
     def health(self):
         with self.db.transaction() as session:
             session.execute(text("SELECT 1"))

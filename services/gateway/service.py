@@ -14,6 +14,7 @@ from werkzeug.wrappers import Response
 
 from services.common import config as cfg
 from services.common.broker import BROKER_GONE, RpcProxy
+from services.common.entrypoints import CallAs
 from services.common.errors import LotsenError
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
@@ -44,6 +45,7 @@ class GatewayService:
     certificates = RpcProxy("certificates")
     config = Config()
     known_keys = RememberedKeys()
+    call_as = CallAs()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -52,8 +54,14 @@ class GatewayService:
         return self.config.get("GATEWAY") or {}
 
     def _call(self, method: str, *args, timeout: float | None = None,
-              service: str = "enrolment", **kwargs):
-        """An RPC call that gives up after a while: nameko's proxy would wait for ever."""
+              service: str = "enrolment", acting_for: str | None = None, **kwargs):
+        """An RPC call that gives up after a while: nameko's proxy would wait for ever. With
+        ``acting_for`` the call carries the signed assertion that the gateway acts for that
+        municipality; without it, that the gateway itself calls."""
+        if acting_for:
+            self.call_as.municipality(acting_for)
+        else:
+            self.call_as.service()
         seconds = float(timeout or cfg.setting(self._settings, "rpc_timeout_s", 10))
         try:
             with eventlet.Timeout(seconds, RpcTimeout):
@@ -129,7 +137,7 @@ class GatewayService:
     @http("GET", "/api/v1/courses")
     def courses(self, request):
         body = self._municipality(request)
-        return json_response({"items": self._call("list_open_courses", body["ags"])})
+        return json_response({"items": self._call("list_open_courses", body["ags"], acting_for=body["ags"])})
 
     @http("POST", "/api/v1/enrolments")
     def enrol(self, request):
@@ -141,7 +149,7 @@ class GatewayService:
                 raise HttpProblem(422, "Invalid input", "give the key once, as the header",
                                   {"idempotency_key": ["use the Idempotency-Key header"]})
             enrolment = dict(enrolment, idempotency_key=key)
-        created = self._call("enrol", body["ags"], enrolment)
+        created = self._call("enrol", body["ags"], enrolment, acting_for=body["ags"])
         return json_response(created, 201, {"Location": f"/api/v1/enrolments/{created['id']}"})
 
     @http("POST", "/api/v1/enrolments:batch")
@@ -152,7 +160,7 @@ class GatewayService:
             raise HttpProblem(422, "Invalid input", "unknown fields in the batch",
                               {f: ["Unknown field."] for f in set(payload) - {"rows"}})
         result = self._call("enrol_batch", body["ags"], payload.get("rows"),
-                            self._flag(request, "dry_run"), timeout=60)
+                            self._flag(request, "dry_run"), timeout=60, acting_for=body["ags"])
         return json_response(result, 200 if result["dry_run"] else 207 if result["failed"] else 201)
 
     @http("GET", "/api/v1/enrolments")
@@ -167,25 +175,25 @@ class GatewayService:
         if unknown:
             raise HttpProblem(422, "Invalid input", "unknown query parameters",
                               {p: ["Unknown parameter."] for p in sorted(unknown)})
-        page = self._call("list_enrolments", body["ags"], filters)
+        page = self._call("list_enrolments", body["ags"], filters, acting_for=body["ags"])
         return json_response(page)
 
     @http("GET", "/api/v1/enrolments/<enrolment_id>")
     def get_enrolment(self, request, enrolment_id):
         body = self._municipality(request)
         return json_response(self._call("get_enrolment", body["ags"],
-                                        self._enrolment_id(enrolment_id)))
+                                        self._enrolment_id(enrolment_id), acting_for=body["ags"]))
 
     @http("DELETE", "/api/v1/enrolments/<enrolment_id>")
     def cancel_enrolment(self, request, enrolment_id):
         body = self._municipality(request)
         return json_response(self._call("cancel_enrolment", body["ags"],
-                                        self._enrolment_id(enrolment_id)))
+                                        self._enrolment_id(enrolment_id), acting_for=body["ags"]))
 
     @http("GET", "/api/v1/municipality")
     def municipality(self, request):
         body = self._municipality(request)
-        return json_response(self._call("municipality", body["ags"]))
+        return json_response(self._call("municipality", body["ags"], acting_for=body["ags"]))
 
     # --- certificates ----------------------------------------------------------------------
 
@@ -194,7 +202,8 @@ class GatewayService:
         body = self._municipality(request)
         if not CERTIFICATE_NUMBER.match(number):
             raise HttpProblem(404, "Not found", "no such certificate")
-        document = self._call("get_pdf", number, body["ags"], service="certificates")
+        document = self._call("get_pdf", number, body["ags"], service="certificates",
+                              acting_for=body["ags"])
         return Response(base64.b64decode(document["content_base64"]),
                         content_type="application/pdf",
                         headers={"Content-Disposition":

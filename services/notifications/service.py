@@ -14,8 +14,10 @@ from nameko.standalone.rpc import ServiceRpcProxy
 from nameko.timer import timer
 from sqlalchemy import func, select, text
 
+from services.common import callers
 from services.common import config as cfg
 from services.common.db import Database
+from services.common.callers import OPERATOR, PUBLIC
 from services.common.entrypoints import Operator, event_handler, rpc
 from services.common.errors import ValidationFailed
 from services.common.events import parse_event
@@ -47,6 +49,7 @@ class Mailer(DependencyProvider):
     def setup(self):
         config = self.container.config
         self.settings = mail_settings(config)
+        self.service_key = callers.service_key(config)
         self.transport = delivery.transport_from(self.settings, cfg.lotsen_home(config))
         self.sender = (cfg.setting(self.settings, "sender_name", "Programmbüro Digitallotsen"),
                        cfg.setting(self.settings, "sender", "noreply@lotsen.example"))
@@ -145,8 +148,10 @@ class Mailer(DependencyProvider):
     def _attachment(self, notice):
         if not notice.certificate_number:
             return None
-        config = {"AMQP_URI": cfg.amqp_uri(self.container.config)}
-        with ServiceRpcProxy("certificates", config, timeout=20) as certificates:
+        config = cfg.rpc_client_config(self.container.config)
+        assertion = callers.sign_assertion(self.service_key, self.container.service_name)
+        with ServiceRpcProxy("certificates", config, timeout=20,
+                             context_data={callers.ASSERTION_KEY: assertion}) as certificates:
             document = certificates.get_pdf(notice.certificate_number)
         return document["filename"], base64.b64decode(document["content_base64"])
 
@@ -223,12 +228,12 @@ class NotificationsService:
 
     # --- RPC ---------------------------------------------------------------------------------
 
-    @rpc
+    @rpc(OPERATOR)
     def failed_notices(self):
         self.operator.require()
         return self.db.run(domain.failed_notices)
 
-    @rpc
+    @rpc(OPERATOR)
     def resend_failed(self, notice_id=None):
         self.operator.require()
         if notice_id is not None:
@@ -240,14 +245,14 @@ class NotificationsService:
         self.mailer.wake()
         return {"queued_again": count}
 
-    @rpc
+    @rpc(OPERATOR)
     def send_course_reminders(self):
         self.operator.require()
         count = self.db.run(domain.course_reminders, date.today())
         self.mailer.wake()
         return {"reminders": count}
 
-    @rpc
+    @rpc(PUBLIC)
     def health(self):
         with self.db.transaction() as session:
             session.execute(text("SELECT 1"))

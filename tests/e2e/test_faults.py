@@ -238,7 +238,8 @@ def _put_back(uri: str, messages: list[tuple[str, object]]):
             producer.publish(message.body, exchange="", routing_key=name,
                              headers=message.headers, content_type=message.content_type,
                              content_encoding=message.content_encoding, delivery_mode=2,
-                             message_id=message.properties.get("message_id"))
+                             message_id=message.properties.get("message_id"),
+                             user_id=message.properties.get("user_id"))
 
 
 DEPENDENCIES = ("programme_published", "municipality_registered")

@@ -120,3 +120,76 @@ class Recorder:
         Recorder.received.append(envelope)
 
 
+
+
+class SignedRpc:
+    """A standalone RPC proxy that proves its caller as the real ones do: as the gateway
+    acting for the AGS each call names (``.enrol(ags, ...)``), or as the operator.
+
+    ``as_gateway=True`` signs calls as the gateway itself (``authenticate``)."""
+
+    def __init__(self, service: str, config: dict, operator: bool = False,
+                 as_gateway: bool = False, **options):
+        from nameko.standalone.rpc import ServiceRpcProxy
+
+        from services.common import callers
+        self._callers = callers
+        self._key = callers.service_key(config)
+        data = {"operator_token": config["OPERATOR_TOKEN"]} if operator else {}
+        if as_gateway:
+            data[callers.ASSERTION_KEY] = callers.sign_assertion(self._key, "gateway")
+        self._proxy = ServiceRpcProxy(service, config, context_data=data, **options)
+        self._sign_each = not operator and not as_gateway
+
+    def __enter__(self):
+        self._service = self._proxy.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._proxy.stop()
+
+    def __getattr__(self, method):
+        target = getattr(self._service, method)
+        if not self._sign_each:
+            return target
+
+        def call(ags, *args, **kwargs):
+            self._proxy._worker_ctx.data[self._callers.ASSERTION_KEY] = \
+                self._callers.sign_assertion(self._key, "gateway", ags)
+            return target(ags, *args, **kwargs)
+        return call
+
+
+def sign_for(proxy, config: dict, ags: str | None = None):
+    """Make a standalone proxy's next calls carry the gateway's assertion (for ``ags``)."""
+    from services.common import callers
+    proxy._worker_ctx.data[callers.ASSERTION_KEY] = callers.sign_assertion(
+        callers.service_key(config), "gateway", ags)
+
+
+def producer_dispatcher(config: dict, user_id: str | None = "self"):
+    """Publish events as their producer's relay does: to ``<service>.events``, persistent, with
+    the AMQP ``user_id`` the broker checks (by default this connection's user, which is every
+    producer's user when the config names no ``BROKER_USERS``). ``user_id=None`` publishes
+    without it, as a forger who is merely connected would."""
+    from kombu import Connection
+    from nameko.standalone.events import get_event_exchange
+
+    from services.common import config as cfg
+    user = cfg.broker_user(config) if user_id == "self" else user_id
+
+    def dispatch(service: str, event_type: str, envelope: dict):
+        with Connection(cfg.amqp_uri(config),
+                        transport_options={"confirm_publish": True}) as connection:
+            connection.Producer().publish(
+                envelope, exchange=get_event_exchange(service, config), routing_key=event_type,
+                serializer="json", delivery_mode=2, retry=True,
+                **({"user_id": user} if user else {}))
+    return dispatch
+
+
+def acting_for(config: dict, ags: str) -> dict:
+    """Context data of a call the gateway makes for the municipality ``ags``."""
+    from services.common import callers
+    return {callers.ASSERTION_KEY: callers.sign_assertion(callers.service_key(config),
+                                                          "gateway", ags)}

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from nameko.standalone.rpc import ServiceRpcProxy
 
+from services.common.callers import PUBLIC
 from services.common.entrypoints import rpc
 from tests.integration.helpers import wait_for
 from tests.integration.test_gateway import gateway_config, world  # noqa: F401  (fixtures)
@@ -94,7 +95,7 @@ class SlowEcho:
     name = "slow_echo"
     calls: list[int] = []
 
-    @rpc
+    @rpc(PUBLIC)
     def echo(self, value: int) -> int:
         SlowEcho.calls.append(value)
         eventlet.sleep(0.5)

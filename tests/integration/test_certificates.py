@@ -5,7 +5,6 @@ from datetime import date
 
 import eventlet
 import requests
-from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ServiceRpcProxy
 from sqlalchemy import select
 
@@ -16,7 +15,7 @@ from services.common.events import build_event
 from services.enrolment import domain as enrolment_domain
 from services.enrolment.service import EnrolmentService
 from services.gateway.service import GatewayService
-from tests.integration.helpers import gemeinden, participant, seed, wait_for
+from tests.integration.helpers import SignedRpc, producer_dispatcher, gemeinden, participant, seed, wait_for
 from tests.integration.test_gateway import free_port
 
 
@@ -42,7 +41,7 @@ def test_numbers_are_gapless_and_unique_with_two_instances_and_duplicates(
     for _ in range(2):
         container_factory(CertificatesService, service_config).start()
     events = [completed_event(n) for n in range(30)]
-    dispatch = event_dispatcher(service_config)
+    dispatch = producer_dispatcher(service_config)
     pool = eventlet.GreenPool(15)
     for envelope in events + events[:8]:  # eight delivered twice
         pool.spawn_n(dispatch, "enrolment", "enrolment_completed", envelope)
@@ -72,17 +71,17 @@ def test_completion_to_verification_through_the_gateway(
     keys = {ags: enrolment_db.run(lambda s, a=ags: enrolment_domain.register_municipality(
         s, a, "Hauptamt", f"h@{a}.example")[1]) for ags in (mine, other)}
 
-    with ServiceRpcProxy("enrolment", config) as enrolment:
+    with SignedRpc("enrolment", config) as enrolment:
         person = dict(participant(1), given_name="Jürgen", family_name="Weiß-Größler")
         enrolled = enrolment.enrol(mine, {"course_id": course, "participant": person})
     with ServiceRpcProxy("enrolment", config, context_data={"provider_token": token}) as provider:
         for module in range(1, 6):
             provider.record_attendance(course, module, [enrolled["id"]])
-    with ServiceRpcProxy("enrolment", config) as enrolment:
+    with SignedRpc("enrolment", config) as enrolment:
         certificate = wait_for(lambda: enrolment.get_enrolment(mine, enrolled["id"])["certificate"],
                                timeout=30, message="certificate issued and known to enrolment")
     number = certificate["number"]
-    with ServiceRpcProxy("certificates", config) as certificates:
+    with SignedRpc("certificates", config, operator=True) as certificates:
         issued = certificates.get_certificate(number)
     assert issued["participant"] == "Jürgen Weiß-Größler"
 
@@ -125,6 +124,6 @@ def test_completion_to_verification_through_the_gateway(
         assert requests.get(f"{base}/api/v1/verify/{unknown}", timeout=10).json() == {
             "status": "unknown"}
         assert "Unbekannter Prüfcode" in requests.get(f"{base}/verify/{unknown}", timeout=10).text
-    with ServiceRpcProxy("enrolment", config) as enrolment:
+    with SignedRpc("enrolment", config) as enrolment:
         wait_for(lambda: enrolment.get_enrolment(mine, enrolled["id"])["certificate"]["status"]
                  == "revoked", message="enrolment learns of the revocation")

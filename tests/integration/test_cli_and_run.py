@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from nameko.standalone.rpc import ServiceRpcProxy
 
 from services.cli import main
+from tests.integration.helpers import SignedRpc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,6 +30,7 @@ def cli_env(tmp_path, rabbit_config):
               "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}",
               "max_workers": 10, "DATABASES": {"enrolment": None},
               "OUTBOX": {"poll_interval_s": 0.1, "batch_size": 100},
+              "OPERATOR_TOKEN": "operator-token-for-the-cli-tests",
               "LOGGING": {"version": 1, "root": {"level": "WARNING"}}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -88,12 +90,11 @@ def test_demo_loads_once_and_run_serves_it(cli_env, register_file):
         [sys.executable, "-m", "services.cli", "--config", str(path), "run"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        rpc_config = {"AMQP_URI": config["AMQP_URI"]}
         deadline = time.monotonic() + 60
         courses = None
         while time.monotonic() < deadline and courses is None:
             try:
-                with ServiceRpcProxy("enrolment", rpc_config, timeout=5) as enrolment:
+                with SignedRpc("enrolment", dict(config), timeout=5) as enrolment:
                     courses = enrolment.list_open_courses("08226098")
             except Exception:
                 assert process.poll() is None, process.stdout.read()
@@ -113,7 +114,7 @@ def test_demo_loads_once_and_run_serves_it(cli_env, register_file):
             time.sleep(0.2)
         assert unpublished(database) == 0
         # The funding service in the same process received the programme and its policy.
-        with ServiceRpcProxy("funding", rpc_config, timeout=10) as funding:
+        with SignedRpc("funding", dict(config), operator=True, timeout=10) as funding:
             deadline = time.monotonic() + 30
             state = None
             while state is None and time.monotonic() < deadline:

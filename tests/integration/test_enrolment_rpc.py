@@ -19,6 +19,8 @@ from tests.integration.helpers import (
     outbox_events,
     participant,
     seed,
+    sign_for,
+    SignedRpc,
 )
 
 
@@ -59,9 +61,11 @@ def test_fifty_concurrent_enrolments_into_22_seats_on_two_instances(
     bodies = gemeinden(register_file, 50)
     served = count_workers(instances)
     with ClusterRpcProxy(service_config) as cluster:
-        calls = [cluster.enrolment.enrol.call_async(
-            ags, {"course_id": course_id, "participant": participant(n)})
-            for n, ags in enumerate(bodies)]
+        calls = []
+        for n, ags in enumerate(bodies):
+            sign_for(cluster, service_config, ags)
+            calls.append(cluster.enrolment.enrol.call_async(
+                ags, {"course_id": course_id, "participant": participant(n)}))
         results = [call.result() for call in calls]
 
     statuses = [r["status"] for r in results]
@@ -83,7 +87,7 @@ def test_duplicate_participant_refused_with_clear_error_and_nothing_written(
         seeded, instances, service_config, enrolment_db, register_file):
     first_course, second_course = (str(c) for c in seeded["courses"])
     ags_a, ags_b = gemeinden(register_file, 2)
-    with ServiceRpcProxy("enrolment", service_config) as enrolment:
+    with SignedRpc("enrolment", service_config) as enrolment:
         enrolment.enrol(ags_a, {"course_id": first_course, "participant": participant(1)})
         before = len(outbox_events(enrolment_db))
         duplicate = participant(1)
@@ -99,7 +103,7 @@ def test_participant_may_enrol_again_after_cancelling(seeded, instances, service
                                                       register_file, enrolment_db):
     course = str(seeded["courses"][0])
     [ags] = gemeinden(register_file, 1)
-    with ServiceRpcProxy("enrolment", service_config) as enrolment:
+    with SignedRpc("enrolment", service_config) as enrolment:
         first = enrolment.enrol(ags, {"course_id": course, "participant": participant(7)})
         enrolment.cancel_enrolment(ags, first["id"])
         again = enrolment.enrol(ags, {"course_id": course, "participant": participant(7)})
@@ -112,6 +116,7 @@ def test_idempotency_key_returns_first_result_and_refuses_a_different_body(
     [ags] = gemeinden(register_file, 1)
     request = {"course_id": course, "participant": participant(3), "idempotency_key": "nominierung-42"}
     with ClusterRpcProxy(service_config) as cluster:
+        sign_for(cluster, service_config, ags)
         # Five retries of the same request racing each other: one enrolment.
         calls = [cluster.enrolment.enrol.call_async(ags, request) for _ in range(5)]
         answers = [c.result() for c in calls]
@@ -132,7 +137,7 @@ def test_invalid_input_names_the_field_and_writes_nothing(seeded, instances, ser
     [ags] = gemeinden(register_file, 1)
     bad = {"course_id": course, "participant": dict(participant(1), email="not-an-address"),
            "shoe_size": 44}
-    with ServiceRpcProxy("enrolment", service_config) as enrolment:
+    with SignedRpc("enrolment", service_config) as enrolment:
         with pytest.raises(ValidationFailed) as invalid:
             enrolment.enrol(ags, bad)
         with pytest.raises(ValidationFailed) as bad_ags:
@@ -147,7 +152,7 @@ def test_provider_acts_only_on_its_own_courses(seeded, instances, service_config
     own_course, other_course = (str(c) for c in seeded["courses"])
     first_token, second_token = (p["token"] for p in seeded["providers"])
     [ags] = gemeinden(register_file, 1)
-    with ServiceRpcProxy("enrolment", service_config) as enrolment:
+    with SignedRpc("enrolment", service_config) as enrolment:
         theirs = enrolment.enrol(ags, {"course_id": other_course, "participant": participant(1)})
     with provider_proxy(service_config, first_token) as provider:
         assert provider.course_enrolments(own_course) == []
@@ -173,7 +178,7 @@ def test_municipality_cannot_see_or_cancel_another_bodys_enrolment(
         seeded, instances, service_config, register_file):
     course = str(seeded["courses"][0])
     mine, other = gemeinden(register_file, 2)
-    with ServiceRpcProxy("enrolment", service_config) as enrolment:
+    with SignedRpc("enrolment", service_config) as enrolment:
         theirs = enrolment.enrol(other, {"course_id": course, "participant": participant(1)})
         for call in (lambda: enrolment.get_enrolment(mine, theirs["id"]),
                      lambda: enrolment.cancel_enrolment(mine, theirs["id"]),
@@ -189,6 +194,9 @@ def test_operator_calls_need_the_operator_token(instances, service_config):
     with ServiceRpcProxy("enrolment", service_config) as anonymous:
         with pytest.raises(AuthenticationFailed):
             anonymous.create_provider("Volkshochschule")
+    with provider_proxy(service_config, "lp_whatever") as provider:
+        with pytest.raises(AuthenticationFailed):  # a provider is no operator
+            provider.create_provider("Volkshochschule")
     with ServiceRpcProxy("enrolment", service_config,
                          context_data={"operator_token": "operator-secret-for-tests"}) as operator:
         created = operator.create_provider("Volkshochschule")

@@ -5,7 +5,6 @@ import uuid
 from datetime import date
 
 import eventlet
-from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ServiceRpcProxy
 from sqlalchemy import func, select
 
@@ -21,6 +20,8 @@ from services.funding.models import OutboxMessage as FundingOutbox
 from services.funding.service import FundingService
 from tests.funding_support import bodies, cancelled, invariants, policy
 from tests.integration.helpers import (
+    producer_dispatcher,
+    SignedRpc,
     PROGRAMME,
     bw_records,
     course_data,
@@ -58,7 +59,7 @@ def test_two_instances_keep_every_invariant_under_concurrency_and_duplicates(
     programme_id, eligible = uuid.uuid4(), bodies(60)
     budget = (60 + 40) * FEE  # every body's guarantee plus 40 pool seats
     funding_db.run(domain.set_policy, programme_id, "BW-DL", policy(budget, FEE))
-    dispatch = event_dispatcher(service_config)
+    dispatch = producer_dispatcher(service_config)
     dispatch("enrolment", "programme_published", build_event("enrolment", "programme_published", {
         "programme_id": programme_id, "code": "BW-DL", "name": "n", "land": "08",
         "role_name": "r", "revision": 1,
@@ -105,7 +106,7 @@ def test_baden_wuerttemberg_figures_from_the_real_register(
     programme = enrolment_db.run(enrolment_domain.create_programme, dict(PROGRAMME))
     funding_db.run(domain.set_policy, programme.id, "BW-DL",
                    policy(80_000_000, FEE, 1, date(2027, 6, 30)))
-    with ServiceRpcProxy("funding", service_config) as funding:
+    with SignedRpc("funding", service_config, operator=True) as funding:
         state = wait_for(lambda: _state_when_published(funding), message="programme in funding")
     assert state["eligible_bodies"] == 1136
     assert state["reserved_cents"] == 56_800_000
@@ -134,10 +135,10 @@ def test_enrolment_learns_its_funding_from_the_funding_service(
     programme_id, course = enrolment_db.run(setup)
     funding_db.run(domain.set_policy, programme_id, "BW-DL",
                    policy(1136 * FEE, FEE, 1, date(2027, 6, 30)))  # no pool at all
-    with ServiceRpcProxy("funding", service_config) as funding:
+    with SignedRpc("funding", service_config, operator=True) as funding:
         wait_for(lambda: _state_when_published(funding), message="programme in funding")
     [ags] = gemeinden(register_file, 1)
-    with ServiceRpcProxy("enrolment", service_config) as enrolment:
+    with SignedRpc("enrolment", service_config) as enrolment:
         first = enrolment.enrol(ags, {"course_id": course, "participant": participant(1)})
         second = enrolment.enrol(ags, {"course_id": course, "participant": participant(2)})
         funding_of = lambda e: enrolment.get_enrolment(ags, e["id"])["funding"]  # noqa: E731

@@ -3,7 +3,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ServiceRpcProxy
 
 from services.common import topology
@@ -12,6 +11,7 @@ from services.common.messaging import list_parked
 from services.enrolment.models import Enrolment, InboxRecord
 from services.enrolment.service import EnrolmentService
 from tests.integration.helpers import (
+    producer_dispatcher,
     Recorder,
     gemeinden,
     outbox_events,
@@ -78,7 +78,7 @@ def test_transient_failure_is_retried_with_backoff_then_handled(
     consumer = container_factory(Recorder, service_config)
     consumer.start()
     envelope = build_event("enrolment", "enrolment_created", sample_created())
-    dispatch = event_dispatcher(service_config)
+    dispatch = producer_dispatcher(service_config)
     dispatch("enrolment", "enrolment_created", envelope)
     wait_for(lambda: Recorder.received, message="handled after retries")
     assert Recorder.attempts[envelope["event_id"]] == 3
@@ -105,7 +105,7 @@ def test_poison_message_is_parked_not_spun_and_can_be_replayed(
     consumer = container_factory(Recorder, service_config)
     consumer.start()
     envelope = build_event("enrolment", "enrolment_created", sample_created())
-    dispatch = event_dispatcher(service_config)
+    dispatch = producer_dispatcher(service_config)
     dispatch("enrolment", "enrolment_created", envelope)
     uri = service_config["AMQP_URI"]
     parked = wait_for(lambda: list_parked(uri, [RECORDER_QUEUE]), message="message parked")
@@ -131,7 +131,7 @@ def test_poison_message_is_parked_not_spun_and_can_be_replayed(
 def test_message_breaking_its_contract_is_parked_at_once(container_factory, service_config):
     consumer = container_factory(Recorder, service_config)
     consumer.start()
-    dispatch = event_dispatcher(service_config)
+    dispatch = producer_dispatcher(service_config)
     dispatch("enrolment", "enrolment_created", {"not": "an envelope"})
     uri = service_config["AMQP_URI"]
     parked = wait_for(lambda: list_parked(uri, [RECORDER_QUEUE]), message="parked")
@@ -162,7 +162,7 @@ def test_redelivered_funding_event_changes_the_read_model_once(
     service = container_factory(EnrolmentService, service_config)
     service.start()
     granted = funding_event("funding_granted", enrolment_id, kind="guaranteed", amount_cents=50000)
-    dispatch = event_dispatcher(service_config)
+    dispatch = producer_dispatcher(service_config)
     dispatch("funding", "funding_granted", granted)
     dispatch("funding", "funding_granted", granted)  # the same event again
 
@@ -186,7 +186,7 @@ def test_older_funding_decision_arriving_late_does_not_overwrite_a_newer_one(
     released = funding_event("funding_released", enrolment_id, occurred_at=now, amount_cents=50000)
     granted = funding_event("funding_granted", enrolment_id, occurred_at=now - timedelta(seconds=5),
                             kind="pool", amount_cents=50000)
-    dispatch = event_dispatcher(service_config)
+    dispatch = producer_dispatcher(service_config)
     dispatch("funding", "funding_released", released)
     wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 1)
     dispatch("funding", "funding_granted", granted)

@@ -6,7 +6,6 @@ from datetime import date, timedelta
 
 import pytest
 from aiosmtpd.controller import Controller
-from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ServiceRpcProxy
 from sqlalchemy import func, select
 
@@ -21,6 +20,8 @@ from services.notifications.models import Notice
 from services.notifications.service import NotificationsService
 from tests.funding_support import policy
 from tests.integration.helpers import (
+    producer_dispatcher,
+    SignedRpc,
     PROGRAMME,
     bw_records,
     gemeinden,
@@ -117,11 +118,11 @@ def test_every_notice_of_the_journey_arrives_once(
     config = mail_config
     start_all(container_factory, config)
     w = world(enrolment_db, funding_db, register_file)
-    with ServiceRpcProxy("funding", config) as funding:
+    with SignedRpc("funding", config, operator=True) as funding:
         wait_for(lambda: _ready(funding), message="programme reached funding")
     first, second = w["courses"]
     person = lambda n: dict(participant(n), family_name=f"Weiß-Größler{n}")  # noqa: E731
-    with ServiceRpcProxy("enrolment", config) as enrolment, \
+    with SignedRpc("enrolment", config) as enrolment, \
             ServiceRpcProxy("enrolment", config,
                             context_data={"provider_token": w["token"]}) as provider:
         p1 = enrolment.enrol(w["a"], {"course_id": first, "participant": person(1)})
@@ -238,7 +239,7 @@ def test_duplicated_event_sends_nothing_new_and_failed_mail_can_be_resent(
         container_factory, mail_config, enrolment_db, funding_db, register_file, smtp):
     inbox, _ = smtp
     container_factory(NotificationsService, mail_config).start()
-    dispatch = event_dispatcher(mail_config)
+    dispatch = producer_dispatcher(mail_config)
     dispatch("enrolment", "municipality_registered", build_event(
         "enrolment", "municipality_registered", {
             "ags": "08226098", "name": "Wiesloch, Stadt", "contact_name": "Hauptamt",

@@ -13,6 +13,8 @@ from prometheus_client import REGISTRY
 
 from services.enrolment.service import EnrolmentService
 from tests.integration.helpers import (
+    SignedRpc,
+    sign_for,
     count_enrolments,
     gemeinden,
     participant,
@@ -37,7 +39,7 @@ def test_metrics_count_calls_and_show_domain_figures(container_factory, service_
     before = {outcome: count("lotsen_handled_total", entrypoint="enrol", outcome=outcome)
               for outcome in ("ok", "failed")}
     latency_before = count("lotsen_handler_seconds_count", entrypoint="enrol")
-    with ServiceRpcProxy("enrolment", config) as enrolment:
+    with SignedRpc("enrolment", config) as enrolment:
         for n, ags in enumerate((a, b)):
             enrolment.enrol(ags, {"course_id": str(seeded["courses"][0]),
                                   "participant": participant(n)})
@@ -84,15 +86,17 @@ def test_sigterm_mid_load_loses_nothing_and_logs_are_json(
     course = str(seeded["courses"][0])
     path = write_config(tmp_path, service_config, SHUTDOWN_GRACE_S=20)
     process = start(path, "enrolment")
-    config = {"AMQP_URI": service_config["AMQP_URI"]}
+    config = {"AMQP_URI": service_config["AMQP_URI"], "LOTSEN_HOME": service_config["LOTSEN_HOME"]}
     bodies = gemeinden(register_file, 120)
     try:
         with ServiceRpcProxy("enrolment", config, timeout=60) as enrolment:
             wait_for(lambda: _healthy(enrolment), timeout=60, message="service up")
         with ClusterRpcProxy(config, timeout=120) as cluster:
-            calls = [cluster.enrolment.enrol.call_async(
-                ags, {"course_id": course, "participant": participant(n)})
-                for n, ags in enumerate(bodies)]
+            calls = []
+            for n, ags in enumerate(bodies):
+                sign_for(cluster, config, ags)
+                calls.append(cluster.enrolment.enrol.call_async(
+                    ags, {"course_id": course, "participant": participant(n)}))
             wait_for(lambda: count_enrolments(enrolment_db) >= 10, message="load under way")
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=60) == 0
