@@ -1,6 +1,9 @@
 """Deployment files: compose, Kubernetes manifests and the image, checked against the code."""
+import os
+import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,7 +12,11 @@ import yaml
 from services.common import topology
 
 REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "deploy" / "k8s"
 SERVICES = [cls.name for cls in topology.service_classes({})]
+BROKER_PASSWORDS = [f"{name.upper()}_BROKER_PASSWORD" for name in SERVICES]
+# Variables compose must never have a default for.
+COMPOSE_SECRETS = {"OPERATOR_TOKEN", "SERVICE_KEY", "RABBITMQ_ADMIN_PASSWORD", *BROKER_PASSWORDS}
 
 
 def test_every_service_is_deployed():
@@ -22,13 +29,20 @@ def compose():
 
 def test_compose_runs_each_service_after_the_migration_with_health_checks():
     services = compose()["services"]
-    assert {"rabbitmq", "postgres", "mailpit", "migrate", *SERVICES} == set(services)
+    assert {"rabbitmq", "postgres", "mailpit", "broker-setup", "migrate",
+            *SERVICES} == set(services)
     assert "management" in services["rabbitmq"]["image"]
+    assert services["broker-setup"]["command"] == ["broker", "setup"]
+    assert services["broker-setup"]["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
     assert services["migrate"]["command"] == ["migrate"]
+    assert (services["migrate"]["depends_on"]["broker-setup"]["condition"]
+            == "service_completed_successfully")
     for name in SERVICES:
         service = services[name]
         assert service["command"] == ["run", "--service", name]
         assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert (service["depends_on"]["broker-setup"]["condition"]
+                == "service_completed_successfully")
         assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
         assert service["healthcheck"]["test"][0] == "CMD"
         assert "container_name" not in service  # `--scale` needs generated names
@@ -43,24 +57,176 @@ def test_compose_runs_each_service_after_the_migration_with_health_checks():
     assert all(db in script for db in ("enrolment", "funding", "certificates", "notifications"))
 
 
-@pytest.mark.skipif(subprocess.run(["docker", "compose", "version"], capture_output=True)
-                    .returncode != 0 if shutil.which("docker") else True,
-                    reason="the docker compose plugin is not installed here")
-def test_docker_compose_config_accepts_the_file():
-    subprocess.run(["docker", "compose", "config", "-q"], cwd=REPO, check=True)
+def test_compose_has_no_working_default_for_any_secret():
+    text = (REPO / "docker-compose.yml").read_text()
+    assert "guest" not in text.lower()
+    references = re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}", text)
+    assert COMPOSE_SECRETS <= {name for name, _ in references}
+    for name, modifier in references:
+        if name in COMPOSE_SECRETS:  # required: `up` stops and prints the message
+            assert re.fullmatch(r":\?.*\S.*", modifier), f"${{{name}{modifier}}} has a default"
+    for name in COMPOSE_SECRETS:  # no unbraced $VAR either
+        assert not re.search(rf"\${name}\b", text)
+    required = r"\$\{%s:\?[^}]+\}"
+    services = compose()["services"]
+    for service_name, service in services.items():
+        environment = service.get("environment") or {}
+        assert isinstance(environment, dict), service_name
+        for key, value in environment.items():
+            if key in COMPOSE_SECRETS:
+                assert re.fullmatch(required % key, str(value)), (service_name, key)
+        if service_name != "broker-setup":  # the admin and the others' passwords stay there
+            assert not {"RABBITMQ_MANAGEMENT_URL", *BROKER_PASSWORDS} & set(environment)
+    rabbitmq = services["rabbitmq"]
+    assert re.fullmatch(required % "RABBITMQ_ADMIN_PASSWORD",
+                        rabbitmq["environment"]["RABBITMQ_DEFAULT_PASS"])
+    assert rabbitmq["environment"]["RABBITMQ_DEFAULT_USER"]
+    assert rabbitmq["ports"] and all(p.startswith("127.0.0.1:") for p in rabbitmq["ports"])
+    assert any(p.split(":")[-1] == "15672" for p in rabbitmq["ports"])
+    setup = services["broker-setup"]["environment"]
+    assert re.fullmatch(r"http://\$\{RABBITMQ_ADMIN_USER[^}]*\}:%s@rabbitmq:15672"
+                        % (required % "RABBITMQ_ADMIN_PASSWORD"),
+                        setup["RABBITMQ_MANAGEMENT_URL"])
+    for password in BROKER_PASSWORDS:
+        assert re.fullmatch(required % password, setup[password])
+    for name in SERVICES + ["migrate"]:
+        user = "enrolment" if name == "migrate" else name
+        uri = services[name]["environment"]["AMQP_URI"]
+        password = required % f"{user.upper()}_BROKER_PASSWORD"
+        assert re.fullmatch(rf"pyamqp://lotsen-{user}:{password}@rabbitmq:5672/", uri), (name, uri)
+    for name in ("OPERATOR_TOKEN", "SERVICE_KEY"):
+        assert all(name in services[s]["environment"] for s in SERVICES)
 
 
-def rendered():
-    kustomization = REPO / "deploy" / "k8s"
-    if shutil.which("kubectl"):
-        out = subprocess.run(["kubectl", "kustomize", str(kustomization)], capture_output=True,
-                             text=True, check=True).stdout
-        return [d for d in yaml.safe_load_all(out) if d]
-    spec = yaml.safe_load((kustomization / "kustomization.yaml").read_text())
-    docs = []
-    for resource in spec["resources"]:
-        docs += [d for d in yaml.safe_load_all((kustomization / resource).read_text()) if d]
-    return docs
+def test_real_env_files_are_not_committed():
+    if not (shutil.which("git") and (REPO / ".git").exists()):
+        pytest.skip("not a git checkout")
+    for path in (".env", "deploy/k8s/secrets.env"):
+        assert subprocess.run(["git", "check-ignore", "-q", "--no-index", path],
+                              cwd=REPO).returncode == 0, f"{path} is not gitignored"
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", path], cwd=REPO,
+                                 capture_output=True)
+        assert tracked.returncode != 0, f"{path} is in the repository"
+
+
+def filled(path: Path) -> dict[str, str]:
+    """The example env file with every empty value filled in, as an operator would."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            values[key] = value or f"{key.lower().replace('_', '-')}-0123456789abcdef0123456789"
+    return values
+
+
+def docker_compose():
+    """Debian's docker-compose 1.29 (scripts/ensure-services installs it): it checks the file
+    offline, without a Docker daemon."""
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        reason = "docker-compose is not installed (scripts/ensure-services installs it)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return exe
+
+
+def compose_config(tmp_path, env: dict, env_file: Path | None = None, quiet=True):
+    """`docker-compose config` with exactly this environment; a developer's .env plays no part."""
+    if env_file is None:
+        env_file = tmp_path / "empty.env"
+        env_file.write_text("")
+    return subprocess.run(
+        [docker_compose(), "--project-directory", str(REPO), "-f", str(REPO / "docker-compose.yml"),
+         "--env-file", str(env_file), "config", *(["-q"] if quiet else [])],
+        env={**env, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)},
+        capture_output=True, text=True, timeout=120)
+
+
+def test_docker_compose_refuses_to_start_without_each_secret(tmp_path):
+    example = REPO / "deploy" / "compose.env.example"
+    secrets = filled(example)
+    assert COMPOSE_SECRETS <= set(secrets)
+    for name in sorted(COMPOSE_SECRETS):
+        missing = compose_config(tmp_path, {k: v for k, v in secrets.items() if k != name})
+        assert missing.returncode != 0, f"compose starts without {name}"
+        assert "Missing mandatory value" in missing.stderr, missing.stderr
+        assert name in missing.stderr, missing.stderr  # the message says what to set
+    unfilled = compose_config(tmp_path, {}, env_file=example)  # copied but not filled in
+    assert unfilled.returncode != 0 and "Missing mandatory value" in unfilled.stderr
+
+
+def test_docker_compose_accepts_the_file_with_the_secrets_set(tmp_path):
+    example = REPO / "deploy" / "compose.env.example"
+    secrets = filled(example)
+    from_environment = compose_config(tmp_path, secrets, quiet=False)
+    assert from_environment.returncode == 0, from_environment.stderr
+    env_file = tmp_path / "operator.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
+    from_env_file = compose_config(tmp_path, {}, env_file=env_file, quiet=False)
+    assert from_env_file.returncode == 0, from_env_file.stderr
+    assert from_env_file.stdout == from_environment.stdout
+    services = yaml.safe_load(from_environment.stdout)["services"]
+    for name in SERVICES:
+        password = secrets[f"{name.upper()}_BROKER_PASSWORD"]
+        assert (services[name]["environment"]["AMQP_URI"]
+                == f"pyamqp://lotsen-{name}:{password}@rabbitmq:5672/")
+        assert services[name]["environment"]["SERVICE_KEY"] == secrets["SERVICE_KEY"]
+        assert services[name]["environment"]["OPERATOR_TOKEN"] == secrets["OPERATOR_TOKEN"]
+    rabbitmq = services["rabbitmq"]
+    assert rabbitmq["environment"]["RABBITMQ_DEFAULT_USER"] != "guest"
+    assert rabbitmq["environment"]["RABBITMQ_DEFAULT_PASS"] == secrets["RABBITMQ_ADMIN_PASSWORD"]
+    for port in rabbitmq["ports"]:
+        assert (port.get("host_ip") == "127.0.0.1" if isinstance(port, dict)
+                else port.startswith("127.0.0.1:")), port
+    setup = services["broker-setup"]["environment"]
+    assert setup["RABBITMQ_MANAGEMENT_URL"] == (
+        f"http://{secrets['RABBITMQ_ADMIN_USER']}:{secrets['RABBITMQ_ADMIN_PASSWORD']}"
+        "@rabbitmq:15672")
+
+
+def rendered(with_secrets=True):
+    """The manifests as `kubectl apply -k` sends them, built from a copy of deploy/k8s with the
+    example secrets.env filled in (a real deploy/k8s/secrets.env is never read)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        kustomization = Path(tmp) / "k8s"
+        shutil.copytree(K8S, kustomization, ignore=shutil.ignore_patterns("secrets.env"))
+        if with_secrets:
+            values = filled(K8S / "secrets.env.example")
+            (kustomization / "secrets.env").write_text(
+                "".join(f"{k}={v}\n" for k, v in values.items()))
+        if shutil.which("kubectl"):
+            out = subprocess.run(["kubectl", "kustomize", str(kustomization)],
+                                 capture_output=True, text=True, check=True).stdout
+            return [d for d in yaml.safe_load_all(out) if d]
+        spec = yaml.safe_load((kustomization / "kustomization.yaml").read_text())
+        docs = []
+        for resource in spec["resources"]:
+            docs += [d for d in yaml.safe_load_all((kustomization / resource).read_text()) if d]
+        for generator in spec.get("secretGenerator", []):
+            data = {}
+            for env_file in generator["envs"]:
+                data.update(filled(kustomization / env_file))
+            docs.append({"kind": "Secret", "metadata": {"name": generator["name"]},
+                         "stringData": data})
+        return docs
+
+
+def workloads(docs):
+    """(kind, name, container) of every Deployment and Job."""
+    return [(d["kind"], d["metadata"]["name"], container)
+            for d in docs if d["kind"] in ("Deployment", "Job")
+            for container in d["spec"]["template"]["spec"]["containers"]]
+
+
+def secret_refs(container) -> dict[str, tuple[str, str]]:
+    """env name -> (secret, key) for every env value the container takes from a secret."""
+    refs = {}
+    for env in container.get("env", []):
+        ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            refs[env["name"]] = (ref["name"], ref["key"])
+    return refs
 
 
 def test_every_deployment_has_probes_limits_a_service_and_a_disruption_budget():
@@ -82,7 +248,67 @@ def test_every_deployment_has_probes_limits_a_service_and_a_disruption_budget():
                    for s in services), f"no Service selects {name}"
         assert any(p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == name
                    for p in by_kind["PodDisruptionBudget"])
-    assert by_kind["Job"][0]["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+    jobs = {j["metadata"]["name"]: j for j in by_kind["Job"]}
+    [migrate] = jobs["lotsen-migrate"]["spec"]["template"]["spec"]["containers"]
+    assert migrate["args"] == ["migrate"]
+
+
+def test_kubernetes_secrets_come_from_the_operator_not_from_the_repository():
+    spec = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "secret.template.yaml" not in spec["resources"]
+    for resource in spec["resources"]:
+        assert all(d["kind"] != "Secret"
+                   for d in yaml.safe_load_all((K8S / resource).read_text()) if d), resource
+    [generator] = spec["secretGenerator"]
+    assert generator["name"] == "lotsen-secrets" and generator["envs"] == ["secrets.env"]
+    example = K8S / "secrets.env.example"
+    assert not any("=" in line and line.split("=", 1)[1].strip()
+                   for line in example.read_text().splitlines() if not line.startswith("#")), \
+        "the example holds no value that would work"
+    if shutil.which("kubectl"):  # without the operator's secrets.env there is nothing to apply
+        with pytest.raises(subprocess.CalledProcessError) as failed:
+            rendered(with_secrets=False)
+        assert "secrets.env" in failed.value.stderr
+
+
+def test_every_workload_connects_as_its_own_broker_user_from_the_secret():
+    docs = rendered()
+    [secret] = [d for d in docs
+                if d["kind"] == "Secret" and d["metadata"]["name"] == "lotsen-secrets"]
+    keys = set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+    for config_map in (d for d in docs if d["kind"] == "ConfigMap"):
+        assert not {"AMQP_URI", "OPERATOR_TOKEN", "SERVICE_KEY"} & set(config_map["data"])
+    broker_secrets = {"RABBITMQ_MANAGEMENT_URL", *BROKER_PASSWORDS,
+                      *(f"{s.upper()}_AMQP_URI" for s in SERVICES)}
+    seen = set()
+    for kind, name, container in workloads(docs):
+        seen.add(name)
+        assert not any("secretRef" in source for source in container.get("envFrom", [])), \
+            f"{name} takes the whole secret, other services' broker users included"
+        assert all("value" not in e for e in container.get("env", []) if e["name"] == "AMQP_URI")
+        refs = secret_refs(container)
+        assert refs["AMQP_URI"][0] == "lotsen-secrets", name
+        assert {key for _, key in refs.values()} <= keys, f"{name} needs a key the example lacks"
+        if kind == "Deployment":
+            own = f"{name.upper()}_AMQP_URI"
+            assert refs["AMQP_URI"] == ("lotsen-secrets", own)
+            assert refs["SERVICE_KEY"] == ("lotsen-secrets", "SERVICE_KEY")
+            assert refs["OPERATOR_TOKEN"] == ("lotsen-secrets", "OPERATOR_TOKEN")
+            assert {key for _, key in refs.values()} & broker_secrets == {own}
+    assert {*SERVICES, "lotsen-migrate", "lotsen-broker-setup"} <= seen
+    [keda] = [d for d in docs if d["kind"] == "TriggerAuthentication"]
+    assert {r["key"] for r in keda["spec"]["secretTargetRef"]} <= keys
+
+
+def test_broker_setup_job_runs_with_the_admin_and_the_service_passwords():
+    jobs = {name: c for kind, name, c in workloads(rendered()) if kind == "Job"}
+    setup = jobs["lotsen-broker-setup"]
+    assert setup["args"] == ["broker", "setup"]
+    assert setup["securityContext"]["runAsNonRoot"] is True
+    refs = secret_refs(setup)
+    for name in ["RABBITMQ_MANAGEMENT_URL", *BROKER_PASSWORDS]:
+        assert refs[name] == ("lotsen-secrets", name)
+    assert refs["AMQP_URI"][1].endswith("_AMQP_URI")  # the services' virtual host
 
 
 def test_autoscaling_watches_queues_that_exist():
