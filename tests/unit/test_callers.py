@@ -106,3 +106,22 @@ def test_a_service_publishes_events_only_to_its_own_exchange():
         others = [f"{c.name}.events" for c in classes if c.name != service]
         assert not any(re.match(access.write, name) for name in others), service
     assert broker_access.provider_user("VWA Baden-Württemberg") == "provider-vwa-baden-wuerttemberg"
+
+
+def test_tls_to_the_broker_comes_from_configuration(tmp_path, monkeypatch):
+    import ssl
+
+    from services.common import config as cfg
+    path = tmp_path / "c.yaml"
+    path.write_text("AMQP_URI: amqps://lotsen-enrolment:pw@broker:5671/\n"
+                    "AMQP_SSL:\n  ca_certs: ${AMQP_CA_CERTS:}\n")
+    monkeypatch.delenv("AMQP_CA_CERTS", raising=False)
+    assert "AMQP_SSL" not in cfg.load_config(path)  # an empty section would still mean TLS
+    monkeypatch.setenv("AMQP_CA_CERTS", "/etc/lotsen/amqp-ca/ca.pem")
+    config = cfg.load_config(path)
+    assert config["AMQP_SSL"] == {"ca_certs": "/etc/lotsen/amqp-ca/ca.pem",
+                                  "cert_reqs": ssl.CERT_REQUIRED}
+    assert cfg.rpc_client_config(config)["AMQP_SSL"] == config["AMQP_SSL"]
+    assert cfg.broker_user(config) == "lotsen-enrolment"
+    connection = cfg.amqp_connection(config)
+    assert connection.ssl == config["AMQP_SSL"] and connection.port == 5671
