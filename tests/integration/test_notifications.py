@@ -217,7 +217,7 @@ def test_smtp_down_for_a_while_then_every_mail_arrives_once(
     inbox.refuse = "451"
     start_all(container_factory, mail_config)
     w = world(enrolment_db, funding_db, register_file)
-    with ServiceRpcProxy("enrolment", mail_config) as enrolment:
+    with SignedRpc("enrolment", mail_config) as enrolment:
         enrolment.enrol(w["a"], {"course_id": w["courses"][0], "participant": participant(1)})
     handle = notifications_db(mail_config)
     try:

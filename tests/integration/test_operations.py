@@ -86,7 +86,7 @@ def test_sigterm_mid_load_loses_nothing_and_logs_are_json(
     course = str(seeded["courses"][0])
     path = write_config(tmp_path, service_config, SHUTDOWN_GRACE_S=20)
     process = start(path, "enrolment")
-    config = {"AMQP_URI": service_config["AMQP_URI"], "LOTSEN_HOME": service_config["LOTSEN_HOME"]}
+    config = {"AMQP_URI": service_config["AMQP_URI"], "LOTSEN_HOME": str(tmp_path / "home")}
     bodies = gemeinden(register_file, 120)
     try:
         with ServiceRpcProxy("enrolment", config, timeout=60) as enrolment:

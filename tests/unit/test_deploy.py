@@ -9,6 +9,23 @@ from pathlib import Path
 import pytest
 import yaml
 
+
+class PlainLoader(yaml.SafeLoader):
+    """YAML as written: nameko's config parser (loaded by other tests) teaches SafeLoader to
+    expand ${VAR:default}, which would hide what the deployment files say."""
+
+
+PlainLoader.yaml_implicit_resolvers = {
+    key: list(value) for key, value in yaml.resolver.Resolver.yaml_implicit_resolvers.items()}
+
+
+def _plain(text):
+    return yaml.load(text, Loader=PlainLoader)
+
+
+def _plain_all(text):
+    return yaml.load_all(text, Loader=PlainLoader)
+
 from services.common import topology
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +41,7 @@ def test_every_service_is_deployed():
 
 
 def compose():
-    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    return _plain((REPO / "docker-compose.yml").read_text())
 
 
 def test_compose_runs_each_service_after_the_migration_with_health_checks():
@@ -166,7 +183,7 @@ def test_docker_compose_accepts_the_file_with_the_secrets_set(tmp_path):
     from_env_file = compose_config(tmp_path, {}, env_file=env_file, quiet=False)
     assert from_env_file.returncode == 0, from_env_file.stderr
     assert from_env_file.stdout == from_environment.stdout
-    services = yaml.safe_load(from_environment.stdout)["services"]
+    services = _plain(from_environment.stdout)["services"]
     for name in SERVICES:
         password = secrets[f"{name.upper()}_BROKER_PASSWORD"]
         assert (services[name]["environment"]["AMQP_URI"]
@@ -198,11 +215,11 @@ def rendered(with_secrets=True):
         if shutil.which("kubectl"):
             out = subprocess.run(["kubectl", "kustomize", str(kustomization)],
                                  capture_output=True, text=True, check=True).stdout
-            return [d for d in yaml.safe_load_all(out) if d]
-        spec = yaml.safe_load((kustomization / "kustomization.yaml").read_text())
+            return [d for d in _plain_all(out) if d]
+        spec = _plain((kustomization / "kustomization.yaml").read_text())
         docs = []
         for resource in spec["resources"]:
-            docs += [d for d in yaml.safe_load_all((kustomization / resource).read_text()) if d]
+            docs += [d for d in _plain_all((kustomization / resource).read_text()) if d]
         for generator in spec.get("secretGenerator", []):
             data = {}
             for env_file in generator["envs"]:
@@ -254,11 +271,11 @@ def test_every_deployment_has_probes_limits_a_service_and_a_disruption_budget():
 
 
 def test_kubernetes_secrets_come_from_the_operator_not_from_the_repository():
-    spec = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    spec = _plain((K8S / "kustomization.yaml").read_text())
     assert "secret.template.yaml" not in spec["resources"]
     for resource in spec["resources"]:
         assert all(d["kind"] != "Secret"
-                   for d in yaml.safe_load_all((K8S / resource).read_text()) if d), resource
+                   for d in _plain_all((K8S / resource).read_text()) if d), resource
     [generator] = spec["secretGenerator"]
     assert generator["name"] == "lotsen-secrets" and generator["envs"] == ["secrets.env"]
     example = K8S / "secrets.env.example"
@@ -322,7 +339,7 @@ def test_autoscaling_watches_queues_that_exist():
         for trigger in scaled_object["spec"]["triggers"]:
             assert trigger["metadata"]["queueName"] in queues
     hpa_dir = REPO / "deploy" / "k8s" / "hpa"
-    alternatives = [yaml.safe_load(p.read_text()) for p in hpa_dir.glob("*-hpa.yaml")]
+    alternatives = [_plain(p.read_text()) for p in hpa_dir.glob("*-hpa.yaml")]
     assert {h["spec"]["scaleTargetRef"]["name"] for h in alternatives} == {
         "enrolment", "funding", "certificates", "notifications"}
 
