@@ -634,8 +634,7 @@ def _management() -> "object":
 
 def _vhost(config: dict) -> str:
     from kombu.utils.url import url_to_parts
-    path = url_to_parts(cfg.amqp_uri(config)).virtual_host
-    return path or "/"
+    return url_to_parts(cfg.amqp_uri(config)).path or "/"
 
 
 @broker.command("permissions")
@@ -648,7 +647,7 @@ def broker_permissions(obj: Context, providers):
     from services.common import broker_access, topology
     classes = topology.service_classes(obj.config)
     subs = topology.subscriptions(classes)
-    access = broker_access.definitions(classes, subs)
+    access = broker_access.definitions(classes, subs, _service_users(obj.config))
     access += [broker_access.provider_access(broker_access.provider_user(p), classes)
                for p in providers]
     click.echo(json.dumps([asdict(a) for a in access], indent=2))
@@ -664,22 +663,39 @@ def broker_setup(obj: Context):
     import os
 
     from services.common import broker_access, topology
-    management = _management()
-    vhost = _vhost(obj.config)
     classes = topology.service_classes(obj.config)
     subs = topology.subscriptions(classes)
+    plan = []  # everything is checked before anything changes on the broker
+    accesses = broker_access.definitions(classes, subs, _service_users(obj.config))
+    for cls, access in zip(classes, accesses):  # definitions keep the order of the classes
+        password = os.environ.get(f"{cls.name.upper()}_BROKER_PASSWORD") or None
+        plan.append((access, password, cls.name))
+    management = _management()
+    for access, password, service in plan:
+        if password is None and not management.user_exists(access.user):
+            click.echo(f"error: {service.upper()}_BROKER_PASSWORD is not set and user "
+                       f"{access.user} does not exist yet", err=True)
+            sys.exit(2)
+    vhost = _vhost(obj.config)
     management.declare_topology(vhost, subs, [c.name for c in classes])
-    for access, cls in zip(broker_access.definitions(classes, subs), classes):
-        password = os.environ.get(f"{cls.name.upper()}_BROKER_PASSWORD")
+    for access, password, _ in plan:
         if password:
             management.put_user(access.user, password)
-        elif not management.user_exists(access.user):
-            click.echo(f"error: {cls.name.upper()}_BROKER_PASSWORD is not set and user "
-                       f"{access.user} does not exist", err=True)
-            sys.exit(2)
         management.grant(vhost, access)
         click.echo(f"{access.user}: permissions on {vhost} set")
     click.echo(f"declared {len(subs)} event queues on {vhost}")
+
+
+def _service_users(config: dict) -> dict:
+    """The services' broker users from BROKER_USERS; guest is never given a service's narrow
+    permissions (the embedded default runs everything as guest: nothing to set up)."""
+    users = {k: v for k, v in (config.get("BROKER_USERS") or {}).items() if v}
+    if "guest" in users.values():
+        click.echo("error: BROKER_USERS names guest; give each service its own user "
+                   "(ENROLMENT_BROKER_USER=lotsen-enrolment, ...) before `broker setup`",
+                   err=True)
+        sys.exit(2)
+    return users
 
 
 @broker.command("add-provider")

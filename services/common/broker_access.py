@@ -97,7 +97,7 @@ def provider_access(user: str, classes) -> Access:
     )
 
 
-def service_access(service: str, classes, subscriptions) -> Access:
+def service_access(service: str, classes, subscriptions, user: str | None = None) -> Access:
     from nameko.rpc import RpcProxy
 
     cls = next(c for c in classes if c.name == service)
@@ -115,7 +115,7 @@ def service_access(service: str, classes, subscriptions) -> Access:
     rpc_keys = [REPLY_KEY, rf"{s}\.health"] + [rf"{re.escape(t)}\.[a-z_]+" for t in
                                                 sorted(targets)]
     return Access(
-        user=service_user(service),
+        user=user or service_user(service),
         # Declaring an exchange needs configure even when it exists (nameko declares the
         # exchanges it binds to); configure is not write: only the owner publishes.
         configure=_any_of([re.escape(RPC_EXCHANGE), *own_exchange, *source_exchanges,
@@ -129,8 +129,11 @@ def service_access(service: str, classes, subscriptions) -> Access:
     )
 
 
-def definitions(classes, subscriptions) -> list[Access]:
-    return [service_access(cls.name, classes, subscriptions) for cls in classes]
+def definitions(classes, subscriptions, users: dict | None = None) -> list[Access]:
+    """Every service's access; ``users`` names a service's broker user where it is not
+    ``lotsen-<service>``."""
+    return [service_access(cls.name, classes, subscriptions, (users or {}).get(cls.name))
+            for cls in classes]
 
 
 class Management:

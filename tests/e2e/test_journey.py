@@ -6,8 +6,8 @@ from datetime import date, timedelta
 
 import requests
 import yaml
-from nameko.standalone.rpc import ServiceRpcProxy
 
+from services.provider_client import ProviderClient
 from tests.e2e.system import FEE, REPO, by_kind
 from tests.integration.helpers import wait_for
 
@@ -31,12 +31,11 @@ def test_the_whole_journey(make_system, register_file, tmp_path):
 
     system.start()
     system.wait_ready()
-    rpc = {"AMQP_URI": system.config["AMQP_URI"]}
+    broker = system.config["AMQP_URI"]
 
-    # The provider sets up a course of 5 modules and 22 seats.
+    # The provider sets up a course of 5 modules and 22 seats, with its own client.
     first = date.today() + timedelta(days=30)
-    with ServiceRpcProxy("enrolment", rpc, context_data={"provider_token": token},
-                         timeout=30) as provider:
+    with ProviderClient(broker, token, timeout=30) as provider:
         course = provider.create_course({
             "programme_code": "BW-DL", "title": "Basisseminar Digitallotsen",
             "location": "Wiesloch", "capacity": 22, "open": True,
@@ -82,8 +81,7 @@ def test_the_whole_journey(make_system, register_file, tmp_path):
     seated = [(ags, e) for ags, e in confirmed if e["id"] != leaver["id"]] + [(moved_ags, moved)]
 
     # The provider records attendance for every module: 22 complete.
-    with ServiceRpcProxy("enrolment", rpc, context_data={"provider_token": token},
-                         timeout=60) as provider:
+    with ProviderClient(broker, token, timeout=60) as provider:
         for module in range(1, 6):
             provider.record_attendance(course["id"], module, [e["id"] for _, e in seated])
     for ags, e in seated:

@@ -403,3 +403,71 @@ def _published(funding):
         return funding.budget_state("BW-DL")
     except Exception:
         return None
+
+
+# --- the operator's broker commands ---------------------------------------------------------
+
+def test_broker_setup_and_add_provider_through_the_management_api(
+        rabbit_config, tmp_path, monkeypatch):
+    """`lotsen broker setup` makes each service's user with the derived permissions and the
+    topology; refuses guest and a missing password before changing anything; `add-provider`
+    prints a working password once; `remove-provider` deletes the user."""
+    import json as json_module
+
+    import yaml
+    from click.testing import CliRunner
+
+    from services.cli import main
+
+    suffix = uuid.uuid4().hex[:6]
+    users = {name: f"lotsen-{name}-{suffix}" for name in
+             ("enrolment", "funding", "certificates", "notifications", "gateway")}
+    management = broker_access.Management(MANAGEMENT)
+    path = tmp_path / "broker.yaml"
+    base = {"AMQP_URI": rabbit_config["AMQP_URI"], "LOTSEN_HOME": str(tmp_path)}
+    monkeypatch.setenv("RABBITMQ_MANAGEMENT_URL", MANAGEMENT)
+
+    def run(*args, **config):
+        path.write_text(yaml.safe_dump(dict(base, **config)))
+        return CliRunner().invoke(main, ["--config", str(path), *args])
+
+    vhost = vhost_of(rabbit_config)
+    try:
+        refused = run("broker", "setup", BROKER_USERS=dict(users, funding="guest"))
+        assert refused.exit_code == 2 and "guest" in refused.output
+        missing = run("broker", "setup", BROKER_USERS=users)
+        assert missing.exit_code == 2 and "ENROLMENT_BROKER_PASSWORD" in missing.output
+        assert not any(management.user_exists(u) for u in users.values())  # nothing changed
+        for name in users:
+            monkeypatch.setenv(f"{name.upper()}_BROKER_PASSWORD", f"pw-{name}-{suffix}")
+        done = run("broker", "setup", BROKER_USERS=users)
+        assert done.exit_code == 0, done.output
+        granted = management.request("GET", "permissions", vhost, users["funding"])
+        expected = broker_access.service_access(
+            "funding", topology.service_classes({}),
+            topology.subscriptions(topology.service_classes({})), users["funding"])
+        assert (granted["configure"], granted["write"], granted["read"]) == (
+            expected.configure, expected.write, expected.read)
+        queues = {q["name"] for q in management.request("GET", "queues", vhost)}
+        assert CERTIFICATES_QUEUE in queues and CERTIFICATES_QUEUE + ".parked" in queues
+        with Connection(f"pyamqp://{users['funding']}:pw-funding-{suffix}@127.0.0.1:5672/"
+                        f"{vhost}") as connection:
+            connection.ensure_connection(max_retries=1)
+
+        added = run("broker", "add-provider", f"Test Schule {suffix}")
+        assert added.exit_code == 0, added.output
+        user = added.output.split("broker user: ")[1].split()[0]
+        password = added.output.split("password: ")[1].split()[0]
+        assert user == f"provider-test-schule-{suffix}"
+        topic = management.request("GET", "topic-permissions", vhost, user)
+        assert topic[0]["exchange"] == "nameko-rpc" and "create_course" in topic[0]["write"]
+        with Connection(f"pyamqp://{user}:{password}@127.0.0.1:5672/{vhost}") as connection:
+            connection.ensure_connection(max_retries=1)
+        listed = run("broker", "permissions", "--provider", f"Test Schule {suffix}",
+                     BROKER_USERS=users)
+        assert {a["user"] for a in json_module.loads(listed.output)} == {*users.values(), user}
+        assert run("broker", "remove-provider", f"Test Schule {suffix}").exit_code == 0
+        assert not management.user_exists(user)
+    finally:
+        for user in users.values():
+            management.delete_user(user)
