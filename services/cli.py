@@ -578,8 +578,14 @@ def _queues(obj: Context, queue: str | None, own: bool = False) -> list[str]:
     """Consumer queues; ``own``: only those of services that run as this broker user."""
     from services.common import topology
     me = cfg.broker_user(obj.config)
-    names = [s.queue_name for s in topology.subscriptions(topology.service_classes(obj.config))
+    subscriptions = topology.subscriptions(topology.service_classes(obj.config))
+    names = [s.queue_name for s in subscriptions
              if not own or cfg.producer_user(obj.config, s.consumer_service) == me]
+    if len(names) < len(subscriptions) and not queue:
+        others = sorted({s.consumer_service for s in subscriptions
+                         if s.queue_name not in names})
+        click.echo(f"note: only the queues of services that run as broker user {me}; run "
+                   f"this again as the user of {', '.join(others)} for theirs", err=True)
     if queue:
         if queue not in names:
             click.echo(f"error: no consumer queue {queue}", err=True)

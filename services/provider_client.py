@@ -42,7 +42,9 @@ class ProviderClient:
         self.token = token
         self.timeout = timeout
         self.user = url_to_parts(amqp_uri).username or "guest"
-        tls = {"ca_certs": ca_certs, "cert_reqs": ssl_module.CERT_REQUIRED} if ca_certs else None
+        # server_hostname None: the host name of the URI, which the certificate must name.
+        tls = {"ca_certs": ca_certs, "cert_reqs": ssl_module.CERT_REQUIRED,
+               "server_hostname": None} if ca_certs else None
         self.connection = Connection(amqp_uri, ssl=tls, connect_timeout=10)
         # The exchange exists already; declaring it would need a permission providers lack.
         self.exchange = Exchange(exchange, type="topic", durable=True, no_declare=True)

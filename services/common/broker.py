@@ -31,6 +31,7 @@ import re
 from functools import partial
 
 import eventlet
+from amqp.exceptions import ChannelError
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu.exceptions import OperationalError
 from nameko import messaging as nameko_messaging
@@ -42,9 +43,32 @@ from services.common import config as cfg
 
 log = logging.getLogger(__name__)
 
-# A reply address: nameko's own (a UUID) or a provider client's ("<broker user>.<uuid>").
-REPLY_TO = re.compile(r"^[A-Za-z0-9_.@-]{1,200}$")
+UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+# A reply address: nameko's own (a UUID) or a client's that names its broker user
+# ("<user>.<uuid>"). The broker lets services publish replies to exactly these keys.
+REPLY_KEY = rf"(?:[A-Za-z0-9_-]{{1,80}}\.)?{UUID}"
+REPLY_TO = re.compile(rf"^{REPLY_KEY}$")
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def safe_context(data: dict) -> dict:
+    """Context data from message headers, as nameko may use it: strings, and a call id stack
+    that is a short list of short strings. Anything else is dropped (a call id stack of
+    numbers would raise inside nameko, outside any handler, and kill the container)."""
+    clean = {}
+    for key, value in (data or {}).items():
+        if key == "call_id_stack":
+            if isinstance(value, list) and len(value) <= 64 and all(
+                    isinstance(item, str) and len(item) <= 256 for item in value):
+                clean[key] = value
+        elif isinstance(key, str) and isinstance(value, str) and len(value) <= 4096:
+            clean[key] = value
+    return clean
+
+
+class SafeHeaders(nameko_messaging.HeaderDecoder):
+    def unpack_message_headers(self, message):
+        return safe_context(super().unpack_message_headers(message))
 
 
 def refused(service: str, entrypoint: str, reason: str):
@@ -74,26 +98,40 @@ class QueueConsumer(nameko_messaging.QueueConsumer):
         self._gt.kill()
 
     def get_consumers(self, consumer_cls, channel):
-        # A body that cannot be decoded (not JSON, a content type we do not accept) would
-        # otherwise raise in the consumer thread and kill the container, again on redelivery.
-        return super().get_consumers(partial(consumer_cls, on_decode_error=self._undecodable),
-                                     channel)
+        """Each message is looked at before its body is decoded: one over the size limit is
+        refused unread (decoding a large JSON body costs many times its size in memory), and
+        one that cannot be decoded (not JSON, a content type we do not accept) is refused
+        instead of raising in the consumer thread, which would kill the container, again on
+        every redelivery."""
+        consumers = super().get_consumers(consumer_cls, channel)
+        for provider, consumer in self._consumers.items():
+            consumer.on_message = partial(self._on_message, provider)
+        return consumers
 
-    def _undecodable(self, message, exc):
-        refused(self.container.service_name, "-", f"undecodable body ({type(exc).__name__})")
-        self.reject_message(message)
+    def _on_message(self, provider, message):
+        checked = isinstance(provider, (RpcConsumer, nameko_messaging.Consumer))
+        limit = int(cfg.setting(self.container.config, "MAX_MESSAGE_BYTES",
+                                DEFAULT_MAX_MESSAGE_BYTES))
+        if checked and len(message.body or b"") > limit:  # dropped: not worth keeping a copy
+            return self._refuse(provider, message, f"message over {limit} bytes", park=False)
+        try:
+            body = message.decode()
+        except Exception as exc:
+            return self._refuse(provider, message, f"undecodable body ({type(exc).__name__})")
+        self.handle_message(provider, body, message)
 
-    def handle_message(self, provider, body, message):
-        if isinstance(provider, (RpcConsumer, nameko_messaging.Consumer)):
-            limit = int(cfg.setting(self.container.config, "MAX_MESSAGE_BYTES",
-                                    DEFAULT_MAX_MESSAGE_BYTES))
-            if len(message.body or b"") > limit:
-                refused(self.container.service_name,
-                        getattr(provider, "method_name", None) or "rpc",
-                        f"message over {limit} bytes")
-                self.reject_message(message)
-                return
-        super().handle_message(provider, body, message)
+    def _refuse(self, provider, message, reason: str, park: bool = True):
+        """Unreadable events are parked with the reason (an operator may want to see them);
+        anything else is dropped."""
+        entrypoint = getattr(provider, "method_name", None) or (
+            "rpc" if isinstance(provider, RpcConsumer) else "reply")
+        refused(self.container.service_name, entrypoint, reason)
+        park = getattr(provider, "park_refused", None) if park else None
+        if park is not None:
+            self.container.spawn_managed_thread(partial(park, message, reason),
+                                                identifier="park-refused")
+        else:
+            self.reject_message(message)
 
     def reject_message(self, message):
         """Drop a message that can never be handled (no dead-letter exchange on these queues)."""
@@ -136,6 +174,11 @@ class RpcConsumer(nameko_rpc.RpcConsumer):
         taking the container down with it (the caller has timed out or will)."""
         try:
             return super().handle_result(message, result, exc_info)
+        except ChannelError as exc:  # the broker refused the reply (not a permitted key)
+            refused(self.container.service_name, "rpc",
+                    f"reply refused by the broker ({type(exc).__name__})")
+            self.queue_consumer.ack_message(message)
+            return result, exc_info
         except BROKER_GONE as exc:
             log.warning("could not send the reply to %s (%s); the call goes back to the queue",
                         message.delivery_info.get("routing_key"), type(exc).__name__)
@@ -143,7 +186,7 @@ class RpcConsumer(nameko_rpc.RpcConsumer):
             return result, exc_info
 
 
-class Rpc(nameko_rpc.Rpc):
+class Rpc(SafeHeaders, nameko_rpc.Rpc):
     """An RPC entrypoint that names its callers (``services.common.callers``) and checks the
     proof before any worker runs."""
 
@@ -172,16 +215,18 @@ class Rpc(nameko_rpc.Rpc):
         args, kwargs = body.get("args"), body.get("kwargs")
         if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
             raise MalformedRequest("message missing `args` or `kwargs`")
-        self.check_signature(args, kwargs)
         context_data = self.unpack_message_headers(message)
+        try:  # the caller first: a stranger learns nothing, not even the method's signature
+            arguments = self.signature.bind(None, *args, **kwargs).arguments
+        except TypeError:
+            arguments = {}
         try:
-            callers.identify(
-                self.callers_allowed, context_data,
-                self.signature.bind(None, *args, **kwargs).arguments,
-                service_key=self.service_key, operator_token=self.operator_token)
+            callers.identify(self.callers_allowed, context_data, arguments,
+                             service_key=self.service_key, operator_token=self.operator_token)
         except callers.CallerRefused as exc:
             refused(self.container.service_name, self.method_name, exc.reason)
             raise exc.for_caller(self.method_name, self.callers_allowed) from None
+        self.check_signature(args, kwargs)
         try:
             self.container.spawn_worker(self, args, kwargs, context_data=context_data,
                                         handle_result=partial(self.handle_result, message))

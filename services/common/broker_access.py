@@ -31,14 +31,11 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from services.common import callers
-from services.common.broker import Rpc
+from services.common.broker import REPLY_KEY, UUID, Rpc
 from services.common.messaging import parked_queue_name, retry_queue_name
 
 RPC_EXCHANGE = "nameko-rpc"
-UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 PROVIDER_USER = re.compile(r"^provider-[a-z0-9][a-z0-9-]{0,60}$")
-# Reply keys a service may answer to: nameko's own (a UUID) and a provider client's.
-REPLY_KEY = rf"(?:provider-[a-z0-9-]+\.)?{UUID}"
 # RPC a service makes itself, beside its RpcProxy dependencies (standalone proxies).
 EXTRA_RPC_TARGETS = {"notifications": ["certificates"]}
 

@@ -83,7 +83,8 @@ def verify_assertion(key: bytes, assertion, now: float | None = None) -> Caller:
     parts = message.split("|")
     if len(parts) != 4 or parts[0] != _VERSION or not parts[3].isdigit():
         raise CallerRefused("malformed_assertion")
-    if not hmac.compare_digest(mac, _mac(key, message)):
+    if len(mac) != 64 or not hmac.compare_digest(mac.encode("utf-8", "replace"),
+                                                 _mac(key, message).encode("ascii")):
         raise CallerRefused("bad_signature")
     if int(parts[3]) < (now if now is not None else time.time()):
         raise CallerRefused("expired_assertion")

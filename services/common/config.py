@@ -48,6 +48,9 @@ def amqp_ssl(config: dict):
     if options.get("ca_certs"):
         import ssl
         options.setdefault("cert_reqs", ssl.CERT_REQUIRED)
+        # Present and None: kombu puts the URI's host name here, and only then does the TLS
+        # layer check that the certificate names the broker we meant to reach.
+        options.setdefault("server_hostname", None)
     return options or None
 
 

@@ -25,7 +25,7 @@ from nameko.standalone.events import get_event_exchange
 from sqlalchemy import select
 
 from services.common import config as cfg
-from services.common.broker import QueueConsumer
+from services.common.broker import QueueConsumer, SafeHeaders, refused
 from services.common.errors import ContractViolation
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ ATTEMPT_HEADER = "x-lotsen-attempt"
 # checked that the event came from its producer: the broker vouches (user_id) that only that
 # consumer's user could have published the copy.
 ORIGIN_HEADER = "x-lotsen-origin"
+# Set on a message parked because it could not be believed or read: replay skips it.
+REFUSED_HEADER = "x-lotsen-refused"
 ERROR_HEADER = "x-lotsen-error"
 PARKED_AT_HEADER = "x-lotsen-parked-at"
 
@@ -255,7 +257,15 @@ def _context_headers(envelope: dict) -> dict:
     return headers
 
 
-class ReliableEventHandler(EventHandler):
+def attempt_of(message) -> int:
+    """The attempt a message is on; a header that is not a small number counts as the first."""
+    try:
+        return max(1, min(int((message.headers or {}).get(ATTEMPT_HEADER, 1)), 1000))
+    except (TypeError, ValueError):
+        return 1
+
+
+class ReliableEventHandler(SafeHeaders, EventHandler):
     """nameko's event handler with retry-with-backoff and parking instead of ack-and-forget."""
 
     queue_consumer = QueueConsumer()
@@ -276,12 +286,14 @@ class ReliableEventHandler(EventHandler):
         forged = self.origin_problem(message)
         if forged is None:
             return super().handle_message(body, message)
-        from services.common.broker import refused
         refused(self.container.service_name, self.method_name, "event not from its producer")
+        self.park_refused(message, forged, ForgedEvent)
+
+    def park_refused(self, message, reason: str, kind=None):
+        """Park a message that cannot be believed or read, with the reason; never replayed."""
         try:
-            self._forward(message, parked_queue(self.queue.name),
-                          int((message.headers or {}).get(ATTEMPT_HEADER, 1)),
-                          ForgedEvent(forged), park=True, verified=False)
+            self._forward(message, parked_queue(self.queue.name), attempt_of(message),
+                          (kind or RefusedMessage)(reason), park=True, verified=False)
         except Exception:
             log.exception("could not park a refused %s message; requeueing", self.event_type)
             time.sleep(1)
@@ -306,7 +318,7 @@ class ReliableEventHandler(EventHandler):
             self.queue_consumer.ack_message(message)
             return result, exc_info
         exc = exc_info[1]
-        attempt = int((message.headers or {}).get(ATTEMPT_HEADER, 1))
+        attempt = attempt_of(message)
         try:
             if isinstance(exc, ContractViolation) or attempt >= self.max_attempts:
                 self._forward(message, parked_queue(self.queue.name), attempt, exc, park=True)
@@ -333,8 +345,11 @@ class ReliableEventHandler(EventHandler):
                  park: bool = False, expiration: float | None = None, verified: bool = True):
         headers = dict(message.headers or {})
         headers.pop(ORIGIN_HEADER, None)
+        headers.pop(REFUSED_HEADER, None)
         if verified:
             headers[ORIGIN_HEADER] = self.source_service
+        else:
+            headers[REFUSED_HEADER] = type(exc).__name__
         headers[ATTEMPT_HEADER] = attempt
         headers[ERROR_HEADER] = f"{type(exc).__name__}: {exc}"[:500]
         if park:
@@ -352,12 +367,18 @@ class ReliableEventHandler(EventHandler):
 event_handler = ReliableEventHandler.decorator
 
 
-class ForgedEvent(Exception):
+class RefusedMessage(Exception):
+    """A message that cannot be read (not JSON, too large)."""
+
+
+class ForgedEvent(RefusedMessage):
     """An event whose sender the broker did not vouch for as its producer."""
 
 
 def _replay_publish(producer, message, queue_name: str, user_id: str | None):
     headers = dict(message.headers or {})
+    # Parked before origins were checked: replaying it is the operator vouching for it.
+    headers.setdefault(ORIGIN_HEADER, queue_name.split("-", 2)[1])
     headers[ATTEMPT_HEADER] = 1
     headers.pop(PARKED_AT_HEADER, None)
     headers["x-lotsen-replayed-at"] = datetime.now(timezone.utc).isoformat()
@@ -400,7 +421,7 @@ def list_parked(amqp_uri: str, queue_names: list[str], ssl=None) -> list[dict]:
                     "attempts": (message.headers or {}).get(ATTEMPT_HEADER),
                     "error": (message.headers or {}).get(ERROR_HEADER),
                     "parked_at": (message.headers or {}).get(PARKED_AT_HEADER),
-                    "replayable": (message.headers or {}).get(ORIGIN_HEADER) is not None,
+                    "replayable": (message.headers or {}).get(REFUSED_HEADER) is None,
                 })
         channel.close()  # returns every message we looked at to its queue
     return found
@@ -411,8 +432,9 @@ def replay_parked(amqp_uri: str, queue_names: list[str], message_id: str | None 
     """Move parked messages (all, or the one with ``message_id``) back to their consumer queue.
 
     The consumer believes a replayed message only when it comes from its own broker user
-    (``user_id``) and was parked after its origin had been checked; an event refused as not
-    coming from its producer stays parked."""
+    (``user_id``) with the origin it checked before parking it. A message refused as forged
+    or unreadable stays parked; one parked before origins were checked is replayed as coming
+    from the producer its queue names (the operator vouches for it by replaying it)."""
     from kombu import Connection
 
     replayed = 0
@@ -429,8 +451,8 @@ def replay_parked(amqp_uri: str, queue_names: list[str], message_id: str | None 
                     break
                 if message_id and message.properties.get("message_id") != message_id:
                     continue  # left unacked: back in the parked queue when the channel closes
-                if (message.headers or {}).get(ORIGIN_HEADER) is None:
-                    continue  # refused as forged: replaying would not make it true
+                if (message.headers or {}).get(REFUSED_HEADER) is not None:
+                    continue  # refused as forged or unreadable: replaying cannot make it right
                 _replay_publish(producer, message, name, user_id)
                 message.ack()
                 replayed += 1

@@ -55,12 +55,18 @@ def _pem(path, obj):
 @pytest.fixture
 def tls(tmp_path):
     """A CA, a broker certificate it signed (localhost, 127.0.0.1), and an unrelated CA."""
-    ca_key, other_key, server_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca_key, other_key, server_key, stranger_key = (ec.generate_private_key(ec.SECP256R1())
+                                                    for _ in range(4))
     ca = _certificate("Lotsen Test CA", ca_key, None, None, ca=True)
     other = _certificate("Someone Else's CA", other_key, None, None, ca=True)
     server = _certificate("localhost", server_key, ca.subject, ca_key, ca=False, sans=(
         x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))))
+    # Signed by the right CA, but for another host: a certificate that is not the broker's.
+    stranger = _certificate("mail.example", stranger_key, ca.subject, ca_key, ca=False,
+                            sans=(x509.DNSName("mail.example"),))
     return {"ca": _pem(tmp_path / "ca.pem", ca), "other_ca": _pem(tmp_path / "other.pem", other),
+            "stranger_cert": _pem(tmp_path / "stranger.pem", stranger),
+            "stranger_key": _pem(tmp_path / "stranger.key", stranger_key),
             "cert": _pem(tmp_path / "server.pem", server),
             "key": _pem(tmp_path / "server.key", server_key)}
 
@@ -125,6 +131,18 @@ def test_a_broker_certificate_from_another_ca_is_refused(
     with pytest.raises(OperationalError, match="CERTIFICATE_VERIFY_FAILED"):
         with cfg.amqp_connection(config, connect_timeout=5) as connection:
             connection.ensure_connection(max_retries=1)
+    # The right CA, but a certificate for another host name: refused as well, by us and by
+    # the providers' client.
+    stranger = TlsBrokerLink(tls["stranger_cert"], tls["stranger_key"])
+    try:
+        impostor = _over_tls(service_config, stranger, tls["ca"])
+        with pytest.raises(OperationalError, match="mismatch"):
+            with cfg.amqp_connection(impostor, connect_timeout=5) as connection:
+                connection.ensure_connection(max_retries=1)
+        with pytest.raises(Exception, match="mismatch"):
+            ProviderClient(impostor["AMQP_URI"], "lp_x", ca_certs=tls["ca"]).connect()
+    finally:
+        stranger.close()
     # The outbox relay takes the CA from the same configuration: with the wrong one it
     # publishes nothing (and keeps the events), with the right one everything.
     seed(enrolment_db, register_file, capacity=5)

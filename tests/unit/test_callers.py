@@ -119,8 +119,9 @@ def test_tls_to_the_broker_comes_from_configuration(tmp_path, monkeypatch):
     assert "AMQP_SSL" not in cfg.load_config(path)  # an empty section would still mean TLS
     monkeypatch.setenv("AMQP_CA_CERTS", "/etc/lotsen/amqp-ca/ca.pem")
     config = cfg.load_config(path)
+    # server_hostname present (None: the URI's host), so the certificate's name is checked too
     assert config["AMQP_SSL"] == {"ca_certs": "/etc/lotsen/amqp-ca/ca.pem",
-                                  "cert_reqs": ssl.CERT_REQUIRED}
+                                  "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": None}
     assert cfg.rpc_client_config(config)["AMQP_SSL"] == config["AMQP_SSL"]
     assert cfg.broker_user(config) == "lotsen-enrolment"
     connection = cfg.amqp_connection(config)
