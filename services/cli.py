@@ -683,7 +683,8 @@ def broker_setup(obj: Context):
                        f"{access.user} does not exist yet", err=True)
             sys.exit(2)
     vhost = _vhost(obj.config)
-    management.declare_topology(vhost, subs, [c.name for c in classes])
+    management.declare_topology(vhost, subs, [c.name for c in classes],
+                                cfg.queue_arguments(obj.config))
     for access, password, _ in plan:
         if password:
             management.put_user(access.user, password)

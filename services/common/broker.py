@@ -155,6 +155,10 @@ class QueueConsumer(nameko_messaging.QueueConsumer):
 class RpcConsumer(nameko_rpc.RpcConsumer):
     queue_consumer = QueueConsumer()
 
+    def setup(self):
+        super().setup()
+        self.queue.queue_arguments = cfg.queue_arguments(self.container.config)
+
     def handle_message(self, body, message):
         """A request nobody can answer (no reply address, or not JSON) is dropped here: nameko
         would raise while replying and take the container down."""

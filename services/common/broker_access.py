@@ -179,20 +179,26 @@ class Management:
             self.request("PUT", "topic-permissions", vhost, access.user, body={
                 "exchange": exchange, "write": write, "read": read})
 
-    def declare_topology(self, vhost: str, subscriptions, services):
-        """Exchanges, consumer queues with their bindings, retry and parked queues."""
+    def declare_topology(self, vhost: str, subscriptions, services, arguments=None):
+        """Exchanges, consumer queues with their bindings, retry and parked queues, and the
+        services' RPC queues; ``arguments`` for each (``x-queue-type``)."""
+        arguments = dict(arguments or {})
         self.request("PUT", "vhosts", vhost, body={})
         exchange = {"type": "topic", "durable": True, "auto_delete": False, "internal": False,
                     "arguments": {}}
         self.request("PUT", "exchanges", vhost, RPC_EXCHANGE, body=exchange)
+        queue = {"durable": True, "auto_delete": False, "arguments": arguments}
         for service in services:
             self.request("PUT", "exchanges", vhost, f"{service}.events", body=exchange)
+            self.request("PUT", "queues", vhost, f"rpc-{service}", body=queue)
+            self.request("POST", "bindings", vhost, "e", RPC_EXCHANGE, "q", f"rpc-{service}",
+                         body={"routing_key": f"{service}.*", "arguments": {}})
         for sub in subscriptions:
-            queue = {"durable": True, "auto_delete": False, "arguments": {}}
             self.request("PUT", "queues", vhost, sub.queue_name, body=queue)
             self.request("POST", "bindings", vhost, "e", f"{sub.source_service}.events", "q",
                          sub.queue_name, body={"routing_key": sub.event_type, "arguments": {}})
             self.request("PUT", "queues", vhost, retry_queue_name(sub.queue_name), body={
                 "durable": True, "auto_delete": False, "arguments": {
-                    "x-dead-letter-exchange": "", "x-dead-letter-routing-key": sub.queue_name}})
+                    "x-dead-letter-exchange": "", "x-dead-letter-routing-key": sub.queue_name,
+                    **arguments}})
             self.request("PUT", "queues", vhost, parked_queue_name(sub.queue_name), body=queue)

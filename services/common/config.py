@@ -91,3 +91,13 @@ def database_url(config: dict, service: str) -> str:
 def setting(config: dict, name: str, default):
     value = config.get(name)
     return default if value in (None, "") else value
+
+
+def queue_arguments(config: dict) -> dict:
+    """Arguments for every durable queue this system declares. ``QUEUE_TYPE: quorum`` makes
+    them quorum queues (replicated on a RabbitMQ cluster); a queue's type is fixed when it is
+    declared, so a policy cannot change it later."""
+    kind = str(setting(config, "QUEUE_TYPE", "classic")).lower()
+    if kind not in ("classic", "quorum"):
+        raise ValueError(f"QUEUE_TYPE is classic or quorum, not {kind!r}")
+    return {"x-queue-type": "quorum"} if kind == "quorum" else {}

@@ -49,16 +49,18 @@ def parked_queue_name(queue_name: str) -> str:
     return f"{queue_name}.parked"
 
 
-def retry_queue(queue_name: str) -> Queue:
+def retry_queue(queue_name: str, arguments: dict | None = None) -> Queue:
     """Messages wait here for their TTL, then dead-letter back to the consumer's queue."""
     return Queue(
         retry_queue_name(queue_name), durable=True, auto_delete=False,
-        queue_arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name},
+        queue_arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name,
+                         **(arguments or {})},
     )
 
 
-def parked_queue(queue_name: str) -> Queue:
-    return Queue(parked_queue_name(queue_name), durable=True, auto_delete=False)
+def parked_queue(queue_name: str, arguments: dict | None = None) -> Queue:
+    return Queue(parked_queue_name(queue_name), durable=True, auto_delete=False,
+                 queue_arguments=dict(arguments or {}))
 
 
 def backoff_seconds(attempt: int, base_ms: int, max_ms: int) -> float:
@@ -77,8 +79,15 @@ class OutboxRelay:
         self.poll_interval = float(cfg.setting(outbox, "poll_interval_s", 1.0))
         self.batch_size = int(cfg.setting(outbox, "batch_size", 200))
         self.exchange = get_event_exchange(service_name, config)
+        # Events someone subscribes to are published mandatory: one that no queue takes (the
+        # queue is gone, or not declared yet by a newer release) comes back instead of being
+        # confirmed into nothing.
+        from services.common import topology
+        self.routed = {s.event_type for s in topology.subscriptions(
+            topology.service_classes(config)) if s.source_service == service_name}
         self.publisher = BatchPublisher(self.amqp_uri, self.exchange, ssl=cfg.amqp_ssl(config),
-                                        user_id=cfg.broker_user(config))
+                                        user_id=cfg.broker_user(config),
+                                        mandatory_types=self.routed)
         self._wake = threading.Event()
         self._stopped = False
         self.published = 0
@@ -90,13 +99,15 @@ class OutboxRelay:
         self._stopped = True
         self._wake.set()
 
-    def run(self):
+    def declare_topology(self):
         from services.common import topology
+        topology.declare(self.amqp_uri, self.config, own_exchange=self.service_name)
 
+    def run(self):
         delay = 0.5
         while not self._stopped:
             try:
-                topology.declare(self.amqp_uri, self.config, own_exchange=self.service_name)
+                self.declare_topology()
                 break
             except Exception as exc:  # broker not up yet: keep trying, never publish first
                 log.warning("declaring the event topology failed (%s); retrying", type(exc).__name__)
@@ -135,12 +146,36 @@ class OutboxRelay:
             for index in confirmed:
                 rows[index].published_at = moment
         self.published += len(confirmed)
+        if isinstance(failure, UnroutableEvents):
+            self._unroutable(failure)
         if failure is not None:
             raise failure
         return len(confirmed)
 
+    def _unroutable(self, failure: "UnroutableEvents"):
+        """Returned events stay in the outbox; the queues are declared again before the
+        relay's next try (after its backoff)."""
+        from services.common.metrics import UNROUTABLE
+        for event_type, count in failure.by_type.items():
+            UNROUTABLE.labels(self.service_name, event_type).inc(count)
+        log.warning("%d event(s) of %s reached no queue (%s); they stay in the outbox, "
+                    "declaring the queues again", sum(failure.by_type.values()),
+                    self.service_name, ", ".join(sorted(failure.by_type)))
+        try:
+            self.declare_topology()
+        except Exception as exc:
+            log.warning("declaring the event topology failed (%s)", type(exc).__name__)
+
     def close(self):
         self.publisher.close()
+
+
+class UnroutableEvents(Exception):
+    """Events the broker returned: no queue was bound for them."""
+
+    def __init__(self, by_type: dict[str, int]):
+        super().__init__(f"{sum(by_type.values())} event(s) reached no queue")
+        self.by_type = by_type
 
 
 class BatchPublisher:
@@ -153,8 +188,10 @@ class BatchPublisher:
     """
 
     def __init__(self, amqp_uri: str, exchange, confirm_timeout_s: float = 30.0, ssl=None,
-                 user_id: str | None = None):
+                 user_id: str | None = None, mandatory_types=frozenset()):
         self.amqp_uri = amqp_uri
+        self.mandatory_types = set(mandatory_types)
+        self._returned: set[str] = set()
         self.ssl = ssl
         # The broker refuses a message whose user_id is not the connection's user, so
         # consumers can believe where an event came from.
@@ -182,6 +219,7 @@ class BatchPublisher:
         self.channel.confirm_select()
         self.channel.events["basic_ack"].add(self._on_ack)
         self.channel.events["basic_nack"].add(self._on_nack)
+        self.channel.events["basic_return"].add(self._on_return)
         self._next_tag = 1
         self._acked.clear()
         self._nacked.clear()
@@ -192,6 +230,10 @@ class BatchPublisher:
 
     def _on_nack(self, delivery_tag, multiple):
         self._settle(self._nacked, delivery_tag, multiple)
+
+    def _on_return(self, exc, exchange, routing_key, message):
+        # The broker sends the return before the confirm of the same message.
+        self._returned.add((message.properties or {}).get("message_id"))
 
     def _settle(self, into: set, delivery_tag: int, multiple: bool):
         if multiple:
@@ -213,9 +255,11 @@ class BatchPublisher:
             if self.connection is None:
                 self._open()
             producer = Producer(self.channel, exchange=self.exchange, auto_declare=False)
+            self._returned.clear()
             for envelope, routing_key, message_id in events:
                 producer.publish(envelope, routing_key=routing_key, serializer="json",
                                  delivery_mode=PERSISTENT, message_id=message_id,
+                                 mandatory=routing_key in self.mandatory_types,
                                  headers=_context_headers(envelope),
                                  **({"user_id": self.user_id} if self.user_id else {}))
                 tags.append(self._next_tag)
@@ -230,13 +274,22 @@ class BatchPublisher:
             self.close(politely=False)
             if not isinstance(exc, Exception):
                 raise  # the relay is being killed
-            return [i for i, tag in enumerate(tags) if tag in self._acked], exc
-        confirmed = [i for i, tag in enumerate(tags) if tag in self._acked]
-        nacked = len(tags) - len(confirmed)
+            return [i for i, tag in enumerate(tags)
+                    if tag in self._acked and events[i][2] not in self._returned], exc
+        returned = {i for i, (_, _, message_id) in enumerate(events)
+                    if message_id in self._returned}
+        confirmed = [i for i, tag in enumerate(tags) if tag in self._acked and i not in returned]
+        nacked = len(tags) - len(confirmed) - len(returned)
         self._acked.difference_update(tags)
         self._nacked.difference_update(tags)
-        return confirmed, (RuntimeError(f"the broker refused {nacked} event(s)")
-                           if nacked else None)
+        if nacked:
+            return confirmed, RuntimeError(f"the broker refused {nacked} event(s)")
+        if returned:
+            by_type: dict[str, int] = {}
+            for i in returned:
+                by_type[events[i][1]] = by_type.get(events[i][1], 0) + 1
+            return confirmed, UnroutableEvents(by_type)
+        return confirmed, None
 
     def close(self, politely: bool = True):
         """Close the connection; ``politely=False`` drops the socket without waiting for the
@@ -272,6 +325,8 @@ class ReliableEventHandler(SafeHeaders, EventHandler):
 
     def setup(self):
         super().setup()
+        self.queue_arguments = cfg.queue_arguments(self.container.config)
+        self.queue.queue_arguments = dict(self.queue_arguments)
         retry = self.container.config.get("EVENT_RETRY") or {}
         self.max_attempts = int(cfg.setting(retry, "max_attempts", 5))
         self.base_delay_ms = int(cfg.setting(retry, "base_delay_ms", 1000))
@@ -292,7 +347,8 @@ class ReliableEventHandler(SafeHeaders, EventHandler):
     def park_refused(self, message, reason: str, kind=None):
         """Park a message that cannot be believed or read, with the reason; never replayed."""
         try:
-            self._forward(message, parked_queue(self.queue.name), attempt_of(message),
+            self._forward(message, parked_queue(self.queue.name, self.queue_arguments),
+                          attempt_of(message),
                           (kind or RefusedMessage)(reason), park=True, verified=False)
         except Exception:
             log.exception("could not park a refused %s message; requeueing", self.event_type)
@@ -321,12 +377,14 @@ class ReliableEventHandler(SafeHeaders, EventHandler):
         attempt = attempt_of(message)
         try:
             if isinstance(exc, ContractViolation) or attempt >= self.max_attempts:
-                self._forward(message, parked_queue(self.queue.name), attempt, exc, park=True)
+                self._forward(message, parked_queue(self.queue.name, self.queue_arguments),
+                              attempt, exc, park=True)
                 log.error("parked %s message for %s after %d attempt(s): %s",
                           self.event_type, self.method_name, attempt, type(exc).__name__)
             else:
                 delay = backoff_seconds(attempt, self.base_delay_ms, self.max_delay_ms)
-                self._forward(message, retry_queue(self.queue.name), attempt + 1, exc,
+                self._forward(message, retry_queue(self.queue.name, self.queue_arguments),
+                              attempt + 1, exc,
                               expiration=delay)
                 log.warning("retrying %s message for %s in %.1fs (attempt %d failed: %s)",
                             self.event_type, self.method_name, delay, attempt,
@@ -397,6 +455,15 @@ def _decoded(message):
         return None
 
 
+def _existing(connection, channel, name: str):
+    """The queue if it exists (a passive declare: whatever its type), and a usable channel."""
+    try:
+        channel.queue_declare(name, passive=True)
+    except Exception:  # not there: nothing parked; the failed declare closed the channel
+        return None, connection.channel()
+    return Queue(name, channel=channel), channel
+
+
 def list_parked(amqp_uri: str, queue_names: list[str], ssl=None) -> list[dict]:
     """Look at parked messages without taking them (they stay parked)."""
     from kombu import Connection
@@ -405,8 +472,9 @@ def list_parked(amqp_uri: str, queue_names: list[str], ssl=None) -> list[dict]:
     with Connection(amqp_uri, ssl=ssl) as connection:
         channel = connection.channel()
         for name in queue_names:
-            queue = parked_queue(name)(channel)
-            queue.declare()
+            queue, channel = _existing(connection, channel, parked_queue_name(name))
+            if queue is None:
+                continue
             while True:
                 message = queue.get(no_ack=False)
                 if message is None:
@@ -443,8 +511,9 @@ def replay_parked(amqp_uri: str, queue_names: list[str], message_id: str | None 
         channel = connection.channel()
         producer = connection.Producer(channel=connection.channel())
         for name in queue_names:
-            queue = parked_queue(name)(channel)
-            queue.declare()
+            queue, channel = _existing(connection, channel, parked_queue_name(name))
+            if queue is None:
+                continue
             while True:
                 message = queue.get(no_ack=False)
                 if message is None:

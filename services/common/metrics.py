@@ -24,6 +24,8 @@ HANDLED = Counter("lotsen_handled_total", "Messages and calls handled, by outcom
                   ["service", "entrypoint", "outcome"])
 REFUSED = Counter("lotsen_refused_total", "Messages refused: unauthorised callers, forged "
                   "events, malformed messages", ["service", "entrypoint", "reason"])
+UNROUTABLE = Counter("lotsen_unroutable_events_total", "Events the broker returned because no "
+                     "queue took them (kept in the outbox, sent again)", ["service", "event_type"])
 LATENCY = Histogram("lotsen_handler_seconds", "Time spent in an entrypoint",
                     ["service", "entrypoint"],
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

@@ -74,6 +74,7 @@ def declare(amqp_uri: str, config: dict | None = None, classes=None,
     subs = subscriptions(classes if classes is not None else service_classes(config))
     if own_exchange:
         subs = [s for s in subs if s.source_service == own_exchange]
+    arguments = cfg.queue_arguments(config or {})
     with Connection(amqp_uri, ssl=cfg.amqp_ssl(config or {})) as connection:
         channel = connection.channel()
         if own_exchange:
@@ -82,10 +83,11 @@ def declare(amqp_uri: str, config: dict | None = None, classes=None,
             exchange = get_event_exchange(sub.source_service, config or {})
             exchange(channel).declare()
             queue = Queue(sub.queue_name, exchange=exchange, routing_key=sub.event_type,
-                          durable=True, auto_delete=False, exclusive=False)
+                          durable=True, auto_delete=False, exclusive=False,
+                          queue_arguments=arguments)
             queue(channel).declare()
             if not own_exchange:
-                retry_queue(sub.queue_name)(channel).declare()
-                parked_queue(sub.queue_name)(channel).declare()
+                retry_queue(sub.queue_name, arguments)(channel).declare()
+                parked_queue(sub.queue_name, arguments)(channel).declare()
         channel.close()
     return subs

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from nameko.standalone.rpc import ServiceRpcProxy
 
 from services.cli import main
+from services.common.errors import AuthenticationFailed
 from tests.integration.helpers import SignedRpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,6 +101,13 @@ def test_demo_loads_once_and_run_serves_it(cli_env, register_file):
                 assert process.poll() is None, process.stdout.read()
                 time.sleep(0.5)
         assert {c["location"] for c in courses} == {"Wiesloch", "Stuttgart"}
+        # The embedded default checks callers too: the key it made is in the run directory,
+        # and a call without the gateway's proof is refused.
+        assert (Path(config["LOTSEN_HOME"]) / "secrets" / "service.key").exists()
+        with ServiceRpcProxy("enrolment", {"AMQP_URI": config["AMQP_URI"]},
+                             timeout=10) as anyone:
+            with pytest.raises(AuthenticationFailed):
+                anyone.list_enrolments("08226098", {})
         assert all(c["free_seats"] == c["capacity"] for c in courses)
         assert len(credentials["municipalities"]) == 3
         # The gateway runs in the same process and answers with the demo key.
