@@ -22,7 +22,7 @@ from nameko.amqp.publish import get_producer
 from nameko.constants import PERSISTENT
 from nameko.events import EventHandler
 from nameko.standalone.events import get_event_exchange
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from services.common import config as cfg
 from services.common.broker import QueueConsumer, SafeHeaders, refused
@@ -130,7 +130,15 @@ class OutboxRelay:
         self.publisher.close()
 
     def publish_pending(self) -> int:
-        """Publish one batch of unsent events; returns how many the broker confirmed."""
+        """Publish one batch of unsent events; returns how many the broker confirmed.
+
+        On PostgreSQL the batch's rows stay locked (skip-locked) while it is published, so
+        several instances share the outbox. SQLite has one writer for the whole file: there
+        the batch is read, published with no transaction open, and marked afterwards, so that
+        a slow or absent broker never holds up the service's writes. (A crash in between
+        publishes the batch again; consumers drop the repeat with their inbox.)"""
+        if not self.handle.is_postgresql:
+            return self._publish_unlocked()
         outbox = self.handle.outbox_model
         with self.handle.transaction() as session:
             query = (select(outbox).where(outbox.published_at.is_(None))
@@ -145,6 +153,28 @@ class OutboxRelay:
             moment = datetime.now(timezone.utc)
             for index in confirmed:
                 rows[index].published_at = moment
+        return self._outcome(confirmed, failure)
+
+    def _publish_unlocked(self) -> int:
+        outbox = self.handle.outbox_model
+        with self.handle.transaction() as session:
+            batch = session.execute(
+                select(outbox.position, outbox.envelope, outbox.event_type, outbox.event_id)
+                .where(outbox.published_at.is_(None))
+                .order_by(outbox.position).limit(self.batch_size)).all()
+        if not batch:
+            return 0
+        confirmed, failure = self.publisher.publish([
+            (envelope, event_type, str(event_id)) for _, envelope, event_type, event_id in batch])
+        if confirmed:
+            moment = datetime.now(timezone.utc)
+            with self.handle.transaction() as session:
+                session.execute(update(outbox).where(
+                    outbox.position.in_([batch[i][0] for i in confirmed]))
+                    .values(published_at=moment))
+        return self._outcome(confirmed, failure)
+
+    def _outcome(self, confirmed: list[int], failure: Exception | None) -> int:
         self.published += len(confirmed)
         if isinstance(failure, UnroutableEvents):
             self._unroutable(failure)
