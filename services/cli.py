@@ -194,6 +194,33 @@ def health(obj: Context, service, timeout):
     click.echo(json.dumps(dict(result, status="ok")))
 
 
+@main.command()
+@click.argument("kind", type=click.Choice(["live", "ready"]))
+@click.option("--timeout", default=5.0, show_default=True)
+@click.pass_obj
+def probe(obj: Context, kind, timeout):
+    """Ask the service process on this machine (METRICS_PORT) whether it is live or ready:
+    its own containers, broker connection and database, not a round trip through the queue
+    (exit 0/1; for container health checks)."""
+    import urllib.error
+    import urllib.request
+
+    port = int(cfg.setting(obj.config, "METRICS_PORT", 0))
+    if not port:
+        click.echo("error: METRICS_PORT is 0: this process serves no probes", err=True)
+        sys.exit(2)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/{kind}",
+                                    timeout=timeout) as response:
+            click.echo(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        click.echo(exc.read().decode())
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(json.dumps({"status": "unavailable", "error": type(exc).__name__}))
+        sys.exit(1)
+
+
 @main.command("import-register")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_obj

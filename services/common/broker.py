@@ -28,6 +28,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+from contextlib import contextmanager
 from functools import partial
 
 import eventlet
@@ -96,6 +97,17 @@ class QueueConsumer(nameko_messaging.QueueConsumer):
         log.warning("the broker did not answer within %.0fs of a kill; dropping the consumer",
                     KILL_WAIT_S)
         self._gt.kill()
+
+    broker_connected = False  # the readiness probe's view of this consumer's connection
+
+    @contextmanager
+    def consumer_context(self, **kwargs):
+        try:
+            with super().consumer_context(**kwargs) as context:
+                self.broker_connected = True
+                yield context
+        finally:
+            self.broker_connected = False
 
     def get_consumers(self, consumer_cls, channel):
         """Each message is looked at before its body is decoded: one over the size limit is

@@ -6,13 +6,14 @@ process they share it.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from typing import Callable
 
 from nameko.extensions import DependencyProvider
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
@@ -35,11 +36,37 @@ _server_port = None
 
 
 def _serve(port: int):
+    """One HTTP server per process: /metrics and the process's own probes."""
     global _server_port
     with _server_lock:
         if _server_port is None and port:
-            start_http_server(port, addr="0.0.0.0")
-            _server_port = port
+            import eventlet
+            import eventlet.wsgi
+            listener = eventlet.listen(("0.0.0.0", port))
+            eventlet.spawn_n(eventlet.wsgi.server, listener, _application, log_output=False,
+                             socket_timeout=10)
+            _server_port = listener.getsockname()[1]
+
+
+def serving_port() -> int | None:
+    """The port this process serves metrics and probes on (None: not serving)."""
+    return _server_port
+
+
+_metrics_app = make_wsgi_app()
+
+
+def _application(environ, start_response):
+    from services.common.probes import PROBES
+
+    path = environ.get("PATH_INFO", "")
+    if path in ("/health/live", "/health/ready"):
+        ok, report = PROBES.live() if path.endswith("live") else PROBES.ready()
+        body = json.dumps({"status": "ok" if ok else "unavailable", "services": report})
+        start_response("200 OK" if ok else "503 Service Unavailable",
+                       [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+        return [body.encode()]
+    return _metrics_app(environ, start_response)
 
 
 class ServiceGauges:
@@ -115,14 +142,20 @@ class Metrics(DependencyProvider):
 
     def setup(self):
         from services.common.db import Database
+        from services.common.probes import PROBES
 
         config = self.container.config
         _serve(int(cfg.setting(config, "METRICS_PORT", 0)))
+        PROBES.watch(self.container)
         database = next((d for d in self.container.dependencies
                          if isinstance(d, Database)), None)
         if database is not None:  # the newest instance of a service in this process reports
             COLLECTOR.services[self.container.service_name] = ServiceGauges(
                 self.container.service_name, _LazyHandle(database), self.snapshot, config)
+
+    def stop(self):
+        from services.common.probes import PROBES
+        PROBES.forget(self.container)  # stopped on purpose; a container that died stays
 
     def worker_setup(self, worker_ctx):
         self._started[worker_ctx] = time.perf_counter()

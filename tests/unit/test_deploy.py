@@ -63,8 +63,8 @@ def test_compose_runs_each_service_after_the_migration_with_health_checks():
         assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
         assert service["healthcheck"]["test"][0] == "CMD"
         assert "container_name" not in service  # `--scale` needs generated names
-        if name != "gateway":
-            assert service["healthcheck"]["test"][1:] == ["lotsen", "health", name]
+        # the process's own readiness, not an RPC through the shared queue
+        assert service["healthcheck"]["test"][1:] == ["lotsen", "probe", "ready"]
     assert services["gateway"]["ports"] == ["8000:8000"]
     assert services["notifications"]["depends_on"]["mailpit"]["condition"] == "service_healthy"
     for infra in ("rabbitmq", "postgres", "mailpit"):
@@ -258,7 +258,12 @@ def test_every_deployment_has_probes_limits_a_service_and_a_disruption_budget():
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         [container] = deployment["spec"]["template"]["spec"]["containers"]
         assert container["args"] == ["run", "--service", name]
-        assert container["readinessProbe"] and container["livenessProbe"]
+        assert container["readinessProbe"]["httpGet"] == {"path": "/health/ready",
+                                                          "port": "metrics"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/health/live",
+                                                         "port": "metrics"}
+        assert any(p.get("name") == "metrics" and p["containerPort"] == 9100
+                   for p in container["ports"])
         assert container["resources"]["requests"] and container["resources"]["limits"]
         assert container["securityContext"]["runAsNonRoot"] is True
         assert any(all(labels.get(k) == v for k, v in s["spec"]["selector"].items())
