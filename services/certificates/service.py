@@ -55,6 +55,17 @@ class Signing(DependencyProvider):
     def get_dependency(self, worker_ctx):
         return self
 
+    def readiness(self) -> str | None:
+        """None if the newest key signs (and its signature verifies), else why not: counting
+        key files says nothing about whether this process can read them."""
+        try:
+            kid, key = self.keyring.current()
+            probe = b"lotsen readiness"
+            key.public_key().verify(key.sign(probe), probe)
+        except Exception as exc:
+            return f"cannot sign ({type(exc).__name__})"
+        return None
+
 
 class CertificatesService:
     name = "certificates"
@@ -139,4 +150,5 @@ class CertificatesService:
         with self.db.transaction() as session:
             session.execute(text("SELECT 1"))
         return {"service": self.name, "database": "ok", "broker": "ok",
-                "signing_keys": len(self.signing.keyring.key_ids())}
+                "signing_keys": len(self.signing.keyring.key_ids()),
+                "signing": self.signing.readiness() or "ok"}

@@ -6,7 +6,8 @@ sibling instance may answer it (a wedged pod stays "live"). These probes look on
 process's own service containers:
 
 * live: each container is running and its queue consumer thread is alive;
-* ready: live, each consumer is connected to the broker, and each service database answers.
+* ready: live, each consumer is connected to the broker, each service database answers, and
+  whatever a service's dependencies add (certificates: its signing key signs).
 
 They are served next to the metrics (``METRICS_PORT``): ``/health/live``, ``/health/ready``.
 """
@@ -73,7 +74,20 @@ def _running(container) -> str:
 
 def _readiness(container) -> str:
     state = _running(container)
-    return state if state != "ok" else (_broker(container) or _database(container) or "ok")
+    return state if state != "ok" else (
+        _broker(container) or _database(container) or _own_checks(container) or "ok")
+
+
+def _own_checks(container) -> str | None:
+    """A dependency may say what else its service needs to be ready (``readiness()``: None,
+    or why not), e.g. that the certificates service can read its signing key and sign."""
+    for dependency in container.dependencies:
+        check = getattr(dependency, "readiness", None)
+        if callable(check):
+            problem = check()
+            if problem:
+                return problem
+    return None
 
 
 def _broker(container) -> str | None:

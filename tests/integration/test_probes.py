@@ -85,3 +85,24 @@ def test_not_ready_without_the_broker_and_not_live_once_a_container_died(
         busy.kill(sys.exc_info())  # as nameko does when an extension fails
     status, live = probe("live")
     assert status == 503 and live["services"]["busy"] == "died"
+    from services.common.probes import PROBES
+    for container in PROBES.containers():  # the next test's process is a healthy one again
+        if container.service_name == "busy":
+            PROBES.forget(container)
+
+
+def test_certificates_are_ready_only_while_they_can_sign(container_factory, service_config,
+                                                         tmp_path):
+    from pathlib import Path
+
+    from services.certificates.service import CertificatesService
+    keys = tmp_path / "signing"
+    config = dict(service_config, METRICS_PORT=free_port(),
+                  CERTIFICATES=dict(service_config["CERTIFICATES"], key_dir=str(keys)))
+    container_factory(CertificatesService, config).start()  # makes its first key
+    wait_for(lambda: probe("ready")[0] == 200, message="ready with a key it can use")
+    [key_file] = list(Path(keys).glob("*.pem"))
+    key_file.write_text("not a key: unreadable, as a root-owned 0400 file is for the pod\n")
+    status, ready = probe("ready")
+    assert status == 503 and ready["services"]["certificates"].startswith("cannot sign")
+    assert probe("live")[0] == 200

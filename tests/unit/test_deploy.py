@@ -356,3 +356,26 @@ def test_image_is_multi_stage_non_root_and_exec_form():
     final = dockerfile.rsplit("\nFROM ", 1)[1]
     assert "gcc" not in final and "USER lotsen" in final
     assert 'ENTRYPOINT ["lotsen"]' in final
+
+
+def test_signing_keys_are_readable_by_the_user_the_certificates_pod_runs_as():
+    [deployment] = [d for d in rendered() if d["kind"] == "Deployment"
+                    and d["metadata"]["name"] == "certificates"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    user = container["securityContext"]["runAsUser"]
+    [keys] = [v for v in pod["volumes"] if v["name"] == "signing-keys"]
+    mode = keys["secret"]["defaultMode"]
+    # Secret files belong to root: the pod's user reads them only through the group.
+    assert pod["securityContext"]["fsGroup"] == user
+    assert mode & 0o040 and not mode & 0o007, oct(mode)
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "signing-keys")
+    assert mount["mountPath"] == "/var/lib/lotsen/keys"
+
+
+def test_the_image_has_the_key_directory_the_compose_volume_mounts():
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    final = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert "install -d -o lotsen -g lotsen -m 0700 /var/lib/lotsen/keys" in final
+    volumes = compose()["services"]["certificates"]["volumes"]
+    assert any(v.endswith(":/var/lib/lotsen/keys") for v in volumes)
