@@ -300,10 +300,33 @@ def _jsonable(value):
 @click.argument("code")
 @click.pass_obj
 def programme_publish(obj: Context, code: str):
-    """Announce a programme again with the current register."""
+    """Announce a programme again with the current register (after an import).
+
+    Refused, with nothing announced, if the programme's budget would no longer cover a
+    guaranteed seat for every body the register now makes eligible."""
     from services.enrolment import domain
+    from services.funding import domain as funding
+
+    eligible = obj.run(lambda s: [b.ags for b in domain.eligible_bodies(
+        s, domain.programme_by_code(s, code))])
+    if _has_funding(obj, code):
+        shortfall = obj.run_funding(funding.shortfall_for, code, eligible)
+        if shortfall:
+            click.echo(f"error: with {len(eligible)} eligible bodies the budget of {code} "
+                       f"lacks {shortfall} cents for their guaranteed seats; raise it first "
+                       f"(lotsen funding budget {code} CENTS --reason ...), then publish",
+                       err=True)
+            sys.exit(2)
     count = obj.run(domain.republish_programme, code)
     click.echo(f"programme {code} published again: {count} eligible bodies")
+
+
+def _has_funding(obj: Context, code: str) -> bool:
+    from sqlalchemy import select
+
+    from services.funding.models import FundingProgramme
+    return obj.run_funding(lambda s: s.scalar(select(FundingProgramme.fee_cents).where(
+        FundingProgramme.code == code))) is not None
 
 
 @programme.command("list")
@@ -366,6 +389,41 @@ def funding_apply_deadline(obj: Context, code):
     """Release the unused reserve into the pool if the reserve date has passed."""
     from services.funding import domain as funding
     click.echo(json.dumps(obj.run_funding(funding.apply_reserve_deadline, code), indent=2))
+
+
+@funding_group.command("policy")
+@click.argument("code")
+@click.option("--budget-cents", type=int, required=True)
+@click.option("--fee-cents", type=int, required=True, help="per funded seat")
+@click.option("--guaranteed-per-body", type=int, default=1, show_default=True)
+@click.option("--reserve-until", required=True, help="YYYY-MM-DD: the guarantee holds until then")
+@click.pass_obj
+def funding_policy(obj: Context, code, budget_cents, fee_cents, guaranteed_per_body,
+                   reserve_until):
+    """Set a programme's funding policy, or change it (e.g. one created without a funding
+    section). Refused if the budget does not cover every eligible body's guaranteed seats."""
+    from services.common.schemas import load
+    from services.enrolment import domain
+    from services.funding import domain as funding
+    from services.funding.schemas import FundingPolicyIn
+
+    try:
+        policy = load(FundingPolicyIn(), {
+            "budget_cents": budget_cents, "fee_cents": fee_cents,
+            "guaranteed_per_body": guaranteed_per_body, "reserve_until": reserve_until},
+            "funding policy")
+    except LotsenError as exc:
+        _fail(exc)
+    programme_id = obj.run(lambda s: domain.programme_by_code(s, code).id)
+    obj.run_funding(funding.set_policy, programme_id, code, policy)
+    handle = obj.funding_db()
+    try:
+        click.echo(json.dumps(handle.run(funding.budget_state, code), indent=2))
+    except funding.NotReady:
+        click.echo(f"policy of {code} set; its figures follow once the funding service has "
+                   "the programme's eligible bodies")
+    finally:
+        handle.dispose()
 
 
 @funding_group.command("budget")

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from services.common.errors import LotsenError, NotFound, RuleViolation
@@ -58,7 +58,7 @@ def set_policy(session: Session, programme_id, code: str, policy: dict) -> Fundi
     programme.reserve_until = policy["reserve_until"]
     old_budget = programme.budget_cents or 0
     programme.budget_cents = policy["budget_cents"]
-    _check_budget_covers_guarantees(programme)
+    _check_budget_covers_guarantees(session, programme)
     if policy["budget_cents"] != old_budget:
         _ledger(session, programme, "budget_change", "budget", policy["budget_cents"] - old_budget,
                 key=f"budget:{programme.programme_id}:{uuid.uuid4()}",
@@ -71,24 +71,33 @@ def change_budget(session: Session, code: str, new_budget_cents: int, reason: st
     programme = _programme_by_code(session, code, lock=True)
     if not reason:
         raise RuleViolation("a budget change needs a reason", {"reason": ["required"]})
+    if programme.fee_cents is None:
+        raise RuleViolation(f"programme {code} has no funding policy yet: set one first "
+                            "(lotsen funding policy)", {"programme_code": ["no policy"]})
     policy = {"fee_cents": programme.fee_cents, "guaranteed_per_body": programme.guaranteed_per_body,
               "reserve_until": programme.reserve_until, "budget_cents": new_budget_cents,
               "reason": reason}
     set_policy(session, programme.programme_id, programme.code, policy)
+    if programme.eligible_count is None:  # not yet published to funding: no figures yet
+        return {"programme_code": code, "budget_cents": new_budget_cents,
+                "eligible_bodies": None}
     return budget_state(session, code)
 
 
-def _check_budget_covers_guarantees(programme: FundingProgramme):
+def _check_budget_covers_guarantees(session: Session, programme: FundingProgramme):
+    """What is granted plus the reserve for every eligible body's guaranteed seats must fit
+    in the budget: the pool never goes below zero."""
     granted = programme.granted_guaranteed_cents + programme.granted_pool_cents
     if programme.budget_cents < granted:
         raise RuleViolation("the budget cannot go below what is already granted",
                             {"budget_cents": [f"at least {granted}"]})
-    if programme.eligible_count is not None and not programme.reserve_released_at:
-        needed = programme.eligible_count * programme.guaranteed_per_body * programme.fee_cents
-        if programme.budget_cents < needed + programme.granted_pool_cents:
+    if programme.eligible_count is not None and programme.fee_cents is not None:
+        shortfall = -figures(session, programme).pool_left
+        if shortfall > 0:
             raise RuleViolation(
                 "the budget does not cover the guaranteed seats of every eligible body",
-                {"budget_cents": [f"at least {needed + programme.granted_pool_cents}"]})
+                {"budget_cents": [f"at least {programme.budget_cents + shortfall} for "
+                                  f"{programme.eligible_count} eligible bodies"]})
 
 
 def programme_published(session: Session, payload: dict):
@@ -103,15 +112,34 @@ def programme_published(session: Session, payload: dict):
         session.flush()
     elif programme.revision is not None and programme.revision >= payload["revision"]:
         return  # an older or the same announcement
+    announced = {b["ags"]: b["kind"] for b in payload["eligible_bodies"]}
     existing = set(session.scalars(select(EligibleBody.ags).where(
         EligibleBody.programme_id == programme.programme_id)))
-    new = [b for b in payload["eligible_bodies"] if b["ags"] not in existing]
-    if new:
+    added = sorted(set(announced) - existing)
+    removed = existing - set(announced)  # merged away, or no longer of an eligible kind
+    if added:
         session.execute(EligibleBody.__table__.insert(), [
-            {"programme_id": programme.programme_id, "ags": b["ags"], "kind": b["kind"]}
-            for b in new])
+            {"programme_id": programme.programme_id, "ags": ags, "kind": announced[ags]}
+            for ags in added])
+    if removed:
+        session.execute(delete(EligibleBody).where(
+            EligibleBody.programme_id == programme.programme_id,
+            EligibleBody.ags.in_(removed)))
     programme.revision = payload["revision"]
-    programme.eligible_count = len(existing) + len(new)
+    programme.eligible_count = len(announced)
+    if programme.fee_cents is None:
+        return  # no policy yet: its coverage is checked when it is set
+    key = f"published:{programme.programme_id}:{payload['revision']}"
+    if not programme.reserve_released_at:
+        # A body new to the programme may already have enrolments funded from the pool or
+        # waiting: its first ones take the guarantee now.
+        for ags in added:
+            while _guaranteed_held(session, programme, ags) < programme.guaranteed_per_body:
+                if not _pass_guarantee(session, programme, ags, f"{key}:{ags}"):
+                    break
+    session.flush()
+    _check_budget_covers_guarantees(session, programme)
+    _fund_waiting(session, programme, key)  # reserve freed by bodies that left
 
 
 def _programme(session: Session, programme_id, lock: bool = True) -> FundingProgramme:
@@ -128,7 +156,8 @@ def _programme_by_code(session: Session, code: str, lock: bool = False) -> Fundi
     query = select(FundingProgramme).where(FundingProgramme.code == code)
     programme = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
     if programme is None:
-        raise NotFound(f"no funding for programme {code}", {"programme_code": ["unknown"]})
+        raise NotFound(f"no funding for programme {code} (unknown here, or no policy yet: "
+                       "lotsen funding policy)", {"programme_code": ["unknown"]})
     return programme
 
 
@@ -149,7 +178,11 @@ class Figures:
 def figures(session: Session, programme: FundingProgramme) -> Figures:
     reserved = 0
     if not programme.reserve_released_at:
-        held = session.scalar(select(func.count()).select_from(Funding).where(
+        # Guaranteed seats held by bodies that are eligible now (one that left the register
+        # keeps what it was granted, but no longer counts against the reserve).
+        held = session.scalar(select(func.count()).select_from(Funding).join(
+            EligibleBody, (EligibleBody.programme_id == Funding.programme_id)
+            & (EligibleBody.ags == Funding.ags)).where(
             Funding.programme_id == programme.programme_id, Funding.state == "guaranteed")) or 0
         seats = programme.eligible_count * programme.guaranteed_per_body - held
         reserved = max(0, seats) * programme.fee_cents
@@ -268,7 +301,7 @@ def _pass_guarantee(session: Session, programme: FundingProgramme, ags: str, key
         Funding.state.in_(("pool", "waiting"))).order_by(Funding.sequence).limit(1)
     ).scalar_one_or_none()
     if successor is None:
-        return  # the seat goes back to the reserve
+        return False  # the seat goes back to the reserve
     if successor.state == "pool":
         successor.state = "guaranteed"
         _ledger(session, programme, "conversion", "pool", programme.fee_cents,
@@ -281,6 +314,7 @@ def _pass_guarantee(session: Session, programme: FundingProgramme, ags: str, key
     else:
         _grant(session, programme, successor, "guaranteed", f"{key}:successor")
     session.flush()
+    return True
 
 
 def _fund_waiting(session: Session, programme: FundingProgramme, key: str) -> int:
@@ -315,6 +349,22 @@ def apply_reserve_deadline(session: Session, code: str, today: date | None = Non
     funded = _fund_waiting(session, programme, f"reserve:{programme.programme_id}")
     return {"programme_code": code, "released": True, "released_cents": released,
             "funded": funded}
+
+
+def shortfall_for(session: Session, code: str, eligible_ags) -> int:
+    """How many cents the budget would lack if exactly ``eligible_ags`` were eligible (0: it
+    covers every guarantee); for checking a register update before it is announced."""
+    programme = _programme_by_code(session, code)
+    if programme.fee_cents is None or programme.reserve_released_at:
+        return 0
+    eligible = set(eligible_ags)
+    held = sum(count for ags, count in session.execute(
+        select(Funding.ags, func.count()).where(
+            Funding.programme_id == programme.programme_id, Funding.state == "guaranteed")
+        .group_by(Funding.ags)).all() if ags in eligible)
+    reserved = max(0, len(eligible) * programme.guaranteed_per_body - held) * programme.fee_cents
+    granted = programme.granted_guaranteed_cents + programme.granted_pool_cents
+    return max(0, granted + reserved - programme.budget_cents)
 
 
 def due_programmes(session: Session, today: date) -> list[str]:

@@ -139,3 +139,41 @@ def test_demo_loads_once_and_run_serves_it(cli_env, register_file):
             process.kill()
             pytest.fail("lotsen run did not stop on SIGTERM")
     assert process.returncode == 0
+
+
+def test_a_programme_without_funding_gets_a_policy_later_and_publish_checks_the_budget(
+        cli_env, register_file, tmp_path):
+    path, config = cli_env
+    assert invoke(path, "migrate").exit_code == 0
+    assert invoke(path, "import-register", str(register_file)).exit_code == 0
+    programme = yaml.safe_load((REPO / "deploy" / "programmes" /
+                                "bw-digitallotsen.yaml").read_text())
+    programme.pop("funding")
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump(programme, allow_unicode=True))
+    created = invoke(path, "programme", "create", str(bare))
+    assert "no funding section" in created.output
+    # No policy: a budget change is a clear error, not an internal one.
+    early = invoke(path, "funding", "budget", "BW-DL", "90000000", "--reason", "Nachtrag")
+    assert early.exit_code == 2 and "lotsen funding policy" in early.output
+
+    small = invoke(path, "funding", "policy", "BW-DL", "--budget-cents", "1000000",
+                   "--fee-cents", "50000", "--reserve-until", "2027-06-30")
+    assert small.exit_code == 0, small.output
+    database = Path(config["LOTSEN_HOME"]) / "enrolment.sqlite"
+
+    def announcements():
+        with sqlite3.connect(database) as connection:
+            return connection.execute("SELECT count(*) FROM outbox WHERE event_type = "
+                                      "'programme_published'").fetchone()[0]
+    before = announcements()
+    refused = invoke(path, "programme", "publish", "BW-DL")
+    assert refused.exit_code == 2 and "1136 eligible bodies" in refused.output
+    assert "lacks 55800000 cents" in refused.output
+    assert announcements() == before  # nothing announced
+
+    raised = invoke(path, "funding", "budget", "BW-DL", "80000000", "--reason", "Nachtrag")
+    assert raised.exit_code == 0, raised.output
+    published = invoke(path, "programme", "publish", "BW-DL")
+    assert published.exit_code == 0 and "1136 eligible bodies" in published.output
+    assert announcements() == before + 1

@@ -1,14 +1,17 @@
-"""Random sequences of confirmations, cancellations, duplicates and the deadline: the funding
-invariants of DESIGN.md hold after every step."""
+"""Random sequences of confirmations, cancellations, duplicates, register revisions and the
+deadline: the funding invariants of DESIGN.md hold after every step."""
 import uuid
 from datetime import date
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sqlalchemy import select
+
 from services.common.db import DatabaseHandle
+from services.common.errors import RuleViolation
 from services.funding import domain
-from services.funding.models import Base, InboxRecord, OutboxMessage
+from services.funding.models import Base, EligibleBody, InboxRecord, OutboxMessage
 from tests.funding_support import (
     bodies,
     cancelled,
@@ -20,9 +23,12 @@ from tests.funding_support import (
 
 FEE = 10_000
 BODIES = bodies(4)
+UNIVERSE = bodies(6)  # register revisions add and remove bodies among these
 
 steps = st.lists(st.one_of(
-    st.tuples(st.just("confirm"), st.integers(0, len(BODIES) - 1)),
+    st.tuples(st.just("confirm"), st.integers(0, len(UNIVERSE) - 1)),
+    # a new register: the bodies whose bit is set are eligible (at least one)
+    st.tuples(st.just("revise"), st.integers(1, 2 ** len(UNIVERSE) - 1)),
     st.tuples(st.just("cancel"), st.integers(0, 50)),
     st.tuples(st.just("again"), st.integers(0, 50)),
     st.tuples(st.just("deadline"), st.just(0)),
@@ -40,10 +46,10 @@ def test_invariants_hold_for_any_sequence(steps, per_body, extra_seats):
         handle.run(lambda s: publish(s, programme_id, BODIES))
         handle.run(domain.set_policy, programme_id, "BW-DL",
                    policy(budget, FEE, per_body, date(2027, 6, 30)))
-        active, delivered = [], []
+        active, delivered, revision = [], [], 1
         for action, n in steps:
             if action == "confirm":
-                payload = confirmed(programme_id, BODIES[n])
+                payload = confirmed(programme_id, UNIVERSE[n])
                 key = str(uuid.uuid4())
                 handle.run(domain.enrolment_confirmed, payload, key)
                 active.append(payload)
@@ -60,6 +66,15 @@ def test_invariants_hold_for_any_sequence(steps, per_body, extra_seats):
                 handle.run(fn, payload, key)
             elif action == "deadline":
                 handle.run(domain.apply_reserve_deadline, "BW-DL", date(2027, 7, 1))
-            handle.run(invariants, programme_id, BODIES, per_body, budget)
+            elif action == "revise":
+                revision += 1
+                chosen = [ags for i, ags in enumerate(UNIVERSE) if n >> i & 1]
+                try:
+                    handle.run(lambda s: publish(s, programme_id, chosen, revision=revision))
+                except RuleViolation:
+                    pass  # the budget does not cover them: refused, nothing changed
+            eligible = handle.run(lambda s: list(s.scalars(select(EligibleBody.ags).where(
+                EligibleBody.programme_id == programme_id))))
+            handle.run(invariants, programme_id, eligible, per_body, budget)
     finally:
         handle.dispose()
