@@ -1,7 +1,10 @@
 """Marshmallow helpers for every boundary: validate or raise a typed, readable error."""
 from __future__ import annotations
 
+import os
+
 from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow.experimental.context import Context
 
 from services.common.errors import ValidationFailed
 
@@ -47,3 +50,95 @@ def load(schema: Schema, data, what: str = "input"):
         return schema.load(data)
     except ValidationError as exc:
         raise ValidationFailed(f"{what} is invalid", flatten_messages(exc.messages)) from None
+
+
+# --- e-mail addresses ----------------------------------------------------------------------------
+# A domain with umlauts travels as IDNA (punycode A-labels), which every mail server takes. A
+# local part (before the @) beyond ASCII can only travel over SMTPUTF8 (RFC 6531): the address
+# is accepted where the configured mail server offers it (MAIL.smtputf8), refused otherwise.
+
+SMTPUTF8_ENV = "SMTP_SMTPUTF8"
+
+
+class UnencodableAddress(ValueError):
+    """An address that no mail server can be given as it is. The message names no address."""
+
+
+def split_address(address: str) -> tuple[str, str]:
+    local, at, domain = str(address).rpartition("@")
+    if not at or not local or not domain:
+        raise UnencodableAddress("not an e-mail address")
+    return local, domain
+
+
+def ascii_domain(domain: str) -> str:
+    """The domain as DNS and SMTP want it: non-ASCII labels as IDNA 2008 A-labels."""
+    if domain.isascii():
+        return domain
+    import idna  # IDNA 2008: Python's own codec (2003) would turn "straße" into "strasse"
+    try:
+        encoded = idna.encode(domain, uts46=True).decode("ascii")
+    except UnicodeError:
+        raise UnencodableAddress("the domain is not a valid internationalised domain name "
+                                 "(IDNA)") from None
+    if len(encoded) > 253:
+        raise UnencodableAddress("the domain is too long once written in IDNA (punycode)")
+    return encoded
+
+
+def envelope_address(address: str) -> str:
+    """``local@domain`` for the SMTP envelope: the domain in IDNA, the local part as it is."""
+    local, domain = split_address(address)
+    return f"{local}@{ascii_domain(domain)}"
+
+
+def truthy(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def mail_smtputf8(config: dict | None = None) -> bool:
+    """Whether the configured mail server takes SMTPUTF8: ``MAIL.smtputf8`` of ``config``.
+
+    Without a config: the marshmallow context's ``smtputf8`` if a caller set one (``with
+    Context({"smtputf8": mail_smtputf8(config)})``), else the ``SMTP_SMTPUTF8`` variable that
+    the deployment files expand into ``MAIL.smtputf8``; false unless set."""
+    if config is not None:
+        return truthy((config.get("MAIL") or {}).get("smtputf8"))
+    context = Context.get(default=None)
+    value = context.get("smtputf8") if isinstance(context, dict) else None
+    if value is None:
+        value = os.environ.get(SMTPUTF8_ENV)
+    return truthy(value)
+
+
+class MailAddress(fields.Email):
+    """An e-mail address that can be delivered: the domain must have an IDNA form, and a local
+    part beyond ASCII is accepted only where the mail server offers SMTPUTF8."""
+
+    def __init__(self, *args, smtputf8=mail_smtputf8, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.smtputf8 = smtputf8  # a bool, or a function that tells at validation time
+        self.validators.append(self._deliverable)
+
+    def _deliverable(self, address: str):
+        try:
+            local, domain = split_address(address)
+        except UnencodableAddress:
+            return  # not an address at all: the Email validator says so
+        try:
+            encoded = ascii_domain(domain)
+        except UnencodableAddress as exc:
+            raise ValidationError(str(exc)) from None
+        if len(local) + 1 + len(encoded) > 254:
+            raise ValidationError("too long once the domain is written in IDNA (punycode)")
+        if not local.isascii():
+            allowed = self.smtputf8() if callable(self.smtputf8) else self.smtputf8
+            if not allowed:
+                raise ValidationError(
+                    "the part before the @ has characters beyond ASCII (such as umlauts); "
+                    "the programme's mail server cannot deliver to such an address (it does "
+                    "not offer SMTPUTF8): please give an address without them")
+
+
+def email_field(**kwargs) -> MailAddress:
+    return MailAddress(validate=validate.Length(max=254), **kwargs)

@@ -3,17 +3,29 @@
 No nameko here. The Message-ID is derived from the notice id, so if a crash falls between
 sending and recording, the second copy carries the same Message-ID and a mail server or reader
 can drop it.
+
+Addresses: a domain with umlauts goes out in IDNA (punycode) in the envelope and the headers, so
+any server takes it; a local part beyond ASCII needs SMTPUTF8 and is sent that way (UTF-8
+headers) only where the server offers it. What can never be sent fails at once.
 """
 from __future__ import annotations
 
 import os
 import smtplib
 import socket
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate
+from email.utils import formatdate
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from services.common.schemas import (
+    UnencodableAddress,
+    ascii_domain,
+    envelope_address,
+    split_address,
+)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
@@ -46,15 +58,45 @@ def render(template: str, context: dict) -> tuple[str, str, str]:
     return " ".join(subject.split()), text.strip() + "\n", html.strip()
 
 
+def header_address(name: str | None, address: str) -> Address:
+    """The address for a From/To/Cc header: the domain in IDNA, so the header stays ASCII (the
+    name is encoded by the e-mail package); a non-ASCII local part keeps its domain readable,
+    as such a mail travels over SMTPUTF8 with UTF-8 headers anyway."""
+    try:
+        local, domain = split_address(address)
+        if local.isascii():
+            domain = ascii_domain(domain)
+        else:
+            ascii_domain(domain)  # it must have an IDNA form for the envelope
+        return Address(display_name=name or "", username=local, domain=domain)
+    except (UnencodableAddress, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, UnencodableAddress) else "malformed address"
+        raise PermanentFailure(f"address cannot be used: {reason}") from None
+
+
+def envelope(address: Address) -> str:
+    """The address for MAIL FROM / RCPT TO: always an IDNA domain."""
+    return envelope_address(address.addr_spec)
+
+
+def _addresses(message: EmailMessage, *names: str) -> list[Address]:
+    return [a for name in names for header in (message.get_all(name) or ())
+            for a in header.addresses]
+
+
+def needs_smtputf8(message: EmailMessage) -> bool:
+    return any(not a.username.isascii() for a in _addresses(message, "From", "To", "Cc"))
+
+
 def build_message(notice, sender: tuple[str, str], context: dict,
                   attachment: tuple[str, bytes] | None = None) -> EmailMessage:
     subject, text, html = render(notice.template, context)
     message = EmailMessage()
     message["Subject"] = subject
-    message["From"] = formataddr(sender)
-    message["To"] = formataddr((notice.to_name, notice.to_email))
+    message["From"] = header_address(*sender)
+    message["To"] = header_address(notice.to_name, notice.to_email)
     if notice.cc_email:
-        message["Cc"] = notice.cc_email
+        message["Cc"] = header_address(None, notice.cc_email)
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = f"<{notice.id}@notices.lotsen>"
     message["Auto-Submitted"] = "auto-generated"
@@ -78,7 +120,8 @@ class FileTransport:
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.directory / f"{notice_id}.eml"
         partial = target.with_suffix(".eml.partial")
-        partial.write_bytes(bytes(message))
+        policy = message.policy.clone(utf8=True) if needs_smtputf8(message) else None
+        partial.write_bytes(message.as_bytes(policy=policy))
         os.replace(partial, target)  # one file per notice, whatever the retries
 
     def close(self):
@@ -119,12 +162,29 @@ class SmtpTransport:
 
     def send(self, notice_id, message: EmailMessage):
         try:
+            sender = envelope(_addresses(message, "From")[0])
+            recipients = [envelope(a) for a in _addresses(message, "To", "Cc")]
+        except UnencodableAddress as exc:
+            raise PermanentFailure(f"address cannot be used: {exc}") from None
+        try:
             if self._smtp is not None:
                 try:
                     self._smtp.noop()  # still there? A dropped session costs nothing yet
                 except (smtplib.SMTPException, OSError):
                     self.close()
-            self._connection().send_message(message)
+            smtp = self._connection()
+            if not "".join([sender, *recipients]).isascii():
+                smtp.ehlo_or_helo_if_needed()
+                if not smtp.has_extn("smtputf8"):
+                    raise PermanentFailure("the address has characters beyond ASCII before the "
+                                           "@, and the mail server does not offer SMTPUTF8")
+            try:
+                # With a non-ASCII local part smtplib asks for SMTPUTF8 and sends UTF-8 headers.
+                smtp.send_message(message, sender, recipients)
+            except UnicodeError:
+                self.close()  # it may have failed halfway through a command
+                raise PermanentFailure("the mail cannot be encoded for SMTP (characters beyond "
+                                       "ASCII); retrying cannot help") from None
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             if all(500 <= code < 600 for code in codes):
