@@ -10,7 +10,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.certificates import credentials, pdf
-from services.certificates.models import Certificate, CertificateSequence
+from services.certificates.models import (
+    NUMBER_LENGTH,
+    SEQUENCE_DIGITS,
+    Certificate,
+    CertificateSequence,
+)
 from services.common.errors import NotFound, RuleViolation
 from services.common.outbox import emit
 
@@ -48,6 +53,19 @@ def _next_number(session: Session, programme_code: str, year: int) -> int:
     return row.last_number
 
 
+def certificate_number(programme_code: str, year: int, sequence: int) -> str:
+    """``BW-DL-2026-000123``; refused with a clear reason rather than failing in the database
+    when it would not fit the number columns (a programme code created before codes were
+    limited, or more than a million certificates in a programme and year)."""
+    number = f"{programme_code}-{year:04d}-{sequence:0{SEQUENCE_DIGITS}d}"
+    if len(number) > NUMBER_LENGTH:
+        raise RuleViolation(
+            f"certificate number {number} is longer than {NUMBER_LENGTH} characters",
+            {"programme_code": [f"too long for certificate numbers ({len(programme_code)} "
+                                "characters)"]})
+    return number
+
+
 def _unique_code(session: Session) -> str:
     while True:
         code = credentials.new_verification_code()
@@ -60,7 +78,7 @@ def _create(session: Session, data: dict, enrolment_id, ags: str, keyring, issue
             supersedes: str | None = None) -> Certificate:
     issued_at = now()
     sequence = _next_number(session, data["programme_code"], issued_at.year)
-    number = f"{data['programme_code']}-{issued_at.year}-{sequence:06d}"
+    number = certificate_number(data["programme_code"], issued_at.year, sequence)
     code = _unique_code(session)
     url = issuer.verification_url(code)
     kid, key = keyring.current()

@@ -10,6 +10,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from services.common.models import InboxMixin, OutboxMixin, UTCDateTime, utcnow
 
 
+# A certificate number is "<programme code>-<year>-<sequence>", e.g. BW-DL-2026-000123. Every
+# service that keeps a copy of it (enrolment, notifications) stores it in NUMBER_LENGTH
+# characters, so a programme code may be at most PROGRAMME_CODE_MAX long; the enrolment
+# service refuses longer codes when the programme is created (its ProgrammeIn schema).
+NUMBER_LENGTH = 40
+SEQUENCE_DIGITS = 6
+PROGRAMME_CODE_MAX = NUMBER_LENGTH - len("-YYYY-") - SEQUENCE_DIGITS  # 28
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -38,7 +47,7 @@ class Certificate(Base):
     __tablename__ = "certificates"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    number: Mapped[str] = mapped_column(String(40), nullable=False, unique=True)
+    number: Mapped[str] = mapped_column(String(NUMBER_LENGTH), nullable=False, unique=True)
     enrolment_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     ags: Mapped[str] = mapped_column(String(8), nullable=False, index=True)
     programme_code: Mapped[str] = mapped_column(String(40), nullable=False)
@@ -52,8 +61,8 @@ class Certificate(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revocation_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    supersedes: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    superseded_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    supersedes: Mapped[str | None] = mapped_column(String(NUMBER_LENGTH), nullable=True)
+    superseded_by: Mapped[str | None] = mapped_column(String(NUMBER_LENGTH), nullable=True)
 
     __table_args__ = (
         # One current certificate per enrolment, however often the event arrives.

@@ -1,5 +1,7 @@
-"""Demo data for ``make run``: a Baden-Württemberg programme, a provider, two courses and three
-registered municipalities, so the running system has something real to show."""
+"""Demo data for ``make run``: a Baden-Württemberg programme, a provider, two open courses, a
+course that took place (with one participant from each municipality, waiting for the provider
+to record attendance) and three registered municipalities, so the running system has
+something real to show, up to a certificate."""
 from __future__ import annotations
 
 import json
@@ -37,6 +39,14 @@ MUNICIPALITIES = [
 MODULES = ["Digitale Verwaltung und OZG", "Prozesse erkennen und modellieren",
            "Projekte und Veränderung", "Kommunikation und Beteiligung",
            "Praxisprojekt und Netzwerk"]
+
+
+# Made-up participants of the course that took place, one per demo municipality.
+PAST_PARTICIPANTS = {
+    "08226098": ("Anna", "Beispiel", "anna.beispiel@wiesloch.example", "Hauptamt"),
+    "08226095": ("Jürgen", "Weiß", "juergen.weiss@walldorf.example", "Bauamt"),
+    "08226000": ("Lena", "Muster", "lena.muster@rhein-neckar-kreis.example", "IT"),
+}
 
 
 def _modules(first: date) -> list[dict]:
@@ -89,7 +99,26 @@ def load_demo(handle, register_file: Path | None, credentials_path: Path,
         for ags, contact, email in MUNICIPALITIES:
             _, key = domain.register_municipality(session, ags, contact, email)
             keys.append({"ags": ags, "contact": contact, "api_key": key})
+        # A course whose five modules lie in the past (the last one two weeks ago): attendance
+        # counts only from a module's date on, so this is the one to record attendance for
+        # and see certificates right away. Closed: nobody enrols any more.
+        past = domain.create_course(session, provider, {
+            "programme_code": "BW-DL", "title": "Basisseminar Kommunale Digitallotsen",
+            "location": "Heidelberg", "capacity": 22,
+            "modules": _modules(domain.course_today() - timedelta(days=42)), "open": True})
+        enrolment_ids = []
+        for ags, (given, family, email, department) in PAST_PARTICIPANTS.items():
+            enrolment = domain.enrol(session, ags, {"course_id": past.id, "participant": {
+                "given_name": given, "family_name": family, "email": email,
+                "department": department}})
+            enrolment_ids.append(enrolment["id"])
+        domain.change_course_status(session, provider, past.id, "close")
         return {"provider": {"name": provider.name, "token": token}, "courses": courses,
+                "course_that_took_place": {
+                    "id": str(past.id), "location": "Heidelberg",
+                    "modules": [{"number": m.number, "date": m.date.isoformat()}
+                                for m in past.modules],
+                    "enrolment_ids": enrolment_ids},
                 "municipalities": keys}
 
     credentials = handle.run(setup)
@@ -106,6 +135,8 @@ def load_demo(handle, register_file: Path | None, credentials_path: Path,
                                 encoding="utf-8")
     os.chmod(credentials_path, 0o600)
     return (f"{register_note}\ndemo programme BW-DL with {len(credentials['courses'])} open "
-            f"courses and {len(credentials['municipalities'])} municipalities loaded"
+            f"courses, a course that took place (Heidelberg, "
+            f"{len(credentials['course_that_took_place']['enrolment_ids'])} participants to "
+            f"record attendance for) and {len(credentials['municipalities'])} municipalities loaded"
             f"{', funding policy set' if funding_handle is not None and policy else ''}\n"
             f"provider token and API keys: {credentials_path}")

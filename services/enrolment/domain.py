@@ -11,6 +11,7 @@ import json
 import secrets
 import uuid
 from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -44,9 +45,17 @@ from services.enrolment.schemas import BodyOut, CourseOut, EnrolmentOut
 
 SEAT_HOLDING = ("confirmed", "completed")
 
+# Module dates are calendar days where the courses take place.
+COURSE_TIMEZONE = ZoneInfo("Europe/Berlin")
+
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def course_today() -> date:
+    """Today's date where the courses take place (tests replace ``now`` to move the clock)."""
+    return now().astimezone(COURSE_TIMEZONE).date()
 
 
 def hash_secret(secret: str) -> str:
@@ -555,17 +564,33 @@ def cancel_enrolment(session: Session, enrolment_id, *, ags: str | None = None,
 
 # --- attendance and completion (provider) ---------------------------------------------------
 
-def record_attendance(session: Session, provider: Provider, command: dict) -> list[dict]:
+def record_attendance(session: Session, provider: Provider, command: dict,
+                      today: date | None = None) -> list[dict]:
     """Record that participants attended a module (repeating it changes nothing); a participant
-    who has attended every module has completed."""
+    who has attended every module has completed.
+
+    Attendance counts only on or after the module's date in Europe/Berlin (``today``, by
+    default the current date there): nobody attends a module that has not taken place. After
+    the fact is fine, e.g. a provider entering a finished course's attendance lists."""
     course = _course_of_provider(session, provider, command["course_id"], lock=True)
     if course.status not in ("open", "closed"):
         raise RuleViolation(f"attendance cannot be recorded for a {course.status} course",
                             {"course_id": [f"course is {course.status}"]})
-    numbers = {m.number for m in course.modules}
-    if command["module_number"] not in numbers:
+    modules = {m.number: m for m in course.modules}
+    numbers = set(modules)
+    number = command["module_number"]
+    if number not in numbers:
         raise ValidationFailed("the course has no such module",
                                {"module_number": [f"must be one of {sorted(numbers)}"]})
+    today = today or course_today()
+    module_date = modules[number].date
+    if module_date > today:
+        raise RuleViolation(
+            f"module {number} takes place on {module_date.isoformat()}: attendance can be "
+            f"recorded from that day on (today is {today.isoformat()} in Europe/Berlin), "
+            "nothing recorded",
+            {"module_number": [f"module {number} is on {module_date.isoformat()}, "
+                               "not yet taken place"]})
     wanted = list(dict.fromkeys(command["enrolment_ids"]))
     found = {e.id: e for e in session.execute(select(Enrolment).where(
         Enrolment.id.in_(wanted), Enrolment.course_id == course.id)).scalars()}
@@ -606,7 +631,8 @@ def _complete(session: Session, enrolment: Enrolment, course: Course):
         "role_name": programme.role_name, "course_id": course.id, "course_title": course.title,
         "location": course.location, "provider_name": course.provider.name,
         "ags": body.ags, "municipality_name": body.name,
-        "completed_on": enrolment.completed_at.date(),
+        # The day where the course took place, as attendance counts it (not the UTC date).
+        "completed_on": enrolment.completed_at.astimezone(COURSE_TIMEZONE).date(),
         "modules": [{"number": m.number, "title": m.title, "date": m.date}
                     for m in course.modules],
         "participant": _participant(enrolment),

@@ -10,7 +10,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from services.common.schemas import ags_field
+from services.common.schemas import ags_field, email_field
 
 BODY_KINDS = ("gemeinde", "kreis", "bezirk")
 NAME = dict(required=True, validate=validate.Length(min=1, max=100))
@@ -19,7 +19,8 @@ NAME = dict(required=True, validate=validate.Length(min=1, max=100))
 class ParticipantIn(Schema):
     given_name = fields.String(**NAME)
     family_name = fields.String(**NAME)
-    email = fields.Email(required=True, validate=validate.Length(max=254))
+    # IDNA domains are fine; a non-ASCII local part only with MAIL.smtputf8 (SMTP_SMTPUTF8).
+    email = email_field(required=True)
     department = fields.String(load_default=None, allow_none=True,
                                validate=validate.Length(max=200))
 
@@ -52,9 +53,19 @@ class EnrolBatchIn(Schema):
     dry_run = fields.Boolean(load_default=False)
 
 
+# A programme's code starts its certificates' numbers ("BW-DL-2026-000123"), which every service
+# stores in 40 characters: the code may take 40 - len("-2026-000123") of them. Must equal
+# services.certificates.models.PROGRAMME_CODE_MAX (tests/unit/test_certificate_numbers.py).
+PROGRAMME_CODE_MAX = 28
+
+
 class ProgrammeIn(Schema):
-    code = fields.String(required=True, validate=validate.Regexp(
-        r"^[A-Z0-9][A-Z0-9-]{1,39}$", error="use capitals, digits and '-', e.g. BW-DL"))
+    code = fields.String(required=True, validate=[
+        validate.Regexp(r"^[A-Z0-9][A-Z0-9-]+$",
+                        error="use capitals, digits and '-', e.g. BW-DL"),
+        validate.Length(max=PROGRAMME_CODE_MAX,
+                        error=f"at most {PROGRAMME_CODE_MAX} characters (it starts every "
+                              "certificate number, e.g. BW-DL-2026-000123)")])
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     land = fields.String(required=True, validate=validate.Regexp(
         r"^(0[1-9]|1[0-6])$", error="must be a Land code 01 to 16"))

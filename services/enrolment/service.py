@@ -1,6 +1,7 @@
 """RPC and event entrypoints of the enrolment service: validate, call the domain, return."""
 from __future__ import annotations
 
+from marshmallow.experimental.context import Context
 from nameko.dependency_providers import Config
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
@@ -13,7 +14,7 @@ from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
 from services.common.outbox import handle_once
-from services.common.schemas import load
+from services.common.schemas import load, mail_smtputf8
 from services.enrolment import domain, schemas
 from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
 
@@ -41,6 +42,11 @@ class EnrolmentService:
     def _as_provider(self, fn, *args):
         token = self.provider_token
         return self.db.run(lambda s: fn(s, domain.authenticate_provider(s, token), *args))
+
+    def _mail_context(self):
+        """Whether the mail server takes addresses with umlauts before the @ (SMTPUTF8), as
+        this service's own configuration says."""
+        return Context({"smtputf8": mail_smtputf8(self.config)})
 
     @staticmethod
     def _ags(ags) -> str:
@@ -114,7 +120,8 @@ class EnrolmentService:
     @rpc(MUNICIPALITY)
     def enrol(self, ags, enrolment):
         ags = self._ags(ags)
-        command = load(schemas.EnrolIn(), enrolment, "enrolment")
+        with self._mail_context():
+            command = load(schemas.EnrolIn(), enrolment, "enrolment")
         try:
             return self.db.run(domain.enrol, ags, command)
         except IntegrityError:
@@ -129,11 +136,12 @@ class EnrolmentService:
         ags = self._ags(ags)
         batch = load(schemas.EnrolBatchIn(), {"rows": rows, "dry_run": dry_run}, "batch")
         commands = []
-        for index, row in enumerate(batch["rows"]):
-            try:
-                commands.append(load(schemas.EnrolIn(), row, f"row {index}"))
-            except ValidationFailed as exc:
-                commands.append(exc)
+        with self._mail_context():
+            for index, row in enumerate(batch["rows"]):
+                try:
+                    commands.append(load(schemas.EnrolIn(), row, f"row {index}"))
+                except ValidationFailed as exc:
+                    commands.append(exc)
         dry_run = batch["dry_run"]
         results = self.db.run(domain.enrol_batch, ags, commands, commit=not dry_run)
         if dry_run:

@@ -1,7 +1,7 @@
 """Certificates end to end: completion issues one, numbers stay gapless with two instances,
 and anyone can verify through the gateway, by eye or by machine."""
 import uuid
-from datetime import date
+from datetime import date, timedelta
 
 import eventlet
 import requests
@@ -66,7 +66,16 @@ def test_completion_to_verification_through_the_gateway(
         container_factory(service, config).start()
     base = f"http://{config['WEB_SERVER_ADDRESS']}"
     seeded = seed(enrolment_db, register_file, capacity=5)
-    course, token = str(seeded["courses"][0]), seeded["providers"][0]["token"]
+    token = seeded["providers"][0]["token"]
+    # A course that took place (attendance counts only from a module's date on).
+    first_module = date.today() - timedelta(days=40)
+    with ServiceRpcProxy("enrolment", config, context_data={"provider_token": token}) as provider:
+        course = provider.create_course({
+            "programme_code": "BW-DL", "title": "Basisseminar", "location": "Wiesloch",
+            "capacity": 5, "open": True,
+            "modules": [{"number": n, "title": f"Modul {n}",
+                         "date": (first_module + timedelta(days=7 * (n - 1))).isoformat()}
+                        for n in range(1, 6)]})["id"]
     mine, other = gemeinden(register_file, 2)
     keys = {ags: enrolment_db.run(lambda s, a=ags: enrolment_domain.register_municipality(
         s, a, "Hauptamt", f"h@{a}.example")[1]) for ags in (mine, other)}

@@ -1,4 +1,6 @@
 """Seat, waitlist, cancellation and completion rules at the service layer on PostgreSQL."""
+from datetime import date, timedelta
+
 import pytest
 
 from services.common.errors import RuleViolation, ValidationFailed
@@ -84,13 +86,17 @@ def test_course_cancellation_cancels_every_enrolment(world, enrolment_db):
 
 def test_attending_every_module_completes_once(world, enrolment_db):
     a, b, c = world["bodies"]
+    # The provider enters the attendance lists once the course has taken place (its modules
+    # lie 31 to 35 days ahead; attendance counts only from a module's date on).
+    after_the_course = date.today() + timedelta(days=40)
     seated = enrol(enrolment_db, a, world["course"], 1)
     other = enrol(enrolment_db, b, world["course"], 2)
     waiting = enrol(enrolment_db, c, world["course"], 3)
     with pytest.raises(ValidationFailed) as refused:
         as_provider(enrolment_db, world["token"], domain.record_attendance,
                     attendance({"course_id": str(world["course"]), "module_number": 1,
-                                "enrolment_ids": [seated["id"], waiting["id"]]}))
+                                "enrolment_ids": [seated["id"], waiting["id"]]}),
+                    after_the_course)
     assert "enrolment_ids" in refused.value.fields
     for module in range(1, 6):
         for _ in range(2):  # recording twice is harmless
@@ -98,7 +104,8 @@ def test_attending_every_module_completes_once(world, enrolment_db):
                                  attendance({"course_id": str(world["course"]),
                                              "module_number": module,
                                              "enrolment_ids": [seated["id"]] + (
-                                                 [other["id"]] if module < 5 else [])}))
+                                                 [other["id"]] if module < 5 else [])}),
+                                 after_the_course)
     assert result[0]["status"] == "completed"
     assert result[0]["attended_modules"] == [1, 2, 3, 4, 5]
     assert enrolment_db.run(domain.get_enrolment, b, other["id"])["status"] == "confirmed"

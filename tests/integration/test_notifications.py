@@ -113,7 +113,8 @@ def world(enrolment_db, funding_db, register_file, pool_seats=1, first_module_in
 
 
 def test_every_notice_of_the_journey_arrives_once(
-        container_factory, mail_config, enrolment_db, funding_db, register_file, smtp):
+        container_factory, mail_config, enrolment_db, funding_db, register_file, smtp,
+        monkeypatch):
     inbox, _ = smtp
     config = mail_config
     start_all(container_factory, config)
@@ -136,8 +137,13 @@ def test_every_notice_of_the_journey_arrives_once(
                  == "waiting", timeout=30, message="p5 waits for funding")
         enrolment.cancel_enrolment(w["a"], p2["id"])  # frees seat and pool money
         wait_for(lambda: enrolment.get_enrolment(w["b"], p4["id"])["status"] == "confirmed")
-        for module in (1, 2):
-            provider.record_attendance(first, module, [p1["id"]])
+        # The course takes place (modules in 6 and 7 days): the enrolment service's clock moves
+        # on to the day after, when the provider records attendance, then back.
+        with monkeypatch.context() as clock:
+            real_now = enrolment_domain.now
+            clock.setattr(enrolment_domain, "now", lambda: real_now() + timedelta(days=8))
+            for module in (1, 2):
+                provider.record_attendance(first, module, [p1["id"]])
         certificate = wait_for(lambda: enrolment.get_enrolment(w["a"], p1["id"])["certificate"],
                                timeout=30, message="certificate")
         provider.cancel_course(second, "Dozent erkrankt")

@@ -382,7 +382,8 @@ def test_the_system_works_under_its_own_broker_users(
     Recorder.reset("fail_n:1")
     container_factory(Recorder, dict(base, AMQP_URI=recorder_uri)).start()
 
-    w = world(enrolment_db, funding_db, register_file)
+    # Courses that took place (modules 9 and 8 days ago): attendance can be recorded now.
+    w = world(enrolment_db, funding_db, register_file, first_module_in_days=-10)
     key = enrolment_db.run(lambda s: enrolment_domain.register_municipality(
         s, w["a"], "Hauptamt A", "hauptamt@a.example")[1])
     with SignedRpc("funding", base, operator=True) as funding:
