@@ -185,6 +185,27 @@ class CertificateRevokedV1(Schema):
     revoked_at = fields.AwareDateTime(required=True)
 
 
+# --- version 2: each event carries its subject's ``sequence`` ------------------------------------
+# Events about one enrolment (or one enrolment's funding) can reach a consumer out of order: a
+# retried one after a newer one. ``sequence`` counts the changes of that enrolment (of its
+# funding) at its producer, so a read model applies an event only if it is newer than what it
+# holds.
+
+def _sequenced(base: type[Schema]) -> type[Schema]:
+    return type(base.__name__.replace("V1", "V2"), (base,), {
+        "sequence": fields.Integer(required=True, validate=validate.Range(min=1))})
+
+
+EnrolmentCreatedV2 = _sequenced(EnrolmentCreatedV1)
+EnrolmentPromotedV2 = _sequenced(EnrolmentPromotedV1)
+EnrolmentCancelledV2 = _sequenced(EnrolmentCancelledV1)
+EnrolmentCompletedV2 = _sequenced(EnrolmentCompletedV1)
+FundingGrantedV2 = _sequenced(FundingGrantedV1)
+FundingWaitingV2 = _sequenced(FundingWaitingV1)
+FundingReleasedV2 = _sequenced(FundingReleasedV1)
+FundingConvertedV2 = _sequenced(FundingConvertedV1)
+
+
 CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("programme_published", 1): ProgrammePublishedV1,
     ("municipality_registered", 1): MunicipalityRegisteredV1,
@@ -197,6 +218,14 @@ CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("funding_waiting", 1): FundingWaitingV1,
     ("funding_released", 1): FundingReleasedV1,
     ("funding_converted", 1): FundingConvertedV1,
+    ("enrolment_created", 2): EnrolmentCreatedV2,
+    ("enrolment_promoted", 2): EnrolmentPromotedV2,
+    ("enrolment_cancelled", 2): EnrolmentCancelledV2,
+    ("enrolment_completed", 2): EnrolmentCompletedV2,
+    ("funding_granted", 2): FundingGrantedV2,
+    ("funding_waiting", 2): FundingWaitingV2,
+    ("funding_released", 2): FundingReleasedV2,
+    ("funding_converted", 2): FundingConvertedV2,
     ("certificate_issued", 1): CertificateIssuedV1,
     ("certificate_revoked", 1): CertificateRevokedV1,
 }
@@ -238,6 +267,12 @@ class Event:
     def __init__(self, **values):
         for name in self.__slots__:
             setattr(self, name, values[name])
+
+
+def newer(sequence: int | None, held: int | None) -> bool:
+    """Whether an event with ``sequence`` is newer than the version a read model holds; an
+    event without one (version 1 contracts) counts as newer, as before sequences existed."""
+    return sequence is None or held is None or sequence > held
 
 
 def parse_event(envelope, expected_type: str | None = None) -> Event:

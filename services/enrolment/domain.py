@@ -27,7 +27,7 @@ from services.common.errors import (
     RuleViolation,
     ValidationFailed,
 )
-from services.common.events import Event
+from services.common.events import Event, newer
 from services.common.outbox import emit
 from services.enrolment.models import (
     ACTIVE_STATUSES,
@@ -390,7 +390,7 @@ def _promote(session: Session, course: Course):
         enrolment.status = "confirmed"
         enrolment.confirmed_at = now()
         session.flush()
-        emit(session, "enrolment_promoted", {
+        _emit_about(session, enrolment, "enrolment_promoted", {
             "enrolment_id": enrolment.id, "programme_id": enrolment.programme_id,
             "course_id": enrolment.course_id, "ags": enrolment.ags,
             "confirmed_at": enrolment.confirmed_at, "participant": _participant(enrolment),
@@ -479,7 +479,7 @@ def enrol(session: Session, ags: str, command: dict, today: date | None = None) 
     session.add(enrolment)
     session.flush()
     [response] = present(session, [enrolment])
-    emit(session, "enrolment_created", {
+    _emit_about(session, enrolment, "enrolment_created", {
         "enrolment_id": enrolment.id, "programme_id": programme.id, "course_id": course.id,
         "ags": ags, "status": enrolment.status,
         "waitlist_position": response["waitlist_position"],
@@ -530,6 +530,12 @@ def _enrolment_for(session: Session, enrolment_id, ags: str | None = None,
     return enrolment
 
 
+def _emit_about(session: Session, enrolment: Enrolment, event_type: str, payload: dict):
+    """An event about one enrolment, numbered: consumers apply it only if it is newer."""
+    enrolment.version = (enrolment.version or 0) + 1
+    emit(session, event_type, dict(payload, sequence=enrolment.version))
+
+
 def _cancel(session: Session, enrolment: Enrolment, by: str, reason: str | None):
     previous = enrolment.status
     enrolment.status = "cancelled"
@@ -537,7 +543,7 @@ def _cancel(session: Session, enrolment: Enrolment, by: str, reason: str | None)
     enrolment.cancelled_by = by
     enrolment.cancel_reason = reason
     session.flush()
-    emit(session, "enrolment_cancelled", {
+    _emit_about(session, enrolment, "enrolment_cancelled", {
         "enrolment_id": enrolment.id, "programme_id": enrolment.programme_id,
         "course_id": enrolment.course_id, "ags": enrolment.ags, "previous_status": previous,
         "cancelled_by": by, "reason": reason, "cancelled_at": enrolment.cancelled_at,
@@ -625,7 +631,7 @@ def _complete(session: Session, enrolment: Enrolment, course: Course):
     enrolment.status = "completed"
     enrolment.completed_at = now()
     programme, body = course.programme, enrolment.body
-    emit(session, "enrolment_completed", {
+    _emit_about(session, enrolment, "enrolment_completed", {
         "enrolment_id": enrolment.id, "programme_id": programme.id,
         "programme_code": programme.code, "programme_name": programme.name,
         "role_name": programme.role_name, "course_id": course.id, "course_title": course.title,
@@ -729,11 +735,16 @@ def apply_funding_event(session: Session, event: Event):
     enrolment = _enrolment_alone(session, event.payload["enrolment_id"])
     if enrolment is None:
         raise NotFound("funding event for an unknown enrolment")
-    if enrolment.funding_updated_at and enrolment.funding_updated_at > event.occurred_at:
-        return  # an older decision arriving late changes nothing
+    sequence = event.payload.get("sequence")
+    if sequence is not None:
+        if not newer(sequence, enrolment.funding_version):
+            return  # an older decision arriving late changes nothing
+    elif enrolment.funding_updated_at and enrolment.funding_updated_at > event.occurred_at:
+        return  # (events without a sequence, from before it existed: by their time)
     enrolment.funding_status = FUNDING_STATUS[event.event_type]
     enrolment.funding_kind = event.payload.get("kind")
     enrolment.funding_updated_at = event.occurred_at
+    enrolment.funding_version = sequence if sequence is not None else enrolment.funding_version
 
 
 def apply_certificate_event(session: Session, event: Event):

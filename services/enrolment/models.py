@@ -154,6 +154,8 @@ class Enrolment(Base):
     cancelled_by: Mapped[str | None] = mapped_column(String(20), nullable=True)
     cancel_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # How often this enrolment changed in a way its events tell: their `sequence`.
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # Read model of the other services' decisions, kept from their events.
     funding_status: Mapped[str] = mapped_column(String(20), nullable=False, default="pending")
     funding_kind: Mapped[str | None] = mapped_column(String(20), nullable=True)
@@ -161,6 +163,7 @@ class Enrolment(Base):
     certificate_status: Mapped[str | None] = mapped_column(String(20), nullable=True)
     # Events from different queues can arrive out of order: only newer ones are applied.
     funding_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    funding_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     certificate_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     course: Mapped[Course] = relationship(lazy="joined", innerjoin=True)

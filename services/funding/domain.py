@@ -213,12 +213,18 @@ def _ledger(session: Session, programme: FundingProgramme, kind: str, pot: str, 
         programme.granted_pool_cents -= amount
 
 
+def _emit_about(session: Session, funding: Funding, event_type: str, payload: dict):
+    """An event about one enrolment's funding, numbered: consumers apply only newer ones."""
+    funding.version = (funding.version or 0) + 1
+    emit(session, event_type, dict(payload, sequence=funding.version))
+
+
 def _grant(session, programme, funding: Funding, kind: str, key: str):
     funding.state = kind
     funding.amount_cents = programme.fee_cents
     _ledger(session, programme, "grant", kind, -programme.fee_cents, f"{key}:grant:{kind}",
             funding.enrolment_id, funding.ags)
-    emit(session, "funding_granted", {
+    _emit_about(session, funding, "funding_granted", {
         "enrolment_id": funding.enrolment_id, "programme_id": programme.programme_id,
         "ags": funding.ags, "kind": kind, "amount_cents": programme.fee_cents})
 
@@ -226,7 +232,7 @@ def _grant(session, programme, funding: Funding, kind: str, key: str):
 def _wait(session, programme, funding: Funding):
     funding.state = "waiting"
     funding.amount_cents = 0
-    emit(session, "funding_waiting", {"enrolment_id": funding.enrolment_id,
+    _emit_about(session, funding, "funding_waiting", {"enrolment_id": funding.enrolment_id,
                                       "programme_id": programme.programme_id, "ags": funding.ags})
 
 
@@ -285,7 +291,7 @@ def enrolment_cancelled(session: Session, payload: dict, key: str) -> str | None
     if previous in FUNDED:
         _ledger(session, programme, "release", previous, amount, f"{key}:release",
                 funding.enrolment_id, funding.ags)
-    emit(session, "funding_released", {"enrolment_id": funding.enrolment_id,
+    _emit_about(session, funding, "funding_released", {"enrolment_id": funding.enrolment_id,
                                        "programme_id": programme.programme_id,
                                        "ags": funding.ags, "amount_cents": amount})
     session.flush()
@@ -308,9 +314,9 @@ def _pass_guarantee(session: Session, programme: FundingProgramme, ags: str, key
                 f"{key}:convert:{successor.enrolment_id}:pool", successor.enrolment_id, ags)
         _ledger(session, programme, "conversion", "guaranteed", -programme.fee_cents,
                 f"{key}:convert:{successor.enrolment_id}:guaranteed", successor.enrolment_id, ags)
-        emit(session, "funding_converted", {"enrolment_id": successor.enrolment_id,
-                                            "programme_id": programme.programme_id, "ags": ags,
-                                            "kind": "guaranteed"})
+        _emit_about(session, successor, "funding_converted", {
+            "enrolment_id": successor.enrolment_id, "programme_id": programme.programme_id,
+            "ags": ags, "kind": "guaranteed"})
     else:
         _grant(session, programme, successor, "guaranteed", f"{key}:successor")
     session.flush()

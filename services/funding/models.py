@@ -74,6 +74,8 @@ class Funding(Base):
     amount_cents: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     confirmed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # How often this funding changed in a way its events tell: their `sequence`.
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
     __table_args__ = (
         Index("ix_fundings_programme_body_state", "programme_id", "ags", "state"),

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.common.errors import LotsenError, NotFound
+from services.common.events import newer
 from services.notifications.models import Contact, KnownEnrolment, Notice
 
 REMINDER_DAYS = 7
@@ -87,6 +88,9 @@ def municipality_registered(session: Session, payload: dict, event_id: str):
     session.add(contact)
 
 
+FINAL = ("cancelled", "completed")
+
+
 def _remember(session: Session, payload: dict, status: str) -> KnownEnrolment:
     enrolment = session.get(KnownEnrolment, payload["enrolment_id"])
     if enrolment is None:
@@ -99,10 +103,13 @@ def _remember(session: Session, payload: dict, status: str) -> KnownEnrolment:
             enrolment_id=payload["enrolment_id"], ags=payload["ags"],
             course_id=payload["course_id"], given_name=participant["given_name"],
             family_name=participant["family_name"], email=participant["email"], status=status,
-            course=_jsonable(course), first_module_on=first)
+            course=_jsonable(course), first_module_on=first, version=payload.get("sequence"))
         session.add(enrolment)
-    else:
+    elif enrolment.status not in FINAL and newer(payload.get("sequence"), enrolment.version):
+        # Only a newer event moves the copy on (a retried promotion handled after the
+        # cancellation must not make it confirmed again), and nothing undoes a cancellation.
         enrolment.status = status
+        enrolment.version = payload.get("sequence") or enrolment.version
     session.flush()
     return enrolment
 

@@ -47,6 +47,8 @@ class KnownEnrolment(Base):
     status: Mapped[str] = mapped_column(String(20), nullable=False)
     course: Mapped[dict] = mapped_column(JSON, nullable=False)
     first_module_on: Mapped[date | None] = mapped_column(Date, nullable=True, index=True)
+    # The `sequence` of the newest enrolment event applied to this copy.
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Notice(Base):

@@ -27,7 +27,7 @@ def completed_event(n):
         "location": "Wiesloch", "provider_name": "VWA", "ags": "08226098",
         "municipality_name": "Wiesloch, Stadt", "completed_on": date(2027, 1, 20),
         "modules": [{"number": 1, "title": "Modul 1", "date": date(2027, 1, 1)}],
-        "participant": participant(n)})
+        "participant": participant(n), "sequence": 2})
 
 
 def certificates_db(service_config):

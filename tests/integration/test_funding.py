@@ -38,12 +38,13 @@ def created_event(programme_id, ags, enrolment_id, n):
     return build_event("enrolment", "enrolment_created", {
         "enrolment_id": enrolment_id, "programme_id": programme_id, "course_id": uuid.uuid4(),
         "ags": ags, "status": "confirmed", "waitlist_position": None,
-        "enrolled_at": domain.now(), "participant": participant(n)})
+        "enrolled_at": domain.now(), "participant": participant(n), "sequence": 1})
 
 
 def cancelled_event(programme_id, ags, enrolment_id, n):
     payload = cancelled(programme_id, ags, enrolment_id)
     payload["participant"] = participant(n)
+    payload["sequence"] = 2
     return build_event("enrolment", "enrolment_cancelled", payload)
 
 

@@ -143,13 +143,17 @@ def sample_created():
             "course_id": uuid.uuid4(), "ags": "08226098", "status": "confirmed",
             "waitlist_position": None, "enrolled_at": datetime.now(timezone.utc),
             "participant": {"given_name": "Jörg", "family_name": "Groß",
-                            "email": "jg@example.org"}}
+                            "email": "jg@example.org"}, "sequence": 1}
 
 
-def funding_event(event_type, enrolment_id, occurred_at=None, **extra):
+def funding_event(event_type, enrolment_id, occurred_at=None, sequence=1, **extra):
+    """A funding event; ``sequence=None`` makes a version 1 event (from before sequences)."""
     payload = {"enrolment_id": enrolment_id, "programme_id": uuid.uuid4(), "ags": "08226098"}
     payload.update(extra)
-    envelope = build_event("funding", event_type, payload)
+    if sequence is None:
+        envelope = build_event("funding", event_type, payload, version=1)
+    else:
+        envelope = build_event("funding", event_type, dict(payload, sequence=sequence))
     if occurred_at:
         envelope["occurred_at"] = occurred_at.isoformat()
     return envelope
@@ -183,9 +187,13 @@ def test_older_funding_decision_arriving_late_does_not_overwrite_a_newer_one(
     service = container_factory(EnrolmentService, service_config)
     service.start()
     now = datetime.now(timezone.utc)
-    released = funding_event("funding_released", enrolment_id, occurred_at=now, amount_cents=50000)
-    granted = funding_event("funding_granted", enrolment_id, occurred_at=now - timedelta(seconds=5),
-                            kind="pool", amount_cents=50000)
+    # The grant is older by its sequence, although another funding instance (its clock five
+    # seconds ahead) stamped it later: the sequence decides, not the clocks.
+    released = funding_event("funding_released", enrolment_id, occurred_at=now, sequence=2,
+                             amount_cents=50000)
+    granted = funding_event("funding_granted", enrolment_id, sequence=1,
+                            occurred_at=now + timedelta(seconds=5), kind="pool",
+                            amount_cents=50000)
     dispatch = producer_dispatcher(service_config)
     dispatch("funding", "funding_released", released)
     wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 1)
@@ -225,3 +233,24 @@ def test_a_batch_is_confirmed_as_a_whole_and_a_dead_connection_is_replaced(rabbi
             received.append(message.properties["message_id"])
     assert received[:50] == [f"id-{n}" for n in range(50)]
     assert sorted(received[50:]) == [f"id-{n}" for n in range(5)]
+
+
+def test_events_from_before_sequences_are_still_ordered_by_their_time(
+        seeded, container_factory, service_config, enrolment_db, register_file):
+    enrol_directly(enrolment_db, register_file, seeded["courses"][0])
+    enrolment_id = enrolment_db.run(lambda s: str(s.query(Enrolment.id).scalar()))
+    container_factory(EnrolmentService, service_config).start()
+    now = datetime.now(timezone.utc)
+    released = funding_event("funding_released", enrolment_id, occurred_at=now, sequence=None,
+                             amount_cents=50000)
+    granted = funding_event("funding_granted", enrolment_id, sequence=None,
+                            occurred_at=now - timedelta(seconds=5), kind="pool",
+                            amount_cents=50000)
+    assert released["version"] == granted["version"] == 1
+    dispatch = producer_dispatcher(service_config)
+    dispatch("funding", "funding_released", released)
+    wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 1)
+    dispatch("funding", "funding_granted", granted)
+    wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 2)
+    state = enrolment_db.run(lambda s: s.get(Enrolment, uuid.UUID(enrolment_id)))
+    assert state.funding_status == "released"

@@ -254,7 +254,7 @@ def test_duplicated_event_sends_nothing_new_and_failed_mail_can_be_resent(
     created = build_event("enrolment", "enrolment_created", {
         "enrolment_id": uuid.uuid4(), "programme_id": uuid.uuid4(), "course_id": uuid.uuid4(),
         "ags": "08226098", "status": "confirmed", "waitlist_position": None,
-        "enrolled_at": funding_domain.now(), "participant": participant(1),
+        "enrolled_at": funding_domain.now(), "participant": participant(1), "sequence": 1,
         "course": {"title": "Basisseminar", "location": "Wiesloch", "provider_name": "VWA",
                    "programme_code": "BW-DL", "programme_name": "Digitallotsen",
                    "modules": [{"number": 1, "title": "Modul", "date": date(2027, 1, 5)}]}})

@@ -28,13 +28,22 @@ def created_payload(**overrides):
 
 
 def test_event_round_trips_through_its_envelope():
-    envelope = build_event("enrolment", "enrolment_created", created_payload())
+    envelope = build_event("enrolment", "enrolment_created", created_payload(sequence=1))
     assert set(envelope) == {"event_id", "event_type", "version", "occurred_at", "producer",
                              "correlation_id", "payload"}
     event = parse_event(envelope, "enrolment_created")
-    assert event.version == 1 and event.producer == "enrolment"
+    assert event.version == 2 and event.producer == "enrolment"
+    assert event.payload["sequence"] == 1
     assert event.payload["participant"]["family_name"] == "Weiß"
     assert event.occurred_at.tzinfo is not None
+
+
+def test_events_about_one_enrolment_carry_its_sequence_and_version_1_still_reads():
+    with pytest.raises(ContractViolation) as missing:  # a producer must number them now
+        build_event("enrolment", "enrolment_created", created_payload())
+    assert "sequence" in missing.value.fields
+    old = build_event("enrolment", "enrolment_created", created_payload(), version=1)
+    assert parse_event(old, "enrolment_created").payload.get("sequence") is None
 
 
 def test_producer_cannot_emit_a_payload_that_breaks_the_contract():
@@ -46,7 +55,7 @@ def test_producer_cannot_emit_a_payload_that_breaks_the_contract():
 
 
 def test_consumer_refuses_unknown_versions_and_wrong_types():
-    envelope = build_event("enrolment", "enrolment_created", created_payload())
+    envelope = build_event("enrolment", "enrolment_created", created_payload(sequence=1))
     with pytest.raises(ContractViolation):
         parse_event(dict(envelope, version=99))
     with pytest.raises(ContractViolation):

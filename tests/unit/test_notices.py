@@ -146,3 +146,46 @@ def test_a_failure_counts_only_while_the_lease_is_still_ours(db):
     db.run(domain.record_sent, mine.id)
     db.run(domain.record_failure, mine.id, None, "late", True, 3, 1, 10)
     assert db.run(state)[2] == "sent"  # a sent notice never turns failed
+
+
+def test_a_late_promotion_does_not_bring_a_cancelled_enrolment_back_for_reminders():
+    """A retried enrolment_promoted handled after enrolment_cancelled (issue: the reminder
+    then mailed a cancelled participant): only newer events move notifications' copy."""
+    import uuid as uuid_module
+    from datetime import date as date_type
+    from datetime import datetime as datetime_type
+    from datetime import timezone as tz
+
+    from services.common.db import DatabaseHandle
+    from services.notifications import domain as notifications
+    from services.notifications.models import Base, InboxRecord, KnownEnrolment, OutboxMessage
+
+    handle = DatabaseHandle("sqlite://", "notifications", OutboxMessage, InboxRecord)
+    Base.metadata.create_all(handle.engine)
+    try:
+        enrolment_id = uuid_module.uuid4()
+        first = date_type.today() + __import__("datetime").timedelta(days=3)
+        base = {"enrolment_id": enrolment_id, "programme_id": uuid_module.uuid4(),
+                "course_id": uuid_module.uuid4(), "ags": "08226098",
+                "participant": {"given_name": "Jörg", "family_name": "Weiß",
+                                "email": "jw@example.org"},
+                "course": {"title": "Basisseminar", "location": "Wiesloch",
+                           "provider_name": "VWA", "programme_code": "BW-DL",
+                           "programme_name": "Digitallotsen",
+                           "modules": [{"number": 1, "title": "Modul 1", "date": first}]}}
+        moment = datetime_type.now(tz.utc)
+        handle.run(notifications.municipality_registered, {
+            "ags": "08226098", "name": "Wiesloch", "contact_name": "Hauptamt",
+            "contact_email": "hauptamt@wiesloch.example"}, "e0")
+        handle.run(notifications.enrolment_created, dict(
+            base, status="waitlisted", waitlist_position=1, enrolled_at=moment, sequence=1), "e1")
+        handle.run(notifications.enrolment_cancelled, dict(
+            base, previous_status="confirmed", cancelled_by="municipality", reason=None,
+            cancelled_at=moment, sequence=3), "e3")
+        handle.run(notifications.enrolment_promoted, dict(  # retried, handled last
+            base, confirmed_at=moment, sequence=2), "e2")
+        status = handle.run(lambda s: s.get(KnownEnrolment, enrolment_id).status)
+        assert status == "cancelled"
+        assert handle.run(notifications.course_reminders, date_type.today()) == 0
+    finally:
+        handle.dispose()
