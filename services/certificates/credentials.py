@@ -125,8 +125,10 @@ def verify_jws(token: str, jwks: dict) -> tuple[dict, dict]:
         header = json.loads(b64url_decode(header_b64))
         payload = json.loads(b64url_decode(payload_b64))
         signature = b64url_decode(signature_b64)
-    except (ValueError, AttributeError) as exc:
+    except (ValueError, AttributeError, RecursionError) as exc:
         raise InvalidCredential(f"not a compact JWS: {type(exc).__name__}") from None
+    if not isinstance(header, dict) or not isinstance(payload, dict):
+        raise InvalidCredential("not a compact JWS: header and payload must be JSON objects")
     if header.get("alg") != "EdDSA":
         raise InvalidCredential("only EdDSA (Ed25519) signatures are accepted")
     jwk = next((k for k in jwks.get("keys", []) if k.get("kid") == header.get("kid")), None)

@@ -19,7 +19,9 @@ def _error(description):
 
 COMMON_ERRORS = {"401": _error("missing or unknown API key"),
                  "503": _error("the enrolment service did not answer in time (Retry-After)")}
-BODY_ERRORS = {"400": _error("malformed JSON"), "413": _error("body too large"),
+BODY_ERRORS = {"400": _error("malformed JSON, or a broken or incomplete body"),
+               "408": _error("the body did not arrive within the read timeout"),
+               "413": _error("body too large"),
                "415": _error("not application/json"),
                "422": _error("invalid input, with the field errors")}
 CODE = {"name": "code", "in": "path", "required": True, "schema": {"type": "string"},
@@ -44,7 +46,7 @@ PATHS = {
         "post": {
             "summary": "Enrol one participant", "operationId": "enrol",
             "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                            "schema": {"type": "string", "maxLength": 200},
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                             "description": "the same key and body return the first answer"}],
             "requestBody": {"required": True, "content": _json("EnrolmentRequest")},
             "responses": {"201": _ok("Enrolment", "enrolled: a seat or the waitlist"),
@@ -54,11 +56,13 @@ PATHS = {
         "get": {
             "summary": "The municipality's own enrolments", "operationId": "listEnrolments",
             "parameters": [
-                {"name": "programme", "in": "query", "schema": {"type": "string"}},
+                {"name": "programme", "in": "query",
+                 "schema": {"type": "string", "pattern": "^[^\\x00]*$"}},
                 {"name": "course", "in": "query", "schema": {"type": "string", "format": "uuid"}},
                 {"name": "status", "in": "query", "schema": {
                     "type": "string", "enum": ["confirmed", "waitlisted", "cancelled", "completed"]}},
-                {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {"name": "page", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1_000_000}},
                 {"name": "per_page", "in": "query",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
             "responses": {"200": _ok("EnrolmentPage"), "422": _error("bad filter"),

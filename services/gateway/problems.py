@@ -11,12 +11,13 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from services.common.errors import LotsenError
+from services.gateway import web
 
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPES = {
     400: "bad-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found",
-    405: "method-not-allowed", 409: "conflict", 413: "body-too-large",
+    405: "method-not-allowed", 408: "request-timeout", 409: "conflict", 413: "body-too-large",
     415: "unsupported-media-type", 422: "unprocessable", 500: "internal-error",
     503: "unavailable",
 }
@@ -74,9 +75,21 @@ def response_for(exc: BaseException) -> Response:
 
 
 class ProblemHttpEntrypoint(HttpRequestHandler):
+    server = web.GatewayWebServer()
+
     def __init__(self, method, url, **kwargs):
         kwargs.setdefault("expected_exceptions", (LotsenError, HttpProblem))
         super().__init__(method, url, **kwargs)
+
+    def handle_request(self, request):
+        # Runs in the connection's green thread: the body is read (with its time and size
+        # limits) before a worker of the shared pool is taken.
+        timeout_s, limit = web.limits(self.container.config)
+        try:
+            web.read_body(request.environ, limit, timeout_s)
+        except web.BodyRefused as exc:
+            return problem_response(exc.status, exc.title, exc.detail)
+        return super().handle_request(request)
 
     def response_from_exception(self, exc):
         return response_for(exc)

@@ -1,14 +1,30 @@
 """The HTTP API's shapes, for the OpenAPI document. Requests are validated by the enrolment
 service (its schemas are reused here); these describe what the gateway answers."""
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from services.enrolment.schemas import BodyOut as Body  # noqa: F401  (documented as is)
-from services.enrolment.schemas import EnrolIn, ParticipantIn  # noqa: F401
+from services.enrolment.schemas import NAME, ParticipantIn
+
+
+# What the enrolment service strips from a name before it refuses a blank one (Python's
+# whitespace, which JSON Schema's \s does not match exactly).
+_BLANK = "\t-\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_NOT_BLANK = {"pattern": f"^[^\x00]*[^{_BLANK}\x00][^\x00]*$",
+              "description": "not only whitespace, no NUL character"}
+NO_NUL = {"pattern": "^[^\x00]*$", "description": "no NUL character"}
+
+
+class ParticipantRequest(ParticipantIn):
+    """The enrolment service's participant, with what its blank-name check means spelt out."""
+    given_name = fields.String(**NAME, metadata=_NOT_BLANK)
+    family_name = fields.String(**NAME, metadata=_NOT_BLANK)
+    department = fields.String(load_default=None, allow_none=True,
+                               validate=validate.Length(max=200), metadata=NO_NUL)
 
 
 class EnrolmentRequest(Schema):
     course_id = fields.UUID(required=True)
-    participant = fields.Nested(ParticipantIn, required=True)
+    participant = fields.Nested(ParticipantRequest, required=True)
 
 
 class Module(Schema):
@@ -78,9 +94,16 @@ class EnrolmentPage(Schema):
     per_page = fields.Integer()
 
 
+class BatchRowRequest(EnrolmentRequest):
+    idempotency_key = fields.String(allow_none=True, validate=validate.Length(min=1, max=200))
+
+
 class BatchRequest(Schema):
-    rows = fields.List(fields.Nested(EnrolIn), required=True,
-                       metadata={"description": "1 to 500 enrolments"})
+    rows = fields.List(fields.Nested(BatchRowRequest), required=True,
+                       validate=validate.Length(1, 500),
+                       metadata={"description": "1 to 500 enrolments; every row is checked on its "
+                                                "own, so an invalid row fails alone (207, with "
+                                                "its reasons in its result)"})
 
 
 class RowError(Schema):
@@ -132,6 +155,8 @@ class Problem(Schema):
 
 class Health(Schema):
     status = fields.String()
+    enrolment = fields.Raw(metadata={"description": "readiness only: what the enrolment "
+                                                    "service reports, or 'no answer'"})
 
 
 class Verification(Schema):
@@ -151,7 +176,9 @@ class Verification(Schema):
 
 
 class CredentialCheck(Schema):
-    credential = fields.String(required=True, metadata={"description": "compact JWS"})
+    # The limits the certificates service checks (services.certificates.schemas.CredentialIn).
+    credential = fields.String(required=True, validate=validate.Length(10, 20000),
+                               metadata={"description": "compact JWS", "pattern": NO_NUL["pattern"]})
 
 
 class CredentialResult(Schema):

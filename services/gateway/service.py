@@ -23,11 +23,31 @@ from services.gateway.auth import RememberedKeys
 from services.gateway.problems import HttpProblem, http
 
 JSON = "application/json"
+MAX_PAGE = 1_000_000
 CERTIFICATE_NUMBER = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,39}-\d{4}-\d{6}$")
 
 
 class RpcTimeout(Exception):
     pass
+
+
+def _nul_in(value, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) in parsed JSON that holds a NUL character."""
+    pending = [(value, path)]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                inner = f"{path}.{key}" if path else str(key)
+                if "\x00" in key:
+                    return path
+                pending.append((item, inner))
+        elif isinstance(value, list):
+            pending.extend((item, f"{path}.{n}" if path else str(n)) for n, item in enumerate(value))
+    return None
 
 
 def json_response(payload, status: int = 200, headers: dict | None = None) -> Response:
@@ -105,9 +125,15 @@ class GatewayService:
             raise HttpProblem(413, "Body too large",
                               f"request bodies are limited to {limit} bytes") from None
         try:
-            return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise HttpProblem(400, "Malformed JSON", f"the body is not valid JSON: {exc}") from None
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise HttpProblem(400, "Malformed JSON",
+                              f"the body is not valid JSON: {type(exc).__name__}: {exc}") from None
+        where = _nul_in(body)
+        if where is not None:  # no text field anywhere may hold it, and PostgreSQL cannot store it
+            raise HttpProblem(422, "Invalid input", "text must not contain the NUL character",
+                              {where or "_schema": ["must not contain the NUL character"]})
+        return body
 
     @staticmethod
     def _object(body, what="the body") -> dict:
@@ -175,8 +201,17 @@ class GatewayService:
         if unknown:
             raise HttpProblem(422, "Invalid input", "unknown query parameters",
                               {p: ["Unknown parameter."] for p in sorted(unknown)})
-        page = self._call("list_enrolments", body["ags"], filters, acting_for=body["ags"])
-        return json_response(page)
+        for name, value in request.args.items(multi=True):
+            if "\x00" in value:
+                raise HttpProblem(422, "Invalid input", "text must not contain the NUL character",
+                                  {name: ["must not contain the NUL character"]})
+        page = request.args.get("page", "1").strip()
+        if not page.isdigit() or not 1 <= int(page) <= MAX_PAGE:
+            # A page far beyond the end would overflow the database's OFFSET.
+            raise HttpProblem(422, "Invalid input", f"page is a number from 1 to {MAX_PAGE}",
+                              {"page": [f"must be a whole number from 1 to {MAX_PAGE}"]})
+        return json_response(self._call("list_enrolments", body["ags"], filters,
+                                        acting_for=body["ags"]))
 
     @http("GET", "/api/v1/enrolments/<enrolment_id>")
     def get_enrolment(self, request, enrolment_id):
