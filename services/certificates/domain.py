@@ -5,7 +5,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -91,7 +91,7 @@ def _create(session: Session, data: dict, enrolment_id, ags: str, keyring, issue
         credential_jws=credentials.sign_jws(badge, kid, key), supersedes=supersedes)
     session.add(certificate)
     session.flush()
-    emit(session, "certificate_issued", {
+    _emit_about(session, certificate, "certificate_issued", {
         "enrolment_id": enrolment_id, "certificate_number": number,
         "verification_url": url, "issued_at": issued_at})
     return certificate
@@ -188,6 +188,15 @@ def verify_presented(session: Session, token: str, jwks: dict) -> dict:
             "superseded_by": certificate.superseded_by}
 
 
+def _emit_about(session: Session, certificate: Certificate, event_type: str, payload: dict):
+    """An event about an enrolment's certificate, numbered per enrolment (a re-issue continues
+    the count), so that enrolment applies only newer ones."""
+    held = session.scalar(select(func.max(Certificate.version)).where(
+        Certificate.enrolment_id == certificate.enrolment_id)) or 0
+    certificate.version = held + 1
+    emit(session, event_type, dict(payload, sequence=certificate.version))
+
+
 def revoke(session: Session, number: str, reason: str, revoked_by: str,
            provider_name: str | None = None) -> Certificate:
     certificate = session.execute(select(Certificate).where(Certificate.number == number)
@@ -204,7 +213,7 @@ def revoke(session: Session, number: str, reason: str, revoked_by: str,
     certificate.revoked_at = now()
     certificate.revocation_reason = reason
     certificate.revoked_by = revoked_by
-    emit(session, "certificate_revoked", {
+    _emit_about(session, certificate, "certificate_revoked", {
         "enrolment_id": certificate.enrolment_id, "certificate_number": certificate.number,
         "reason": reason, "revoked_at": certificate.revoked_at})
     return certificate

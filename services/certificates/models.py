@@ -63,6 +63,9 @@ class Certificate(Base):
     revoked_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     supersedes: Mapped[str | None] = mapped_column(String(NUMBER_LENGTH), nullable=True)
     superseded_by: Mapped[str | None] = mapped_column(String(NUMBER_LENGTH), nullable=True)
+    # The `sequence` of the newest event about this certificate's enrolment (counted over all
+    # of the enrolment's certificates: a re-issue continues it).
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
     __table_args__ = (
         # One current certificate per enrolment, however often the event arrives.

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from services.common import callers
 from services.common.broker import REPLY_KEY, UUID, Rpc
-from services.common.messaging import parked_queue_name, retry_queue_name
+from services.common.messaging import parked_queue_name, retry_arguments, retry_queue_name
 
 RPC_EXCHANGE = "nameko-rpc"
 PROVIDER_USER = re.compile(r"^provider-[a-z0-9][a-z0-9-]{0,60}$")
@@ -198,7 +198,6 @@ class Management:
             self.request("POST", "bindings", vhost, "e", f"{sub.source_service}.events", "q",
                          sub.queue_name, body={"routing_key": sub.event_type, "arguments": {}})
             self.request("PUT", "queues", vhost, retry_queue_name(sub.queue_name), body={
-                "durable": True, "auto_delete": False, "arguments": {
-                    "x-dead-letter-exchange": "", "x-dead-letter-routing-key": sub.queue_name,
-                    **arguments}})
+                "durable": True, "auto_delete": False,
+                "arguments": retry_arguments(sub.queue_name, arguments)})
             self.request("PUT", "queues", vhost, parked_queue_name(sub.queue_name), body=queue)

@@ -186,10 +186,10 @@ class CertificateRevokedV1(Schema):
 
 
 # --- version 2: each event carries its subject's ``sequence`` ------------------------------------
-# Events about one enrolment (or one enrolment's funding) can reach a consumer out of order: a
-# retried one after a newer one. ``sequence`` counts the changes of that enrolment (of its
-# funding) at its producer, so a read model applies an event only if it is newer than what it
-# holds.
+# Events about one enrolment (its funding, its certificates) can reach a consumer out of order:
+# a retried one after a newer one. ``sequence`` counts the changes of that enrolment (of its
+# funding, of its certificates) at its producer, so a read model applies an event only if it is
+# newer than what it holds.
 
 def _sequenced(base: type[Schema]) -> type[Schema]:
     return type(base.__name__.replace("V1", "V2"), (base,), {
@@ -204,6 +204,8 @@ FundingGrantedV2 = _sequenced(FundingGrantedV1)
 FundingWaitingV2 = _sequenced(FundingWaitingV1)
 FundingReleasedV2 = _sequenced(FundingReleasedV1)
 FundingConvertedV2 = _sequenced(FundingConvertedV1)
+CertificateIssuedV2 = _sequenced(CertificateIssuedV1)
+CertificateRevokedV2 = _sequenced(CertificateRevokedV1)
 
 
 CONTRACTS: dict[tuple[str, int], type[Schema]] = {
@@ -228,6 +230,8 @@ CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("funding_converted", 2): FundingConvertedV2,
     ("certificate_issued", 1): CertificateIssuedV1,
     ("certificate_revoked", 1): CertificateRevokedV1,
+    ("certificate_issued", 2): CertificateIssuedV2,
+    ("certificate_revoked", 2): CertificateRevokedV2,
 }
 
 LATEST_VERSION = {}

@@ -51,11 +51,18 @@ def parked_queue_name(queue_name: str) -> str:
 
 def retry_queue(queue_name: str, arguments: dict | None = None) -> Queue:
     """Messages wait here for their TTL, then dead-letter back to the consumer's queue."""
-    return Queue(
-        retry_queue_name(queue_name), durable=True, auto_delete=False,
-        queue_arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name,
-                         **(arguments or {})},
-    )
+    return Queue(retry_queue_name(queue_name), durable=True, auto_delete=False,
+                 queue_arguments=retry_arguments(queue_name, arguments))
+
+
+def retry_arguments(queue_name: str, arguments: dict | None = None) -> dict:
+    arguments = dict(arguments or {})
+    if arguments.get("x-queue-type") == "quorum":
+        # A quorum queue dead-letters at most once by default: a message could be lost on a
+        # leader change. At least once, which needs the queue to refuse rather than drop.
+        arguments.update({"x-dead-letter-strategy": "at-least-once",
+                          "x-overflow": "reject-publish"})
+    return {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name, **arguments}
 
 
 def parked_queue(queue_name: str, arguments: dict | None = None) -> Queue:
@@ -118,6 +125,9 @@ class OutboxRelay:
             try:
                 count = self.publish_pending()
                 delay = 0.5
+            except UnroutableEvents:  # counted and logged; the queues were declared again
+                time.sleep(1)  # no growing backoff: the other events must not wait long
+                continue
             except Exception as exc:
                 log.warning("outbox relay of %s failed (%s: %s); retrying in %.1fs",
                             self.service_name, type(exc).__name__, exc, delay)

@@ -751,9 +751,16 @@ def apply_certificate_event(session: Session, event: Event):
     enrolment = _enrolment_alone(session, event.payload["enrolment_id"])
     if enrolment is None:
         raise NotFound("certificate event for an unknown enrolment")
-    if enrolment.certificate_updated_at and enrolment.certificate_updated_at > event.occurred_at:
+    sequence = event.payload.get("sequence")
+    if sequence is not None:
+        if not newer(sequence, enrolment.certificate_version):
+            return
+    elif enrolment.certificate_updated_at and \
+            enrolment.certificate_updated_at > event.occurred_at:
         return
     enrolment.certificate_number = event.payload["certificate_number"]
     enrolment.certificate_status = ("revoked" if event.event_type == "certificate_revoked"
                                     else "issued")
     enrolment.certificate_updated_at = event.occurred_at
+    if sequence is not None:
+        enrolment.certificate_version = sequence

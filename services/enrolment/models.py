@@ -164,6 +164,7 @@ class Enrolment(Base):
     # Events from different queues can arrive out of order: only newer ones are applied.
     funding_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     funding_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    certificate_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     certificate_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     course: Mapped[Course] = relationship(lazy="joined", innerjoin=True)

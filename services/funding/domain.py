@@ -295,7 +295,8 @@ def enrolment_cancelled(session: Session, payload: dict, key: str) -> str | None
                                        "programme_id": programme.programme_id,
                                        "ags": funding.ags, "amount_cents": amount})
     session.flush()
-    if previous == "guaranteed" and not programme.reserve_released_at:
+    if previous == "guaranteed" and not programme.reserve_released_at \
+            and _eligible(session, programme, funding.ags):  # not a body that left the register
         _pass_guarantee(session, programme, funding.ags, key)
     _fund_waiting(session, programme, key)
     return previous
@@ -318,7 +319,8 @@ def _pass_guarantee(session: Session, programme: FundingProgramme, ags: str, key
             "enrolment_id": successor.enrolment_id, "programme_id": programme.programme_id,
             "ags": ags, "kind": "guaranteed"})
     else:
-        _grant(session, programme, successor, "guaranteed", f"{key}:successor")
+        _grant(session, programme, successor, "guaranteed",
+               f"{key}:successor:{successor.enrolment_id}")
     session.flush()
     return True
 
@@ -364,11 +366,19 @@ def shortfall_for(session: Session, code: str, eligible_ags) -> int:
     if programme.fee_cents is None or programme.reserve_released_at:
         return 0
     eligible = set(eligible_ags)
-    held = sum(count for ags, count in session.execute(
-        select(Funding.ags, func.count()).where(
-            Funding.programme_id == programme.programme_id, Funding.state == "guaranteed")
-        .group_by(Funding.ags)).all() if ags in eligible)
-    reserved = max(0, len(eligible) * programme.guaranteed_per_body - held) * programme.fee_cents
+    per_body = programme.guaranteed_per_body
+    counts: dict[str, dict[str, int]] = {}
+    for ags, state, count in session.execute(
+            select(Funding.ags, Funding.state, func.count()).where(
+                Funding.programme_id == programme.programme_id,
+                Funding.state.in_(("guaranteed", "pool"))).group_by(Funding.ags, Funding.state)):
+        counts.setdefault(ags, {})[state] = count
+    reserved = 0
+    for ags in eligible:
+        held = counts.get(ags, {}).get("guaranteed", 0)
+        # A body's pool-funded seats convert to its guarantee without new money.
+        converting = min(max(0, per_body - held), counts.get(ags, {}).get("pool", 0))
+        reserved += max(0, per_body - held - converting) * programme.fee_cents
     granted = programme.granted_guaranteed_cents + programme.granted_pool_cents
     return max(0, granted + reserved - programme.budget_cents)
 

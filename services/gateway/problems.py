@@ -88,7 +88,8 @@ class ProblemHttpEntrypoint(HttpRequestHandler):
         try:
             web.read_body(request.environ, limit, timeout_s)
         except web.BodyRefused as exc:
-            return problem_response(exc.status, exc.title, exc.detail)
+            return problem_response(exc.status, exc.title, exc.detail, headers={
+                "Retry-After": "5"} if exc.status == 503 else None)
         return super().handle_request(request)
 
     def response_from_exception(self, exc):

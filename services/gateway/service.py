@@ -206,7 +206,7 @@ class GatewayService:
                 raise HttpProblem(422, "Invalid input", "text must not contain the NUL character",
                                   {name: ["must not contain the NUL character"]})
         page = request.args.get("page", "1").strip()
-        if not page.isdigit() or not 1 <= int(page) <= MAX_PAGE:
+        if not (page.isascii() and page.isdigit()) or not 1 <= int(page) <= MAX_PAGE:
             # A page far beyond the end would overflow the database's OFFSET.
             raise HttpProblem(422, "Invalid input", f"page is a number from 1 to {MAX_PAGE}",
                               {"page": [f"must be a whole number from 1 to {MAX_PAGE}"]})

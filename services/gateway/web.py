@@ -14,6 +14,7 @@ import io
 import socket
 
 import eventlet
+import eventlet.semaphore
 from nameko.web.server import HttpOnlyProtocol, WebServer
 
 from services.common import config as cfg
@@ -36,6 +37,9 @@ class GatewayWebServer(WebServer):
         server = super().get_wsgi_server(sock, wsgi_app, protocol=protocol, debug=debug)
         server.socket_timeout = limits(self.container.config)[0]
         return server
+
+
+BODIES_AT_ONCE = eventlet.semaphore.Semaphore(64)
 
 
 class BodyRefused(Exception):
@@ -76,9 +80,16 @@ def read_body(environ: dict, limit: int, timeout_s: float) -> None:
         if wanted == 0:
             return
         if wanted > limit:
+            _stop_reading(environ)  # not worth reading (and discarding) what was announced
             raise BodyRefused(413, "Body too large", f"request bodies are limited to {limit} bytes")
     stream = environ["wsgi.input"]
     parts, size = [], 0
+    # Bodies are read before the key is checked: bound how many are held at once, so that many
+    # connections cannot fill the memory (at most BODIES_AT_ONCE x the size limit).
+    if not BODIES_AT_ONCE.acquire(timeout=timeout_s):
+        _stop_reading(environ)
+        raise BodyRefused(503, "Service unavailable",
+                          "too many request bodies are being received; try again shortly")
     try:
         with eventlet.Timeout(timeout_s, _BodyTimeout):
             while size < wanted:
@@ -95,6 +106,8 @@ def read_body(environ: dict, limit: int, timeout_s: float) -> None:
         _stop_reading(environ)
         raise BodyRefused(400, "Bad request", "the request body is malformed or incomplete") \
             from None
+    finally:
+        BODIES_AT_ONCE.release()
     if size > limit:  # the rest is read and dropped after the answer, so the client sees it
         raise BodyRefused(413, "Body too large", f"request bodies are limited to {limit} bytes")
     if not chunked and size < wanted:

@@ -153,3 +153,18 @@ def test_a_credential_whose_header_is_no_object_is_answered_as_invalid(gateway, 
     result = response.json()
     assert result["valid"] is False and "JWS" in result["reason"]
 
+
+
+def test_bodies_received_at_once_are_bounded(monkeypatch):
+    """More bodies than the gateway holds at once are turned away, not read into memory."""
+    import eventlet.semaphore
+
+    from services.gateway import web
+    monkeypatch.setattr(web, "BODIES_AT_ONCE", eventlet.semaphore.Semaphore(0))  # all taken
+    environ = {"CONTENT_LENGTH": "10", "wsgi.input": None}
+    try:
+        web.read_body(environ, limit=100, timeout_s=0.1)
+    except web.BodyRefused as refused:
+        assert refused.status == 503
+    else:
+        raise AssertionError("a body was read although none may be held")

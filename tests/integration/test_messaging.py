@@ -254,3 +254,28 @@ def test_events_from_before_sequences_are_still_ordered_by_their_time(
     wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 2)
     state = enrolment_db.run(lambda s: s.get(Enrolment, uuid.UUID(enrolment_id)))
     assert state.funding_status == "released"
+
+
+def test_a_late_certificate_issued_does_not_undo_its_revocation(
+        seeded, container_factory, service_config, enrolment_db, register_file):
+    """Issued and revoked by different certificates instances (the issuing one's clock ahead):
+    the sequence, not the time, decides what enrolment shows."""
+    enrol_directly(enrolment_db, register_file, seeded["courses"][0])
+    enrolment_id = enrolment_db.run(lambda s: str(s.query(Enrolment.id).scalar()))
+    container_factory(EnrolmentService, service_config).start()
+    now = datetime.now(timezone.utc)
+    number = "BW-DL-2026-000001"
+    issued = build_event("certificates", "certificate_issued", {
+        "enrolment_id": enrolment_id, "certificate_number": number,
+        "verification_url": "https://lotsen.example/verify/X", "issued_at": now, "sequence": 1})
+    issued["occurred_at"] = (now + timedelta(seconds=5)).isoformat()
+    revoked = build_event("certificates", "certificate_revoked", {
+        "enrolment_id": enrolment_id, "certificate_number": number, "reason": "Irrtum",
+        "revoked_at": now, "sequence": 2})
+    dispatch = producer_dispatcher(service_config)
+    dispatch("certificates", "certificate_revoked", revoked)
+    wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 1)
+    dispatch("certificates", "certificate_issued", issued)  # the retried, older one
+    wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 2)
+    state = enrolment_db.run(lambda s: s.get(Enrolment, uuid.UUID(enrolment_id)))
+    assert (state.certificate_number, state.certificate_status) == (number, "revoked")

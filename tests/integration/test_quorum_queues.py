@@ -44,5 +44,8 @@ def test_every_queue_is_a_quorum_queue_and_retries_still_work(container_factory,
     durable = {name: kind for name, kind in types.items() if not name.startswith("rpc.reply")}
     assert "rpc-enrolment" in durable and RECORDER_QUEUE + ".retry" in durable
     assert set(durable.values()) == {"quorum"}, durable
+    retry = broker_access.Management(MANAGEMENT).request(
+        "GET", "queues", vhost_of(config), RECORDER_QUEUE + ".retry")
+    assert retry["arguments"]["x-dead-letter-strategy"] == "at-least-once"
     assert len([n for n in durable if n.startswith("evt-")]) == 3 * len(
         topology.subscriptions(topology.service_classes(config)))

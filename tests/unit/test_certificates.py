@@ -145,3 +145,7 @@ def test_revocation_and_reissue_keep_the_history(db, keyring):
         db.run(lambda s: domain.by_number(s, new.number, "08226095"))
     issued = db.run(lambda s: [m.envelope["event_type"] for m in s.query(OutboxMessage)])
     assert issued.count("certificate_issued") == 2 and issued.count("certificate_revoked") == 1
+    # One count per enrolment across its certificates: issue, re-issue, revocation.
+    sequences = db.run(lambda s: [m.envelope["payload"]["sequence"] for m in
+                                  s.query(OutboxMessage).order_by(OutboxMessage.position)])
+    assert sequences == [1, 2, 3]

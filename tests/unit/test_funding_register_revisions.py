@@ -100,3 +100,47 @@ def test_a_budget_change_without_a_policy_is_a_clear_error(handle):
     handle.run(domain.set_policy, programme_id, "BW-DL", policy(2 * FEE, FEE))
     assert handle.run(domain.change_budget, "BW-DL", 5 * FEE, "Nachtrag")["budget_cents"] \
         == 5 * FEE
+
+
+def test_two_waiting_enrolments_of_a_new_body_both_take_its_two_guarantees(handle):
+    """A merger: b leaves, c (with two enrolments waiting, the pool being empty) comes in."""
+    programme_id = uuid.uuid4()
+    a, b, c = bodies(3)
+    handle.run(lambda s: publish(s, programme_id, [a, b]))
+    handle.run(domain.set_policy, programme_id, "BW-DL", policy(4 * FEE, FEE, 2))  # no pool
+    waiting = [confirmed(programme_id, c) for _ in range(2)]
+    for n, payload in enumerate(waiting):
+        handle.run(domain.enrolment_confirmed, payload, f"k{n}")
+    assert [state(handle, p["enrolment_id"]) for p in waiting] == ["waiting", "waiting"]
+    handle.run(lambda s: publish(s, programme_id, [a, c], revision=2))
+    assert [state(handle, p["enrolment_id"]) for p in waiting] == ["guaranteed", "guaranteed"]
+    handle.run(invariants, programme_id, [a, c], 2, 4 * FEE)
+
+
+def test_a_body_that_left_the_register_passes_no_guarantee_on(handle):
+    programme_id = uuid.uuid4()
+    stays, leaves = bodies(2)
+    handle.run(lambda s: publish(s, programme_id, [stays, leaves]))
+    handle.run(domain.set_policy, programme_id, "BW-DL", policy(2 * FEE, FEE))  # no pool
+    held, second = confirmed(programme_id, leaves), confirmed(programme_id, leaves)
+    handle.run(domain.enrolment_confirmed, held, "k1")
+    handle.run(domain.enrolment_confirmed, second, "k2")
+    handle.run(lambda s: publish(s, programme_id, [stays], revision=2))
+    from tests.funding_support import cancelled
+    handle.run(domain.enrolment_cancelled,
+               cancelled(programme_id, leaves, held["enrolment_id"]), "k3")
+    # Its freed money is pool money now, which funds whoever waits longest (here: its own
+    # second enrolment), but as a pool seat, not as a guarantee it no longer has.
+    assert state(handle, second["enrolment_id"]) == "pool"
+    handle.run(invariants, programme_id, [stays], 1, 2 * FEE)
+
+
+def test_the_publish_check_counts_pool_seats_that_convert_as_held(handle):
+    programme_id = uuid.uuid4()
+    first, newcomer = bodies(2)
+    handle.run(lambda s: publish(s, programme_id, [first]))
+    handle.run(domain.set_policy, programme_id, "BW-DL", policy(2 * FEE, FEE))
+    handle.run(domain.enrolment_confirmed, confirmed(programme_id, newcomer), "k1")  # pool
+    # Making the newcomer eligible converts its pool seat: no new money is needed.
+    assert handle.run(domain.shortfall_for, "BW-DL", [first, newcomer]) == 0
+    handle.run(lambda s: publish(s, programme_id, [first, newcomer], revision=2))

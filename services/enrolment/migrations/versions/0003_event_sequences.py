@@ -1,4 +1,4 @@
-"""an enrolment's version (the sequence of its events) and the funding version it holds
+"""an enrolment's version (the sequence of its events) and the funding and certificate versions it holds
 
 Revision ID: 0003
 Revises: 0002
@@ -18,9 +18,11 @@ def upgrade():
         batch_op.add_column(sa.Column('version', sa.Integer(), nullable=False,
                                       server_default='0'))
         batch_op.add_column(sa.Column('funding_version', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('certificate_version', sa.Integer(), nullable=True))
 
 
 def downgrade():
     with op.batch_alter_table('enrolments', schema=None) as batch_op:
+        batch_op.drop_column('certificate_version')
         batch_op.drop_column('funding_version')
         batch_op.drop_column('version')
