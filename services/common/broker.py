@@ -120,6 +120,11 @@ class QueueConsumer(nameko_messaging.QueueConsumer):
             consumer.on_message = partial(self._on_message, provider)
         return consumers
 
+    def on_decode_error(self, message, exc):
+        """kombu's own handler logs the body (which may hold personal data) and acks it."""
+        refused(self.container.service_name, "-", f"undecodable body ({type(exc).__name__})")
+        self.reject_message(message)
+
     def _on_message(self, provider, message):
         checked = isinstance(provider, (RpcConsumer, nameko_messaging.Consumer))
         limit = int(cfg.setting(self.container.config, "MAX_MESSAGE_BYTES",
