@@ -204,6 +204,7 @@ FundingGrantedV2 = _sequenced(FundingGrantedV1)
 FundingWaitingV2 = _sequenced(FundingWaitingV1)
 FundingReleasedV2 = _sequenced(FundingReleasedV1)
 FundingConvertedV2 = _sequenced(FundingConvertedV1)
+MunicipalityRegisteredV2 = _sequenced(MunicipalityRegisteredV1)
 CertificateIssuedV2 = _sequenced(CertificateIssuedV1)
 CertificateRevokedV2 = _sequenced(CertificateRevokedV1)
 
@@ -220,6 +221,7 @@ CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("funding_waiting", 1): FundingWaitingV1,
     ("funding_released", 1): FundingReleasedV1,
     ("funding_converted", 1): FundingConvertedV1,
+    ("municipality_registered", 2): MunicipalityRegisteredV2,
     ("enrolment_created", 2): EnrolmentCreatedV2,
     ("enrolment_promoted", 2): EnrolmentPromotedV2,
     ("enrolment_cancelled", 2): EnrolmentCancelledV2,

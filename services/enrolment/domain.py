@@ -209,10 +209,12 @@ def register_municipality(session: Session, ags: str, contact_name: str,
     account.api_key_prefix = key[:10]
     account.key_issued_at = now()
     account.revoked_at = None  # registering again lets a revoked body in with the new key
+    account.version = (account.version or 0) + 1  # numbers the contact's announcements
     session.flush()
     emit(session, "municipality_registered", {"ags": ags, "name": body.name,
                                               "contact_name": contact_name,
-                                              "contact_email": account.contact_email})
+                                              "contact_email": account.contact_email,
+                                              "sequence": account.version})
     return account, key
 
 

@@ -62,6 +62,8 @@ class MunicipalityAccount(Base):
     api_key_prefix: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     key_issued_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # How often the contact was announced (municipality_registered's `sequence`).
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # Set when the operator revokes the key: it then fails like an unknown one until a new
     # key is issued (rotation or registering again).
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

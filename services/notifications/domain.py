@@ -81,7 +81,11 @@ def _both(session, event_id, template, enrolment: KnownEnrolment, context: dict,
 
 
 def municipality_registered(session: Session, payload: dict, event_id: str):
-    contact = session.get(Contact, payload["ags"]) or Contact(ags=payload["ags"])
+    contact = session.get(Contact, payload["ags"])
+    if contact is not None and not newer(payload.get("sequence"), contact.version):
+        return  # an older registration arriving late: the newer contact stays
+    contact = contact or Contact(ags=payload["ags"])
+    contact.version = payload.get("sequence") or contact.version
     contact.name = payload["name"]
     contact.contact_name = payload["contact_name"]
     contact.contact_email = payload["contact_email"]

@@ -31,6 +31,8 @@ class Contact(Base):
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     contact_name: Mapped[str] = mapped_column(String(200), nullable=False)
     contact_email: Mapped[str] = mapped_column(String(254), nullable=False)
+    # The `sequence` of the newest announcement applied.
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class KnownEnrolment(Base):

@@ -167,7 +167,7 @@ def test_a_mail_that_can_never_go_is_failed_after_one_attempt(container_factory,
     dispatch("enrolment", "municipality_registered", build_event(
         "enrolment", "municipality_registered", {
             "ags": "08226098", "name": "Wiesloch, Stadt", "contact_name": "Hauptamt",
-            "contact_email": "hauptamt@w.example"}))
+            "contact_email": "hauptamt@w.example", "sequence": 1}))
     for address in (UMLAUT_LOCAL, "gone@example.org"):
         dispatch("enrolment", "enrolment_created", build_event(
             "enrolment", "enrolment_created", {

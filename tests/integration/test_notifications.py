@@ -249,7 +249,7 @@ def test_duplicated_event_sends_nothing_new_and_failed_mail_can_be_resent(
     dispatch("enrolment", "municipality_registered", build_event(
         "enrolment", "municipality_registered", {
             "ags": "08226098", "name": "Wiesloch, Stadt", "contact_name": "Hauptamt",
-            "contact_email": "hauptamt@w.example"}))
+            "contact_email": "hauptamt@w.example", "sequence": 1}))
     inbox.refuse = "teilnehmer1@example.org"  # this mailbox does not exist (550)
     created = build_event("enrolment", "enrolment_created", {
         "enrolment_id": uuid.uuid4(), "programme_id": uuid.uuid4(), "course_id": uuid.uuid4(),

@@ -189,3 +189,24 @@ def test_a_late_promotion_does_not_bring_a_cancelled_enrolment_back_for_reminder
         assert handle.run(notifications.course_reminders, date_type.today()) == 0
     finally:
         handle.dispose()
+
+
+def test_an_older_registration_arriving_late_leaves_the_newer_contact():
+    from services.common.db import DatabaseHandle
+    from services.notifications import domain as notifications
+    from services.notifications.models import Base, Contact, InboxRecord, OutboxMessage
+
+    handle = DatabaseHandle("sqlite://", "notifications", OutboxMessage, InboxRecord)
+    Base.metadata.create_all(handle.engine)
+    try:
+        def registered(email, sequence):
+            return {"ags": "08226098", "name": "Wiesloch", "contact_name": "Hauptamt",
+                    "contact_email": email, "sequence": sequence}
+        handle.run(notifications.municipality_registered, registered("neu@wiesloch.example", 2),
+                   "e2")
+        handle.run(notifications.municipality_registered, registered("alt@wiesloch.example", 1),
+                   "e1")  # retried, handled last
+        assert handle.run(lambda s: s.get(Contact, "08226098").contact_email) == \
+            "neu@wiesloch.example"
+    finally:
+        handle.dispose()

@@ -16,8 +16,12 @@ depends_on = None
 def upgrade():
     with op.batch_alter_table('known_enrolments', schema=None) as batch_op:
         batch_op.add_column(sa.Column('version', sa.Integer(), nullable=True))
+    with op.batch_alter_table('contacts', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('version', sa.Integer(), nullable=True))
 
 
 def downgrade():
+    with op.batch_alter_table('contacts', schema=None) as batch_op:
+        batch_op.drop_column('version')
     with op.batch_alter_table('known_enrolments', schema=None) as batch_op:
         batch_op.drop_column('version')
