@@ -50,14 +50,22 @@ SUBJECTS = {
 }
 
 
-def expected_mails(events: list[tuple[str, dict]]) -> Counter:
+def expected_mails(events: list[tuple[str, dict]], complete: bool = True) -> Counter:
     """The mails a person should get for these published events, as (kind, address): the
     notification rules of DESIGN.md, written out independently of the notifications service.
-    ``events`` in the order they were published, so an enrolment is known before its funding."""
+    ``events`` in the order they were published, so an enrolment is known before its funding.
+
+    ``complete=False`` while some events are not yet marked published: a relay marks its rows
+    only after the broker confirmed them (and a dropped database connection can delay that),
+    so a consumer's reaction may be marked before the event it reacts to. Such events are left
+    out of the count until their cause shows; a complete list knows every enrolment."""
     contacts, enrolments = {}, {}
     expected = Counter()
 
     def both(kind, enrolment_id, participant=True):
+        if not complete and (str(enrolment_id) not in enrolments
+                             or enrolments[str(enrolment_id)][1] not in contacts):
+            return
         email, ags = enrolments[str(enrolment_id)]
         if participant:
             expected[(kind, email)] += 1
@@ -84,7 +92,8 @@ def expected_mails(events: list[tuple[str, dict]]) -> Counter:
         elif event_type == "funding_released":
             both("released", payload["enrolment_id"], participant=False)
         elif event_type == "certificate_issued":  # to the participant, the municipality in copy
-            expected[("certificate", enrolments[str(payload["enrolment_id"])][0])] += 1
+            if complete or str(payload["enrolment_id"]) in enrolments:
+                expected[("certificate", enrolments[str(payload["enrolment_id"])][0])] += 1
         elif event_type == "certificate_revoked":
             both("revoked", payload["enrolment_id"])
     return expected
@@ -282,7 +291,8 @@ class System:
                     tally.missing[(sub.consumer_service, sub.event_type)] = expected - got
         tally.parked = list_parked(self.config["AMQP_URI"],
                                    [s.queue_name for s in subscriptions])
-        tally.mails_expected = expected_mails([(t, p) for _, t, p in events])
+        tally.mails_expected = expected_mails([(t, p) for _, t, p in events],
+                                              complete=unpublished == 0)
         first_copies = {m["Message-ID"]: m for m in messages}
         tally.mails_received = Counter(kind_of(m) for m in first_copies.values())
         tally.resent = len(messages) - len(first_copies)
