@@ -110,7 +110,6 @@ def migrate(obj: Context):
 @click.pass_obj
 def run(obj: Context, only):
     """Run the services in this one process: all of them locally, one per container."""
-    from kombu import Connection
     from nameko.runners import ServiceRunner
     from nameko.utils.concurrency import SpawningProxy
 
@@ -129,7 +128,7 @@ def run(obj: Context, only):
         classes = [c for c in classes if c.name in only]
     uri = cfg.amqp_uri(config)
     try:
-        with Connection(uri, connect_timeout=5, ssl=cfg.amqp_ssl(config)) as connection:
+        with cfg.amqp_connection(config, connect_timeout=5) as connection:
             connection.ensure_connection(max_retries=3)
     except Exception:
         click.echo(f"error: RabbitMQ does not answer at {uri.split('@')[-1]}; start it "

@@ -17,7 +17,7 @@ from services.certificates.models import (
     CertificateSequence,
 )
 from services.common.errors import NotFound, RuleViolation
-from services.common.outbox import emit
+from services.common.outbox import emit_numbered
 
 
 @dataclass(frozen=True)
@@ -193,8 +193,7 @@ def _emit_about(session: Session, certificate: Certificate, event_type: str, pay
     the count), so that enrolment applies only newer ones."""
     held = session.scalar(select(func.max(Certificate.version)).where(
         Certificate.enrolment_id == certificate.enrolment_id)) or 0
-    certificate.version = held + 1
-    emit(session, event_type, dict(payload, sequence=certificate.version))
+    emit_numbered(session, certificate, event_type, payload, after=held)
 
 
 def revoke(session: Session, number: str, reason: str, revoked_by: str,

@@ -90,15 +90,12 @@ class ServiceGauges:
             log.warning("metrics for %s incomplete (%s)", self.service, type(exc).__name__)
 
     def _parked(self) -> int:
-        from kombu import Connection
-
         from services.common import topology
         from services.common.messaging import parked_queue_name
         names = [s.queue_name for s in topology.subscriptions(topology.service_classes(self.config))
                  if s.consumer_service == self.service]
         total = 0
-        with Connection(cfg.amqp_uri(self.config), connect_timeout=3,
-                        ssl=cfg.amqp_ssl(self.config)) as connection:
+        with cfg.amqp_connection(self.config, connect_timeout=3) as connection:
             channel = connection.channel()
             for name in names:
                 try:

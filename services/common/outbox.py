@@ -21,6 +21,17 @@ def emit(session: Session, event_type: str, payload: dict) -> dict:
     return envelope
 
 
+def emit_numbered(session: Session, subject, event_type: str, payload: dict,
+                  after: int | None = None) -> dict:
+    """Write an event about ``subject`` (an enrolment, a funding, ...) numbered with its next
+    ``version`` as the payload's ``sequence``, so consumers apply only newer ones. ``after``:
+    the number to count on from, where it is not the subject's own (certificates count per
+    enrolment across re-issues)."""
+    start = (subject.version or 0) if after is None else after
+    subject.version = start + 1
+    return emit(session, event_type, dict(payload, sequence=subject.version))
+
+
 def first_delivery(session: Session, event: Event, consumer: str) -> bool:
     """Record ``event`` as handled by ``consumer``; False if it was handled before.
 

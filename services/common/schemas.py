@@ -42,10 +42,35 @@ def flatten_messages(messages, prefix: str = "") -> dict[str, list[str]]:
     return flat
 
 
+def nul_path(value, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) in JSON-like data that holds a NUL
+    character, which no text column can store; None if there is none."""
+    pending = [(value, path)]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                inner = f"{path}.{key}" if path else str(key)
+                if "\x00" in str(key):
+                    return path
+                pending.append((item, inner))
+        elif isinstance(value, (list, tuple)):
+            pending.extend((item, f"{path}.{n}" if path else str(n))
+                           for n, item in enumerate(value))
+    return None
+
+
 def load(schema: Schema, data, what: str = "input"):
     """Validate ``data`` with ``schema``; raise ``ValidationFailed`` naming each bad field."""
     if data is None:
         raise ValidationFailed(f"{what} is missing", {"_schema": ["no data given"]})
+    where = nul_path(data)
+    if where is not None:  # every boundary: a database error later would be an internal one
+        raise ValidationFailed(f"{what} is invalid",
+                               {where or "_schema": ["must not contain the NUL character"]})
     try:
         return schema.load(data)
     except ValidationError as exc:

@@ -28,7 +28,7 @@ from services.common.errors import (
     ValidationFailed,
 )
 from services.common.events import Event, newer
-from services.common.outbox import emit
+from services.common.outbox import emit, emit_numbered
 from services.enrolment.models import (
     ACTIVE_STATUSES,
     Attendance,
@@ -209,12 +209,10 @@ def register_municipality(session: Session, ags: str, contact_name: str,
     account.api_key_prefix = key[:10]
     account.key_issued_at = now()
     account.revoked_at = None  # registering again lets a revoked body in with the new key
-    account.version = (account.version or 0) + 1  # numbers the contact's announcements
     session.flush()
-    emit(session, "municipality_registered", {"ags": ags, "name": body.name,
-                                              "contact_name": contact_name,
-                                              "contact_email": account.contact_email,
-                                              "sequence": account.version})
+    emit_numbered(session, account, "municipality_registered", {
+        "ags": ags, "name": body.name, "contact_name": contact_name,
+        "contact_email": account.contact_email})
     return account, key
 
 
@@ -392,7 +390,7 @@ def _promote(session: Session, course: Course):
         enrolment.status = "confirmed"
         enrolment.confirmed_at = now()
         session.flush()
-        _emit_about(session, enrolment, "enrolment_promoted", {
+        emit_numbered(session, enrolment, "enrolment_promoted", {
             "enrolment_id": enrolment.id, "programme_id": enrolment.programme_id,
             "course_id": enrolment.course_id, "ags": enrolment.ags,
             "confirmed_at": enrolment.confirmed_at, "participant": _participant(enrolment),
@@ -481,7 +479,7 @@ def enrol(session: Session, ags: str, command: dict, today: date | None = None) 
     session.add(enrolment)
     session.flush()
     [response] = present(session, [enrolment])
-    _emit_about(session, enrolment, "enrolment_created", {
+    emit_numbered(session, enrolment, "enrolment_created", {
         "enrolment_id": enrolment.id, "programme_id": programme.id, "course_id": course.id,
         "ags": ags, "status": enrolment.status,
         "waitlist_position": response["waitlist_position"],
@@ -532,12 +530,6 @@ def _enrolment_for(session: Session, enrolment_id, ags: str | None = None,
     return enrolment
 
 
-def _emit_about(session: Session, enrolment: Enrolment, event_type: str, payload: dict):
-    """An event about one enrolment, numbered: consumers apply it only if it is newer."""
-    enrolment.version = (enrolment.version or 0) + 1
-    emit(session, event_type, dict(payload, sequence=enrolment.version))
-
-
 def _cancel(session: Session, enrolment: Enrolment, by: str, reason: str | None):
     previous = enrolment.status
     enrolment.status = "cancelled"
@@ -545,7 +537,7 @@ def _cancel(session: Session, enrolment: Enrolment, by: str, reason: str | None)
     enrolment.cancelled_by = by
     enrolment.cancel_reason = reason
     session.flush()
-    _emit_about(session, enrolment, "enrolment_cancelled", {
+    emit_numbered(session, enrolment, "enrolment_cancelled", {
         "enrolment_id": enrolment.id, "programme_id": enrolment.programme_id,
         "course_id": enrolment.course_id, "ags": enrolment.ags, "previous_status": previous,
         "cancelled_by": by, "reason": reason, "cancelled_at": enrolment.cancelled_at,
@@ -633,7 +625,7 @@ def _complete(session: Session, enrolment: Enrolment, course: Course):
     enrolment.status = "completed"
     enrolment.completed_at = now()
     programme, body = course.programme, enrolment.body
-    _emit_about(session, enrolment, "enrolment_completed", {
+    emit_numbered(session, enrolment, "enrolment_completed", {
         "enrolment_id": enrolment.id, "programme_id": programme.id,
         "programme_code": programme.code, "programme_name": programme.name,
         "role_name": programme.role_name, "course_id": course.id, "course_title": course.title,

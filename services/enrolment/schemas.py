@@ -125,7 +125,8 @@ class EnrolmentFilterIn(Schema):
     course_id = fields.UUID(load_default=None, allow_none=True)
     status = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(
         ["confirmed", "waitlisted", "cancelled", "completed"]))
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    # A page far beyond the end would overflow the database's OFFSET.
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
 

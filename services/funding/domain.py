@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from services.common.errors import LotsenError, NotFound, RuleViolation
-from services.common.outbox import emit
+from services.common.outbox import emit_numbered
 from services.funding.models import EligibleBody, Funding, FundingProgramme, LedgerEntry
 
 FUNDED = ("guaranteed", "pool")
@@ -213,18 +213,12 @@ def _ledger(session: Session, programme: FundingProgramme, kind: str, pot: str, 
         programme.granted_pool_cents -= amount
 
 
-def _emit_about(session: Session, funding: Funding, event_type: str, payload: dict):
-    """An event about one enrolment's funding, numbered: consumers apply only newer ones."""
-    funding.version = (funding.version or 0) + 1
-    emit(session, event_type, dict(payload, sequence=funding.version))
-
-
 def _grant(session, programme, funding: Funding, kind: str, key: str):
     funding.state = kind
     funding.amount_cents = programme.fee_cents
     _ledger(session, programme, "grant", kind, -programme.fee_cents, f"{key}:grant:{kind}",
             funding.enrolment_id, funding.ags)
-    _emit_about(session, funding, "funding_granted", {
+    emit_numbered(session, funding, "funding_granted", {
         "enrolment_id": funding.enrolment_id, "programme_id": programme.programme_id,
         "ags": funding.ags, "kind": kind, "amount_cents": programme.fee_cents})
 
@@ -232,7 +226,7 @@ def _grant(session, programme, funding: Funding, kind: str, key: str):
 def _wait(session, programme, funding: Funding):
     funding.state = "waiting"
     funding.amount_cents = 0
-    _emit_about(session, funding, "funding_waiting", {"enrolment_id": funding.enrolment_id,
+    emit_numbered(session, funding, "funding_waiting", {"enrolment_id": funding.enrolment_id,
                                       "programme_id": programme.programme_id, "ags": funding.ags})
 
 
@@ -291,7 +285,7 @@ def enrolment_cancelled(session: Session, payload: dict, key: str) -> str | None
     if previous in FUNDED:
         _ledger(session, programme, "release", previous, amount, f"{key}:release",
                 funding.enrolment_id, funding.ags)
-    _emit_about(session, funding, "funding_released", {"enrolment_id": funding.enrolment_id,
+    emit_numbered(session, funding, "funding_released", {"enrolment_id": funding.enrolment_id,
                                        "programme_id": programme.programme_id,
                                        "ags": funding.ags, "amount_cents": amount})
     session.flush()
@@ -315,7 +309,7 @@ def _pass_guarantee(session: Session, programme: FundingProgramme, ags: str, key
                 f"{key}:convert:{successor.enrolment_id}:pool", successor.enrolment_id, ags)
         _ledger(session, programme, "conversion", "guaranteed", -programme.fee_cents,
                 f"{key}:convert:{successor.enrolment_id}:guaranteed", successor.enrolment_id, ags)
-        _emit_about(session, successor, "funding_converted", {
+        emit_numbered(session, successor, "funding_converted", {
             "enrolment_id": successor.enrolment_id, "programme_id": programme.programme_id,
             "ags": ags, "kind": "guaranteed"})
     else:

@@ -16,6 +16,7 @@ from services.common import config as cfg
 from services.common.broker import BROKER_GONE, RpcProxy
 from services.common.entrypoints import CallAs
 from services.common.errors import LotsenError
+from services.common.schemas import nul_path
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
 from services.gateway import openapi, verification
@@ -29,25 +30,6 @@ CERTIFICATE_NUMBER = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,39}-\d{4}-\d{6}$")
 
 class RpcTimeout(Exception):
     pass
-
-
-def _nul_in(value, path: str = "") -> str | None:
-    """The dotted path of the first string (or key) in parsed JSON that holds a NUL character."""
-    pending = [(value, path)]
-    while pending:
-        value, path = pending.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                return path
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                inner = f"{path}.{key}" if path else str(key)
-                if "\x00" in key:
-                    return path
-                pending.append((item, inner))
-        elif isinstance(value, list):
-            pending.extend((item, f"{path}.{n}" if path else str(n)) for n, item in enumerate(value))
-    return None
 
 
 def json_response(payload, status: int = 200, headers: dict | None = None) -> Response:
@@ -129,7 +111,7 @@ class GatewayService:
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise HttpProblem(400, "Malformed JSON",
                               f"the body is not valid JSON: {type(exc).__name__}: {exc}") from None
-        where = _nul_in(body)
+        where = nul_path(body)
         if where is not None:  # no text field anywhere may hold it, and PostgreSQL cannot store it
             raise HttpProblem(422, "Invalid input", "text must not contain the NUL character",
                               {where or "_schema": ["must not contain the NUL character"]})

@@ -124,22 +124,15 @@ class Recorder:
 
 class SignedRpc:
     """A standalone RPC proxy that proves its caller as the real ones do: as the gateway
-    acting for the AGS each call names (``.enrol(ags, ...)``), or as the operator.
+    acting for the AGS each call names (``.enrol(ags, ...)``), or as the operator."""
 
-    ``as_gateway=True`` signs calls as the gateway itself (``authenticate``)."""
-
-    def __init__(self, service: str, config: dict, operator: bool = False,
-                 as_gateway: bool = False, **options):
+    def __init__(self, service: str, config: dict, operator: bool = False, **options):
         from nameko.standalone.rpc import ServiceRpcProxy
 
-        from services.common import callers
-        self._callers = callers
-        self._key = callers.service_key(config)
+        self._config = config
         data = {"operator_token": config["OPERATOR_TOKEN"]} if operator else {}
-        if as_gateway:
-            data[callers.ASSERTION_KEY] = callers.sign_assertion(self._key, "gateway")
         self._proxy = ServiceRpcProxy(service, config, context_data=data, **options)
-        self._sign_each = not operator and not as_gateway
+        self._sign_each = not operator
 
     def __enter__(self):
         self._service = self._proxy.start()
@@ -154,17 +147,14 @@ class SignedRpc:
             return target
 
         def call(ags, *args, **kwargs):
-            self._proxy._worker_ctx.data[self._callers.ASSERTION_KEY] = \
-                self._callers.sign_assertion(self._key, "gateway", ags)
+            self._proxy._worker_ctx.data.update(acting_for(self._config, ags))
             return target(ags, *args, **kwargs)
         return call
 
 
 def sign_for(proxy, config: dict, ags: str | None = None):
     """Make a standalone proxy's next calls carry the gateway's assertion (for ``ags``)."""
-    from services.common import callers
-    proxy._worker_ctx.data[callers.ASSERTION_KEY] = callers.sign_assertion(
-        callers.service_key(config), "gateway", ags)
+    proxy._worker_ctx.data.update(acting_for(config, ags))
 
 
 def producer_dispatcher(config: dict, user_id: str | None = "self"):
@@ -188,8 +178,9 @@ def producer_dispatcher(config: dict, user_id: str | None = "self"):
     return dispatch
 
 
-def acting_for(config: dict, ags: str) -> dict:
-    """Context data of a call the gateway makes for the municipality ``ags``."""
+def acting_for(config: dict, ags: str | None) -> dict:
+    """Context data of a call the gateway makes for the municipality ``ags`` (None: for
+    itself)."""
     from services.common import callers
     return {callers.ASSERTION_KEY: callers.sign_assertion(callers.service_key(config),
                                                           "gateway", ags)}

@@ -5,7 +5,6 @@ import uuid
 from datetime import date
 
 import eventlet
-from nameko.standalone.rpc import ServiceRpcProxy
 from sqlalchemy import func, select
 
 from services.common import topology

@@ -180,6 +180,14 @@ def test_redelivered_funding_event_changes_the_read_model_once(
     assert (state.funding_status, state.funding_kind) == ("granted", "guaranteed")
 
 
+def deliver_in_turn(config, enrolment_db, *events):
+    """Publish (producer, envelope) pairs one after another, each handled before the next."""
+    dispatch = producer_dispatcher(config)
+    for n, (producer, envelope) in enumerate(events, start=1):
+        dispatch(producer, envelope["event_type"], envelope)
+        wait_for(lambda n=n: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == n)
+
+
 def test_older_funding_decision_arriving_late_does_not_overwrite_a_newer_one(
         seeded, container_factory, service_config, enrolment_db, register_file):
     enrol_directly(enrolment_db, register_file, seeded["courses"][0])
@@ -194,11 +202,7 @@ def test_older_funding_decision_arriving_late_does_not_overwrite_a_newer_one(
     granted = funding_event("funding_granted", enrolment_id, sequence=1,
                             occurred_at=now + timedelta(seconds=5), kind="pool",
                             amount_cents=50000)
-    dispatch = producer_dispatcher(service_config)
-    dispatch("funding", "funding_released", released)
-    wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 1)
-    dispatch("funding", "funding_granted", granted)
-    wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 2)
+    deliver_in_turn(service_config, enrolment_db, ("funding", released), ("funding", granted))
     state = enrolment_db.run(lambda s: s.get(Enrolment, uuid.UUID(enrolment_id)))
     assert state.funding_status == "released"
 
@@ -247,11 +251,7 @@ def test_events_from_before_sequences_are_still_ordered_by_their_time(
                             occurred_at=now - timedelta(seconds=5), kind="pool",
                             amount_cents=50000)
     assert released["version"] == granted["version"] == 1
-    dispatch = producer_dispatcher(service_config)
-    dispatch("funding", "funding_released", released)
-    wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 1)
-    dispatch("funding", "funding_granted", granted)
-    wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 2)
+    deliver_in_turn(service_config, enrolment_db, ("funding", released), ("funding", granted))
     state = enrolment_db.run(lambda s: s.get(Enrolment, uuid.UUID(enrolment_id)))
     assert state.funding_status == "released"
 
@@ -272,10 +272,7 @@ def test_a_late_certificate_issued_does_not_undo_its_revocation(
     revoked = build_event("certificates", "certificate_revoked", {
         "enrolment_id": enrolment_id, "certificate_number": number, "reason": "Irrtum",
         "revoked_at": now, "sequence": 2})
-    dispatch = producer_dispatcher(service_config)
-    dispatch("certificates", "certificate_revoked", revoked)
-    wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 1)
-    dispatch("certificates", "certificate_issued", issued)  # the retried, older one
-    wait_for(lambda: enrolment_db.run(lambda s: s.query(InboxRecord).count()) == 2)
+    deliver_in_turn(service_config, enrolment_db, ("certificates", revoked),
+                    ("certificates", issued))  # the retried, older one last
     state = enrolment_db.run(lambda s: s.get(Enrolment, uuid.UUID(enrolment_id)))
     assert (state.certificate_number, state.certificate_status) == (number, "revoked")

@@ -20,7 +20,6 @@ from services.certificates.models import Certificate
 from services.certificates.service import CertificatesService
 from services.common import broker_access, callers, topology
 from services.common.errors import AuthenticationFailed, NotFound
-from services.common.events import build_event
 from services.common.messaging import list_parked
 from services.enrolment.service import EnrolmentService
 from services.funding.service import FundingService

@@ -109,3 +109,19 @@ def test_programme_window_must_not_end_before_it_starts():
 
 def test_backoff_grows_exponentially_up_to_its_ceiling():
     assert [backoff_seconds(n, 1000, 5000) for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_every_boundary_refuses_text_with_a_nul_character_naming_the_field():
+    """No text column can store NUL: refused at the schema, not as a database error later."""
+    from services.common.errors import ValidationFailed
+    from services.common.schemas import load
+    from services.enrolment.schemas import CourseIn, EnrolmentFilterIn
+
+    course = {"programme_code": "BW-DL", "title": "Basis\x00seminar", "location": "Wiesloch",
+              "capacity": 5, "modules": [{"number": 1, "title": "M", "date": "2027-01-05"}]}
+    with pytest.raises(ValidationFailed) as refused:
+        load(CourseIn(), course, "course")
+    assert refused.value.fields == {"title": ["must not contain the NUL character"]}
+    with pytest.raises(ValidationFailed) as beyond:
+        load(EnrolmentFilterIn(), {"page": 1_000_001}, "filters")
+    assert "page" in beyond.value.fields

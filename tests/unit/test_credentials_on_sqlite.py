@@ -10,6 +10,7 @@ from services.common.errors import AuthenticationFailed, NotFound
 from services.common.migrations import alembic_config, upgrade
 from services.enrolment import domain
 from services.enrolment.models import Body, InboxRecord, OutboxMessage
+from tests.sqlite_support import migrated_sqlite
 
 REGISTERED = "08226098"
 UNREGISTERED = "08226095"  # in the register, never registered for the gateway
@@ -17,15 +18,11 @@ UNREGISTERED = "08226095"  # in the register, never registered for the gateway
 
 @pytest.fixture
 def db(tmp_path):
-    url = f"sqlite:///{tmp_path / 'enrolment.sqlite'}"
-    upgrade("enrolment", url)
-    handle = DatabaseHandle(url, "enrolment", OutboxMessage, InboxRecord)
-
     def seed(session):
         for ags, name in ((REGISTERED, "Wiesloch, Stadt"), (UNREGISTERED, "Walldorf, Stadt")):
             session.add(Body(ags=ags, name=name, kind="gemeinde", designation="Stadt",
                              kreisfrei=False, land="08", kreis_ags="08226000"))
-    handle.run(seed)
+    handle = migrated_sqlite(tmp_path, "enrolment", OutboxMessage, InboxRecord, seed)
     yield handle
     handle.dispose()
 

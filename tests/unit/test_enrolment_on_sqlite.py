@@ -3,7 +3,6 @@ from datetime import date, timedelta
 
 import pytest
 
-from services.common.db import DatabaseHandle
 from services.common.errors import (
     Conflict,
     DuplicateEnrolment,
@@ -11,9 +10,9 @@ from services.common.errors import (
     NotFound,
     RuleViolation,
 )
-from services.common.migrations import upgrade
 from services.enrolment import domain
 from services.enrolment.models import Body, InboxRecord, OutboxMessage
+from tests.sqlite_support import migrated_sqlite
 
 BODIES = [("08226098", "Wiesloch, Stadt", "gemeinde", False),
           ("08226095", "Walldorf, Stadt", "gemeinde", False),
@@ -24,15 +23,11 @@ BODIES = [("08226098", "Wiesloch, Stadt", "gemeinde", False),
 
 @pytest.fixture
 def db(tmp_path):
-    url = f"sqlite:///{tmp_path / 'enrolment.sqlite'}"
-    upgrade("enrolment", url)
-    handle = DatabaseHandle(url, "enrolment", OutboxMessage, InboxRecord)
-
     def seed(session):
         for ags, name, kind, kreisfrei in BODIES:
             session.add(Body(ags=ags, name=name, kind=kind, designation="x", kreisfrei=kreisfrei,
                              land=ags[:2], kreis_ags=ags[:5] + "000"))
-    handle.run(seed)
+    handle = migrated_sqlite(tmp_path, "enrolment", OutboxMessage, InboxRecord, seed)
     yield handle
     handle.dispose()
 
