@@ -58,3 +58,32 @@ def chain_rate(cluster, chains: int, timeout_s: float = 300) -> float:
     while len(CHAIN_DONE) < chains and time.perf_counter() - started < timeout_s:
         eventlet.sleep(0.01)
     return len(CHAIN_DONE) / (max(CHAIN_DONE) - started)
+
+
+def serve(config_path: str):
+    """Run the no-op services in this process until SIGTERM, as a service process runs."""
+    import signal
+
+    import eventlet
+    import yaml
+    from nameko.runners import ServiceRunner
+
+    with open(config_path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    runner = ServiceRunner(config)
+    for cls in SERVICES:
+        runner.add_service(cls)
+    signal.signal(signal.SIGTERM, lambda *_: eventlet.spawn_n(runner.stop))
+    runner.start()
+    runner.wait()
+
+
+if __name__ == "__main__":
+    import sys
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import eventlet
+    eventlet.monkey_patch()
+    serve(sys.argv[1])

@@ -1,13 +1,41 @@
-"""Enrolment throughput and latency next to a no-op nameko baseline, and flat cost.
+"""The enrol RPC next to a no-op nameko RPC, measured the same way in the same run.
 
-Runs against the RabbitMQ and PostgreSQL on this machine, in its own vhost and databases
-(dropped afterwards). Prints a table and appends it to bench/results.md.
+What is measured, and how:
 
-    .venv/bin/python bench/throughput.py [--calls 300] [--big 100000]
+* **Each service in its own process**, started as an operator starts it
+  (``lotsen run --service enrolment``; the no-op service by ``bench/noop.py``), against the
+  RabbitMQ and PostgreSQL on this machine, in a vhost and a database of their own.
+* **Steady concurrency**: N green threads in the bench process, each with its own RPC proxy,
+  each sending its next call as soon as the last one is answered.
+* **Enrol calls as the gateway makes them**: a random eligible body of Baden-Württemberg, a
+  random course among many of 22 seats (at least ten per green thread, and enough that nearly
+  every call finds a seat), a new participant, an idempotency key, the signed "acting for"
+  assertion. The relay publishes every enrolment_created to the queues of its consumers; those
+  queues are emptied by a separate drain process (the consumers' own cost is the national
+  case's business, ``bench/national.py``), so the broker works in a steady state.
+* **CPU per call** from /proc: the service process, all PostgreSQL processes, the RabbitMQ
+  node and the bench process itself, over the same window.
+* **Flat cost**: enrol latency and CPU with 1,000 and with 100,000 active enrolments in the same
+  programme. **The lock's ceiling**: every call into one course (capacity 1,000, so every call
+  takes a seat), reported on its own.
+
+    .venv/bin/python bench/throughput.py [--calls 2000] [--big 100000]
+        [--compare /path/to/other/checkout] [--no-write]
+
+``--compare DIR`` measures that checkout first (a ``git worktree`` of an older commit, with its
+own ``make install``), then this one, and prints both side by side.
 """
 from __future__ import annotations
 
-import warnings
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import checkout_from_argv  # noqa: E402
+
+ROOT = checkout_from_argv()
+
+import warnings  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -15,187 +43,361 @@ with warnings.catch_warnings():
 eventlet.monkey_patch()
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import sys  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from datetime import date, datetime, timezone  # noqa: E402
-from pathlib import Path  # noqa: E402
+from datetime import date, datetime, timedelta, timezone  # noqa: E402
 
-import requests  # noqa: E402
-from nameko.containers import ServiceContainer  # noqa: E402
-from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
+import yaml  # noqa: E402
 
-from services.common import callers  # noqa: E402
-from sqlalchemy import create_engine, insert, text  # noqa: E402
+import common  # noqa: E402
+from common import (  # noqa: E402
+    REGISTER,
+    CpuMeter,
+    Databases,
+    ServiceProcess,
+    Vhost,
+    describe,
+    machine_line,
+    peak_rss_mb,
+    percentile,
+    python_of,
+    wait,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from services.common.db import open_database  # noqa: E402
-from services.common.migrations import upgrade  # noqa: E402
-from services.enrolment import domain  # noqa: E402
-from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage  # noqa: E402
-from services.enrolment.register import import_register, parse_register  # noqa: E402
-from services.enrolment.service import EnrolmentService  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "bench"))
-from noop import SERVICES as NOOP_SERVICES, chain_rate as noop_chain_rate  # noqa: E402
-
-REGISTER = ROOT.parent / "shared" / "data" / "destatis-gv-auszug.csv"
-PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
-API = "http://guest:guest@127.0.0.1:15672/api"
-def percentile(values, p):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+BENCH = Path(__file__).resolve().parent
+SEATS = 22
+SERVICE_KEY = "bench-service-key-" + "x" * 40
 
 
-def measure(cluster, call, calls: int, concurrency: int) -> dict:
-    """Keep ``concurrency`` calls in flight (waves of async calls: the standalone proxy is not
-    safe for simultaneous blocking calls from several green threads)."""
-    latencies = []
-    started = time.perf_counter()
-    done = 0
-    while done < calls:
-        wave = min(concurrency, calls - done)
-        issued = [(time.perf_counter(), call(cluster, done + i)) for i in range(wave)]
-        for sent, reply in issued:
-            reply.result()
-            latencies.append(time.perf_counter() - sent)
-        done += wave
-    elapsed = time.perf_counter() - started
-    return {"rate": calls / elapsed, "p50": percentile(latencies, 50) * 1000,
-            "p99": percentile(latencies, 99) * 1000}
+def drain(uri: str, queues: list[str]):
+    """Consume and drop every message of ``queues`` (runs as its own process)."""
+    from kombu import Connection, Consumer, Queue
+
+    with Connection(uri) as connection:
+        channel = connection.channel()
+        channel.basic_qos(0, 1000, False)
+        consumer = Consumer(channel, [Queue(q, no_declare=True) for q in queues], no_ack=True,
+                            accept=["json"], on_message=lambda message: None)
+        consumer.consume()
+        while True:
+            try:
+                connection.drain_events(timeout=1)
+            except TimeoutError:
+                pass
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--big", type=int, default=100_000)
-    args = parser.parse_args()
-    run = uuid.uuid4().hex[:8]
-    vhost, database = f"lotsen_bench_{run}", f"lotsen_bench_{run}"
-    requests.put(f"{API}/vhosts/{vhost}", timeout=10).raise_for_status()
-    requests.put(f"{API}/permissions/{vhost}/guest", json={"configure": ".*", "write": ".*",
-                                                          "read": ".*"}, timeout=10)
-    admin = create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{database}"'))
-    url = f"{PG}/{database}"
-    config = {"AMQP_URI": f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}", "max_workers": 10,
-              "DATABASES": {"enrolment": url}, "OUTBOX": {"poll_interval_s": 0.2},
-              "LOTSEN_HOME": "/tmp/lotsen-bench"}
-    rows = []
-    containers = []
-    try:
-        upgrade("enrolment", url)
+class Calls:
+    """``concurrency`` green threads, each with its own RPC proxy to ``service``."""
+
+    def __init__(self, service: str, config: dict, concurrency: int):
+        from nameko.standalone.rpc import ServiceRpcProxy
+        self.proxies = [ServiceRpcProxy(service, config, timeout=120)
+                        for _ in range(concurrency)]
+        self.started = [p.start() for p in self.proxies]
+
+    def close(self):
+        for proxy in self.proxies:
+            proxy.stop()
+
+    def run(self, call, calls: int, meter: CpuMeter) -> dict:
+        latencies = []
+        counter = itertools.count()
+        errors = []
+
+        def worker(index):
+            proxy, remote = self.proxies[index], self.started[index]
+            while True:
+                n = next(counter)
+                if n >= calls:
+                    return
+                sent = time.perf_counter()
+                try:
+                    call(proxy, remote, n)
+                except Exception as exc:  # counted, and the run is reported as failed
+                    errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                latencies.append(time.perf_counter() - sent)
+
+        pool = eventlet.GreenPool(len(self.proxies))
+        meter.start()
+        started = time.perf_counter()
+        for index in range(len(self.proxies)):
+            pool.spawn(worker, index)
+        pool.waitall()
+        elapsed = time.perf_counter() - started
+        cpu = meter.stop()
+        if errors:
+            raise RuntimeError(f"{len(errors)} of {calls} calls failed, e.g. {errors[:3]}")
+        return {"calls": calls, "rate": calls / elapsed,
+                "p50": percentile(latencies, 50) * 1000, "p99": percentile(latencies, 99) * 1000,
+                "cpu_ms": {group: seconds * 1000 / calls for group, seconds in cpu.items()}}
+
+
+def measure_checkout(args) -> dict:
+    """Every measurement for the checkout this process imports (``ROOT``)."""
+    from nameko.standalone.rpc import ServiceRpcProxy
+    from sqlalchemy import create_engine, insert, text
+
+    from services.common import callers
+    from services.common.db import open_database
+    from services.enrolment import domain
+    from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
+    from services.enrolment.register import import_register, parse_register
+
+    rng = random.Random(args.seed)
+    results = {"checkout": describe(ROOT), "rows": {}}
+    workdir = Path(tempfile.mkdtemp(prefix="lotsen-throughput-"))
+    with Vhost("lotsen_bench") as vhost, Databases("lotsen_bench", ["enrolment"]) as dbs:
+        url = dbs.urls["enrolment"]
+        config = {"AMQP_URI": vhost.uri, "max_workers": 10, "DATABASES": {"enrolment": url},
+                  "OUTBOX": {"poll_interval_s": 0.2}, "LOTSEN_HOME": str(workdir),
+                  "SERVICE_KEY": SERVICE_KEY, "LOG_FORMAT": "json", "LOG_LEVEL": "WARNING",
+                  "SHUTDOWN_GRACE_S": 5}
+        config_path = workdir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        subprocess.run([python_of(ROOT), "-m", "services.cli", "--config", str(config_path),
+                        "migrate"], cwd=ROOT, check=True, capture_output=True)
         handle = open_database(config, "enrolment", OutboxMessage, InboxRecord)
         records = [r for r in parse_register(REGISTER) if r.land == "08"]
         handle.run(import_register, records)
+        first = date.today() + timedelta(days=60)
+
+        def course_spec(capacity=SEATS, title="Basisseminar"):
+            return {"programme_code": "BW-DL", "title": title, "location": "Bench",
+                    "capacity": capacity, "open": True,
+                    "modules": [{"number": m, "title": f"Modul {m}",
+                                 "date": first + timedelta(days=m)} for m in range(1, 6)]}
 
         def setup(session):
-            domain.create_programme(session, {
+            programme = domain.create_programme(session, {
                 "code": "BW-DL", "name": "Bench", "land": "08", "role_name": "Digitallotse",
-                "eligible_kinds": ["gemeinde", "kreis"], "enrolment_opens_on": date(2026, 1, 1),
-                "enrolment_closes_on": date(2099, 1, 1)})
-            provider, _ = domain.create_provider(session, "Bench")
-            course = domain.create_course(session, provider, {
-                "programme_code": "BW-DL", "title": "Bench", "location": "Bench",
-                "capacity": 100_000, "open": True,
-                "modules": [{"number": 1, "title": "M", "date": date(2027, 1, 1)}]})
-            return course.id, course.programme_id
-        course_id, programme_id = handle.run(setup)
-        bodies = [r.ags for r in records if r.kind == "gemeinde"]
+                "eligible_kinds": ["gemeinde", "kreis"],
+                "enrolment_opens_on": date(2026, 1, 1), "enrolment_closes_on": date(2099, 1, 1)})
+            domain.create_provider(session, "Bench Akademie")
+            return programme.id
+        programme_id = handle.run(setup)
+        bodies = [ags for ags in handle.run(lambda s: [b.ags for b in domain.eligible_bodies(
+            s, domain.programme_by_code(s, "BW-DL"))])]
 
-        for cls in (*NOOP_SERVICES, EnrolmentService):
-            container = ServiceContainer(cls, config)
-            container.start()
-            containers.append(container)
+        def new_courses(count, capacity=SEATS):
+            def make(session):
+                provider = session.query(domain.Provider).first()
+                return [domain.create_course(session, provider, course_spec(capacity)).id
+                        for _ in range(count)]
+            return [str(c) for c in handle.run(make)]
 
-        with ClusterRpcProxy(config) as cluster:
-            counter = iter(range(10_000_000))
+        processes = [ServiceProcess(ROOT, config_path, "enrolment", workdir),
+                     ServiceProcess(ROOT, config_path, "noop", workdir,
+                                    module_args=[str(BENCH / "noop.py"), str(config_path)])]
+        drainer = None
+        try:
+            def answers(service):
+                with ServiceRpcProxy(service, config, timeout=5) as proxy:
+                    return proxy.health() if service == "enrolment" else \
+                        proxy.call("ok") == "ok"
+            wait(lambda: answers("enrolment"), "the enrolment service", 120)
+            wait(lambda: answers("noop"), "the no-op service", 120)
+            # The relay has declared its consumers' queues before its first publish.
+            event_queues = wait(lambda: [q for q in vhost.queues()
+                                         if q.startswith("evt-enrolment-")
+                                         and not q.endswith((".retry", ".parked"))],
+                                "the event queues", 60)
+            drainer = subprocess.Popen([sys.executable, str(BENCH / "throughput.py"), "--drain",
+                                        vhost.uri, *event_queues], cwd=ROOT)
+            service_pid = processes[0].pid
+            noop_pid = processes[1].pid
+            key = SERVICE_KEY.encode()
+            serial = itertools.count()
 
-            target = {"course": course_id}
+            def enrol_into(course_ids):
+                def call(proxy, remote, n):
+                    k = next(serial)
+                    ags = rng.choice(bodies)
+                    proxy._worker_ctx.data[callers.ASSERTION_KEY] = callers.sign_assertion(
+                        key, "gateway", ags)
+                    remote.enrol(ags, {
+                        "course_id": rng.choice(course_ids),
+                        "participant": {"given_name": "Bench", "family_name": f"P{k}",
+                                        "email": f"bench{k}@example.org"},
+                        "idempotency_key": f"bench-{k}"})
+                return call
 
-            key = callers.service_key(config)
+            def profile(pid, name):
+                """py-spy samples the service process while it works (``--profile DIR``)."""
+                if not args.profile:
+                    return None
+                Path(args.profile).mkdir(parents=True, exist_ok=True)
+                py_spy = str(Path(python_of(ROOT)).parent / "py-spy")
+                return subprocess.Popen(
+                    [py_spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+                     "--nonblocking", "--output", str(Path(args.profile) / f"{name}.txt")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-            def enrol(c, i):
-                n = next(counter)
-                ags = bodies[n % len(bodies)]
-                # As the gateway does: each call carries its signed "acting for" assertion.
-                c._worker_ctx.data[callers.ASSERTION_KEY] = callers.sign_assertion(
-                    key, "gateway", ags)
-                return c.enrolment.enrol.call_async(ags, {
-                    "course_id": str(target["course"]), "participant": {
-                        "given_name": "Bench", "family_name": f"P{n}",
-                        "email": f"bench{n}@example.org"}})
+            def stop_profile(sampler):
+                if sampler is not None:
+                    sampler.send_signal(2)  # SIGINT: py-spy writes its file and exits
+                    sampler.wait(timeout=60)
+
+            def noop(proxy, remote, n):
+                remote.call(n)
+
+            def both(concurrency, calls, label):
+                courses = new_courses(max(10 * concurrency, math.ceil(calls / (SEATS / 2))))
+                noop_calls = Calls("noop", config, concurrency)
+                enrol_calls = Calls("enrolment", config, concurrency)
+                try:
+                    # A short warm-up each, then the measured runs.
+                    noop_calls.run(noop, 50, CpuMeter({}))
+                    enrol_calls.run(enrol_into(courses), 20, CpuMeter({}))
+                    base = noop_calls.run(noop, calls, CpuMeter({"service": [noop_pid]}))
+                    sampler = profile(service_pid, f"enrol-c{concurrency}")
+                    real = enrol_calls.run(enrol_into(courses), calls,
+                                           CpuMeter({"service": [service_pid]}))
+                    stop_profile(sampler)
+                finally:
+                    noop_calls.close()
+                    enrol_calls.close()
+                results["rows"][label] = {"noop": base, "enrol": real}
 
             for concurrency in (1, 10, 50):
-                noop = measure(cluster, lambda c, i: c.noop.call.call_async(i), args.calls,
-                               concurrency)
-                real = measure(cluster, enrol, args.calls, concurrency)
-                rows.append((f"RPC at concurrency {concurrency}", noop, real))
+                both(concurrency, args.calls if concurrency > 1 else args.calls // 4,
+                     f"RPC at concurrency {concurrency}")
 
-            chain_rate = noop_chain_rate(cluster, args.calls)
+            # The lock's ceiling: every call into one course.
+            hot = new_courses(1, capacity=1000)
+            calls = Calls("enrolment", config, 10)
+            try:
+                results["rows"]["one hot course, concurrency 10"] = {
+                    "enrol": calls.run(enrol_into(hot), 1000,
+                                       CpuMeter({"service": [service_pid]}))}
+            finally:
+                calls.close()
 
-            # Flat cost: enrol latency with few and with many existing enrolments.
+            # Flat cost: active enrolments in the same programme.
+            fillers = new_courses(100, capacity=1000)
+            engine = create_engine(url)
+
             def fill(count):
-                now = datetime.now(timezone.utc)
-                with create_engine(url).begin() as conn:
-                    start = conn.execute(text("SELECT count(*) FROM enrolments")).scalar()
-                    batch = [{"id": uuid.uuid4(), "programme_id": programme_id,
-                              "course_id": course_id, "ags": bodies[i % len(bodies)],
-                              "sequence": 10_000_000 + start + i, "given_name": "F",
-                              "family_name": "F", "email": f"fill{start + i}@example.org",
-                              "status": "cancelled", "enrolled_at": now,
-                              "funding_status": "pending"}
-                             for i in range(max(0, count - start))]
-                    for chunk in range(0, len(batch), 5000):
-                        conn.execute(insert(Enrolment), batch[chunk:chunk + 5000])
-                    conn.execute(text("ANALYZE enrolments"))
-            flat = {}
+                moment = datetime.now(timezone.utc)
+                with engine.begin() as conn:
+                    have = conn.execute(text(
+                        "SELECT count(*) FROM enrolments WHERE status IN "
+                        "('confirmed', 'waitlisted')")).scalar()
+                    rows = [{"id": uuid.uuid4(), "programme_id": programme_id,
+                             "course_id": uuid.UUID(fillers[i % len(fillers)]),
+                             "ags": bodies[i % len(bodies)], "sequence": 1_000_000 + have + i,
+                             "given_name": "F", "family_name": "F",
+                             "email": f"fill{have + i}@example.org", "status": "confirmed",
+                             "enrolled_at": moment, "confirmed_at": moment,
+                             "funding_status": "pending"}
+                            for i in range(max(0, count - have))]
+                    for start in range(0, len(rows), 5000):
+                        conn.execute(insert(Enrolment), rows[start:start + 5000])
+                    conn.execute(text("ANALYZE"))
+
             for size in (1_000, args.big):
                 fill(size)
-                # A fresh course each time: the cost measured is the table's size, not a queue.
-                target["course"] = handle.run(lambda s: domain.create_course(
-                    s, s.query(domain.Provider).first(), {
-                        "programme_code": "BW-DL", "title": "Flat", "location": "Bench",
-                        "capacity": 1000, "open": True,
-                        "modules": [{"number": 1, "title": "M", "date": date(2027, 1, 1)}]}).id)
-                flat[size] = measure(cluster, enrol, 100, 1)["p50"]
-    finally:
-        for container in containers:
-            container.stop()
-        try:
+                courses = new_courses(20)
+                for concurrency in (1, 10):
+                    calls = Calls("enrolment", config, concurrency)
+                    try:
+                        results["rows"][f"{size:,} active enrolments, concurrency "
+                                        f"{concurrency}"] = {
+                            "enrol": calls.run(enrol_into(courses), 200,
+                                               CpuMeter({"service": [service_pid]}))}
+                    finally:
+                        calls.close()
+            engine.dispose()
+            results["rss_mb"] = {"enrolment": peak_rss_mb(service_pid),
+                                 "noop": peak_rss_mb(noop_pid)}
+        finally:
+            if drainer is not None:
+                drainer.kill()
+                drainer.wait()
+            for process in processes:
+                process.stop()
             handle.dispose()
-        except Exception:
-            pass
-        with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": database})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}"'))
-        admin.dispose()
-        requests.delete(f"{API}/vhosts/{vhost}", timeout=10)
+    return results
 
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    lines = [f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
-             f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
-             "", "| measure | no-op nameko | enrol | ratio |", "| --- | --- | --- | --- |"]
-    for label, noop, real in rows:
-        lines.append(f"| {label}: calls/s | {noop['rate']:.0f} | {real['rate']:.0f} | "
-                     f"{real['rate'] / noop['rate']:.2f} |")
-        lines.append(f"| {label}: p50 / p99 ms | {noop['p50']:.1f} / {noop['p99']:.1f} | "
-                     f"{real['p50']:.1f} / {real['p99']:.1f} | |")
-    lines.append(f"| no-op event chain (2 hops): chains/s | {chain_rate:.0f} | | |")
-    for size, p50 in flat.items():
-        lines.append(f"| enrol p50 with {size:,} existing enrolments | | {p50:.1f} ms | |")
-    lines.append(f"| peak RSS of the bench process (all containers in it) | | "
-                 f"{rss_mb:.0f} MB | |")
-    table = "\n".join(lines)
-    print(table)
-    with open(ROOT / "bench" / "results.md", "a", encoding="utf-8") as out:
-        out.write(table + "\n\n")
+
+def table(runs: list[dict]) -> str:
+    """One table: per measurement the no-op and the enrol figures of each checkout."""
+    lines = [f"## Enrol RPC, {machine_line()}", "",
+             "Each service in its own process; steady concurrency; random course of 22 seats "
+             "and random body per call, idempotency key, signed assertion; CPU from /proc over "
+             "the same window (service process, all PostgreSQL processes, RabbitMQ, bench "
+             "client). Enrolment events are published to their queues and drained by a "
+             "separate process.", ""]
+    header = "| measure | " + " | ".join(r["checkout"] for r in runs) + " |"
+    lines += [header, "|---" * (len(runs) + 1) + "|"]
+
+    def row(label, fn):
+        cells = []
+        for run in runs:
+            try:
+                cells.append(fn(run))
+            except KeyError:
+                cells.append("")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    labels = list(runs[-1]["rows"])
+    for label in labels:
+        has_noop = "noop" in runs[-1]["rows"][label]
+        if has_noop:
+            row(f"{label}: no-op calls/s", lambda r, l=label: f"{r['rows'][l]['noop']['rate']:.0f}")
+        row(f"{label}: enrol calls/s", lambda r, l=label: f"{r['rows'][l]['enrol']['rate']:.0f}")
+        if has_noop:
+            row(f"{label}: enrol / no-op", lambda r, l=label: (
+                f"**{r['rows'][l]['enrol']['rate'] / r['rows'][l]['noop']['rate']:.2f}**"))
+            row(f"{label}: p50 / p99 ms, no-op", lambda r, l=label: (
+                f"{r['rows'][l]['noop']['p50']:.1f} / {r['rows'][l]['noop']['p99']:.1f}"))
+        row(f"{label}: p50 / p99 ms, enrol", lambda r, l=label: (
+            f"{r['rows'][l]['enrol']['p50']:.1f} / {r['rows'][l]['enrol']['p99']:.1f}"))
+        for kind in (("noop", "enrol") if has_noop else ("enrol",)):
+            row(f"{label}: CPU ms per call, {kind} (service / PostgreSQL / RabbitMQ / client)",
+                lambda r, l=label, k=kind: " / ".join(
+                    f"{r['rows'][l][k]['cpu_ms'][g]:.2f}"
+                    for g in ("service", "postgresql", "rabbitmq", "bench client")))
+    row("peak RSS, enrolment process (MB)", lambda r: f"{r['rss_mb']['enrolment']:.0f}")
+    return "\n".join(lines)
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--drain":
+        return drain(sys.argv[2], sys.argv[3:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--big", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--checkout", help="measure this checkout (default: this one)")
+    parser.add_argument("--compare", help="also measure this checkout, first")
+    parser.add_argument("--json", help="write the figures to this file (no table)")
+    parser.add_argument("--profile", help="sample the enrolment process with py-spy into DIR")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    if args.json:
+        Path(args.json).write_text(json.dumps(measure_checkout(args)))
+        return
+    runs = []
+    for checkout in ([args.compare] if args.compare else []) + [str(ROOT)]:
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            # Each checkout in a process of its own: it imports that checkout's services.
+            subprocess.run([python_of(Path(checkout)), __file__, "--checkout", checkout,
+                            "--calls", str(args.calls), "--big", str(args.big),
+                            "--seed", str(args.seed), "--json", out.name,
+                            *(["--profile", f"{args.profile}/{Path(checkout).name}"]
+                              if args.profile else [])], check=True)
+            runs.append(json.loads(Path(out.name).read_text()))
+    text = table(runs)
+    print(text)
+    if not args.no_write:
+        with open(Path(common.HERE) / "bench" / "results.md", "a", encoding="utf-8") as f:
+            f.write(text + "\n\n")
 
 
 if __name__ == "__main__":

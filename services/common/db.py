@@ -4,6 +4,10 @@
 rollback on error, and a retry when PostgreSQL reports a serialization failure or deadlock.
 Events written with ``emit`` land in the service's outbox in that same transaction, and the
 relay is woken after the commit.
+
+Connections are not pinged before use (a round trip per transaction). A connection that turns
+out to be dead fails its first statement instead; the transaction then runs again on a fresh
+one, which is safe as long as the COMMIT was not yet sent (nothing of it landed).
 """
 from __future__ import annotations
 
@@ -49,8 +53,7 @@ def make_engine(url: str, pool_size: int = 10):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                         pool_recycle=1800)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -77,13 +80,17 @@ class DatabaseHandle:
         return self.engine.dialect.name == "postgresql"
 
     @contextmanager
-    def transaction(self, correlation_id: str | None = None, commit: bool = True):
-        """One unit of work; ``commit=False`` runs everything and then rolls it back (dry run)."""
+    def transaction(self, correlation_id: str | None = None, commit: bool = True,
+                    progress: dict | None = None):
+        """One unit of work; ``commit=False`` runs everything and then rolls it back (dry run).
+        ``progress["committing"]`` tells afterwards whether the COMMIT was attempted."""
         session: Session = self.sessionmaker()
         session.info["correlation_id"] = correlation_id
         try:
             yield session
             if commit:
+                if progress is not None:
+                    progress["committing"] = True
                 session.commit()
             else:
                 session.rollback()
@@ -99,20 +106,23 @@ class DatabaseHandle:
 
     def run(self, fn: Callable, *args, correlation_id: str | None = None, attempts: int = 5,
             commit: bool = True, retry_lost_connection: bool = False, **kwargs):
-        """``fn(session, ...)`` in a transaction, again after a conflict. With
-        ``retry_lost_connection`` also again on a fresh connection when the old one dropped:
-        only for work that is safe to repeat, as the commit may have landed."""
+        """``fn(session, ...)`` in a transaction, again after a conflict, and again on a fresh
+        connection when the old one turns out to be dead before the COMMIT was sent. With
+        ``retry_lost_connection`` also when it dropped during the COMMIT: only for work that is
+        safe to repeat, as the commit may have landed."""
         for attempt in range(1, attempts + 1):
+            progress = {"committing": False}
             try:
-                with self.transaction(correlation_id, commit) as session:
+                with self.transaction(correlation_id, commit, progress) as session:
                     return fn(session, *args, **kwargs)
             except DBAPIError as exc:
-                lost = retry_lost_connection and exc.connection_invalidated
+                lost = exc.connection_invalidated and (
+                    retry_lost_connection or not progress["committing"])
                 if attempt == attempts or not (lost or _is_retryable(exc)):
                     raise
                 if lost:
                     log.info("database connection lost, retrying (attempt %d)", attempt)
-                    time.sleep(0.2 * attempt)
+                    time.sleep(0.2 * (attempt - 1))  # a stale pooled connection: at once
                 else:
                     log.info("transaction conflict, retrying (attempt %d)", attempt)
                     time.sleep(random.uniform(0.005, 0.05) * attempt)

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from marshmallow import Schema, fields, validate
 
 from services.common.errors import ContractViolation, ValidationFailed
-from services.common.schemas import ags_field, load
+from services.common.schemas import ags_field, flatten_messages, load, nul_path
 
 
 class EnvelopeSchema(Schema):
@@ -241,18 +241,38 @@ for _type, _version in CONTRACTS:
     LATEST_VERSION[_type] = max(_version, LATEST_VERSION.get(_type, 0))
 
 
+_SCHEMAS: dict[tuple[str, int], Schema] = {}
+_ENVELOPE = EnvelopeSchema()
+
+
+def contract(event_type: str, version: int) -> Schema | None:
+    """The contract's schema, made once: building a marshmallow schema costs more than using it."""
+    schema = _SCHEMAS.get((event_type, version))
+    if schema is None:
+        schema_cls = CONTRACTS.get((event_type, version))
+        if schema_cls is None:
+            return None
+        schema = _SCHEMAS.setdefault((event_type, version), schema_cls())
+    return schema
+
+
 def build_event(producer: str, event_type: str, payload: dict,
                 correlation_id: str | None = None, version: int | None = None) -> dict:
-    """Validate ``payload`` against its contract and wrap it in an envelope (JSON-ready)."""
+    """Check ``payload`` against its contract and wrap it in an envelope (JSON-ready).
+
+    One dump makes the payload JSON-ready (and drops what the contract does not name); one
+    validation of that form is the check a consumer's ``parse_event`` will make."""
     version = version or LATEST_VERSION.get(event_type)
-    schema_cls = CONTRACTS.get((event_type, version))
-    if schema_cls is None:
+    schema = contract(event_type, version)
+    if schema is None:
         raise ContractViolation(f"no contract for event {event_type} v{version}")
-    schema = schema_cls()
-    try:
-        checked = schema.dump(load(schema, schema.dump(payload), f"{event_type} payload"))
-    except ValidationFailed as exc:
-        raise ContractViolation(exc.message, exc.fields) from None
+    checked = schema.dump(payload)
+    if nul_path(checked) is not None:
+        raise ContractViolation(f"{event_type} payload is invalid",
+                                {nul_path(checked) or "_schema": ["must not contain NUL"]})
+    errors = schema.validate(checked)
+    if errors:
+        raise ContractViolation(f"{event_type} payload is invalid", flatten_messages(errors))
     return {
         "event_id": str(uuid.uuid4()),
         "event_type": event_type,
@@ -284,16 +304,16 @@ def newer(sequence: int | None, held: int | None) -> bool:
 def parse_event(envelope, expected_type: str | None = None) -> Event:
     """Check an incoming envelope and its payload; a mismatch is a ``ContractViolation``."""
     try:
-        header = load(EnvelopeSchema(), envelope, "event envelope")
+        header = load(_ENVELOPE, envelope, "event envelope")
     except ValidationFailed as exc:
         raise ContractViolation(exc.message, exc.fields) from None
     if expected_type and header["event_type"] != expected_type:
         raise ContractViolation(f"expected {expected_type}, got {header['event_type']}")
-    schema_cls = CONTRACTS.get((header["event_type"], header["version"]))
-    if schema_cls is None:
+    schema = contract(header["event_type"], header["version"])
+    if schema is None:
         raise ContractViolation(f"unknown event {header['event_type']} v{header['version']}")
     try:
-        header["payload"] = load(schema_cls(), header["payload"], f"{header['event_type']} payload")
+        header["payload"] = load(schema, header["payload"], f"{header['event_type']} payload")
     except ValidationFailed as exc:
         raise ContractViolation(exc.message, exc.fields) from None
     return Event(**header)
