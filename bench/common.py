@@ -42,6 +42,28 @@ def python_of(root: Path) -> str:
     return str(candidate) if candidate.exists() else sys.executable
 
 
+def each_checkout(script: str, compare: str | None, root: Path, options: list[str]) -> list:
+    """Run ``script`` once per checkout (``compare`` first, if given, then ``root``), each in a
+    process of its own with that checkout's interpreter, so it imports that checkout's
+    services; returns what each wrote with ``--json``."""
+    import json
+    import tempfile
+
+    results = []
+    for checkout in ([compare] if compare else []) + [str(root)]:
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            subprocess.run([python_of(Path(checkout)), script, "--checkout", checkout,
+                            *options, "--json", out.name], check=True)
+            results.append(json.loads(Path(out.name).read_text()))
+    return results
+
+
+def append_results(text: str):
+    print(text)
+    with open(HERE / "bench" / "results.md", "a", encoding="utf-8") as f:
+        f.write(text + "\n\n")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -82,6 +104,14 @@ class Vhost:
     def queues(self) -> list[str]:
         import requests
         return [q["name"] for q in requests.get(f"{API}/queues/{self.name}", timeout=10).json()]
+
+    def messages_in(self, which) -> int:
+        """Messages in the queues whose names ``which`` accepts (as the management API last
+        counted them)."""
+        import requests
+        return sum(q.get("messages", 0) for q in
+                   requests.get(f"{API}/queues/{self.name}", timeout=10).json()
+                   if which(q["name"]))
 
 
 class Databases:

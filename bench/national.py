@@ -1,20 +1,32 @@
 """The national case: every eligible body of every Land, one programme per Land, one enrolment
 per body plus 20 % second enrolments, sent through the gateway, every service in its own process.
 
-Measured twice, each time on a fresh system (own vhost, own databases): once through the batch
-endpoint (one request per body with its one or two rows) and once through single calls. For each:
+Measured per mode, each time on a fresh system (own vhost, own databases): through the batch
+endpoint (one request per body with its one or two rows) and through single calls. For each:
 the time until every enrolment is accepted, every funding decision is made (the funding
 service's rows and the enrolment service's copy of the decision) and every e-mail is delivered
-(file transport, the embedded default). Next to it the no-op event chain of the same length.
+(file transport, the embedded default), and the CPU each service process, PostgreSQL and
+RabbitMQ used per enrolment. Next to it, in the same run, the no-op event chain of the same
+length (RPC, then two event hops), its three services each in a process of its own.
 
     .venv/bin/python bench/national.py [--lands 08,09] [--share 1.0] [--concurrency 20]
+        [--compare /path/to/other/checkout] [--profile DIR]
 
-With ``--profile DIR`` each service process is sampled by py-spy (``pip install py-spy``) while
-the enrolments go through; DIR then holds one collapsed-stack file per service and mode.
+``--compare DIR`` measures that checkout first (e.g. a ``git worktree`` of an older commit with
+its own ``make install``), then this one, and prints both side by side. With ``--profile DIR``
+each service process is sampled by py-spy while the enrolments go through.
 """
 from __future__ import annotations
 
-import warnings
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import checkout_from_argv  # noqa: E402
+
+ROOT = checkout_from_argv()
+
+import warnings  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -22,163 +34,44 @@ with warnings.catch_warnings():
 eventlet.monkey_patch()
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
-from datetime import date, datetime, timedelta, timezone  # noqa: E402
-from pathlib import Path  # noqa: E402
+from datetime import date, timedelta  # noqa: E402
 
 import requests  # noqa: E402
 import yaml  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
-from nameko.containers import ServiceContainer  # noqa: E402
-from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+import common  # noqa: E402
+from common import (  # noqa: E402
+    REGISTER,
+    CpuMeter,
+    Databases,
+    ServiceProcess,
+    Vhost,
+    describe,
+    free_port,
+    machine_line,
+    peak_rss_mb,
+    python_of,
+)
 
-from noop import SERVICES as NOOP_SERVICES, chain_rate  # noqa: E402
-from services import cli  # noqa: E402
-from services.common.db import open_database  # noqa: E402
-from services.enrolment import domain as enrolment_domain  # noqa: E402
-from services.enrolment import models as enrolment_models  # noqa: E402
-from services.funding import models as funding_models  # noqa: E402
-from services.notifications import models as notification_models  # noqa: E402
-
-REGISTER = ROOT.parent / "shared" / "data" / "destatis-gv-auszug.csv"
-PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
-API = "http://guest:guest@127.0.0.1:15672/api"
+BENCH = Path(__file__).resolve().parent
 SERVICES = ["enrolment", "funding", "certificates", "notifications", "gateway"]
 LANDS = [f"{n:02d}" for n in range(1, 17)]
 FEE = 50_000
 SEATS = 22
 MAILS_PER_ENROLMENT = 4  # confirmation and funding notice, each to participant and contact
+SERVICE_KEY = "bench-service-key-" + "n" * 40
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class System:
-    """A fresh system: vhost, one database per service, the five service processes."""
-
-    def __init__(self, workdir: Path):
-        run = uuid.uuid4().hex[:8]
-        self.vhost = f"lotsen_national_{run}"
-        self.databases = {s: f"lotsen_national_{run}_{s}" for s in SERVICES[:-1]}
-        self.home = workdir / run
-        self.home.mkdir(parents=True)
-        self.address = f"127.0.0.1:{free_port()}"
-        self.base = f"http://{self.address}"
-        self.config = {
-            "AMQP_URI": f"pyamqp://guest:guest@127.0.0.1:5672/{self.vhost}",
-            "DATABASES": {s: f"{PG}/{db}" for s, db in self.databases.items()},
-            "LOTSEN_HOME": str(self.home), "WEB_SERVER_ADDRESS": self.address,
-            "OUTBOX": {"poll_interval_s": 0.2, "batch_size": 200},
-            "MAIL": {"transport": "file", "poll_interval_s": 0.2},
-            "GATEWAY": {"rpc_timeout_s": 60},
-            "LOG_FORMAT": "json", "LOG_LEVEL": "WARNING", "SHUTDOWN_GRACE_S": 5,
-        }
-        self.path = self.home / "config.yaml"
-        self.path.write_text(yaml.safe_dump(self.config))
-        self.processes: dict[str, subprocess.Popen] = {}
-        self.admin = create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-        self.engines = {}
-
-    def __enter__(self):
-        requests.put(f"{API}/vhosts/{self.vhost}", timeout=10).raise_for_status()
-        requests.put(f"{API}/permissions/{self.vhost}/guest", timeout=10,
-                     json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-        with self.admin.connect() as conn:
-            for database in self.databases.values():
-                conn.execute(text(f'CREATE DATABASE "{database}"'))
-        self.engines = {s: create_engine(url) for s, url in self.config["DATABASES"].items()}
-        self.lotsen("migrate")
-        return self
-
-    def __exit__(self, *exc):
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for engine in self.engines.values():
-            engine.dispose()
-        with self.admin.connect() as conn:
-            for database in self.databases.values():
-                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE datname = :d AND pid <> pg_backend_pid()"),
-                             {"d": database})
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{database}"'))
-        self.admin.dispose()
-        requests.delete(f"{API}/vhosts/{self.vhost}", timeout=10)
-        shutil.rmtree(self.home, ignore_errors=True)
-
-    def lotsen(self, *args) -> str:
-        result = CliRunner().invoke(cli.main, ["--config", str(self.path), *args])
-        if result.exit_code != 0:
-            raise RuntimeError(f"lotsen {' '.join(args)}: {result.output} {result.exception}")
-        return result.output
-
-    def handle(self, service: str, models):
-        return open_database(self.config, service, models.OutboxMessage, models.InboxRecord)
-
-    def start(self):
-        for service in SERVICES:
-            log = open(self.home / f"{service}.log", "w")
-            self.processes[service] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "--config", str(self.path), "run",
-                 "--service", service], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        wait(lambda: _ok(self.base + "/health/ready"), "gateway ready", 120)
-
-    def count(self, service: str, query) -> int:
-        with self.engines[service].connect() as conn:
-            return conn.execute(query).scalar()
-
-    def cpu_s(self) -> dict[str, float]:
-        """CPU seconds (user + system) each service process has used since it started."""
-        tick = os.sysconf("SC_CLK_TCK")
-        used = {}
-        for service, process in self.processes.items():
-            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            used[service] = (int(fields[11]) + int(fields[12])) / tick
-        return used
-
-    def peak_rss_mb(self) -> dict[str, float]:
-        """VmHWM of each service process: its peak resident set since it started."""
-        peaks = {}
-        for service, process in self.processes.items():
-            status = Path(f"/proc/{process.pid}/status").read_text()
-            kb = next(int(line.split()[1]) for line in status.splitlines()
-                      if line.startswith("VmHWM:"))
-            peaks[service] = kb / 1024
-        return peaks
-
-
-def _ok(url) -> bool:
-    try:
-        return requests.get(url, timeout=5).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def wait(predicate, what: str, timeout_s: float = 1800, interval_s: float = 0.25) -> float:
+def wait(predicate, what: str, timeout_s: float = 3600, interval_s: float = 0.25) -> float:
     deadline = time.perf_counter() + timeout_s
     while not predicate():
         if time.perf_counter() > deadline:
@@ -187,8 +80,65 @@ def wait(predicate, what: str, timeout_s: float = 1800, interval_s: float = 0.25
     return time.perf_counter()
 
 
+class System:
+    """A fresh system: vhost, one database per service, the five service processes."""
+
+    def __init__(self, workdir: Path, vhost: Vhost, databases: Databases):
+        self.home = workdir / vhost.name
+        self.home.mkdir(parents=True)
+        self.address = f"127.0.0.1:{free_port()}"
+        self.base = f"http://{self.address}"
+        self.config = {
+            "AMQP_URI": vhost.uri, "DATABASES": databases.urls,
+            "LOTSEN_HOME": str(self.home), "WEB_SERVER_ADDRESS": self.address,
+            "SERVICE_KEY": SERVICE_KEY,
+            "OUTBOX": {"poll_interval_s": 0.2, "batch_size": 200},
+            "MAIL": {"transport": "file", "poll_interval_s": 0.2},
+            "GATEWAY": {"rpc_timeout_s": 60},
+            "LOG_FORMAT": "json", "LOG_LEVEL": "WARNING", "SHUTDOWN_GRACE_S": 5,
+        }
+        self.path = self.home / "config.yaml"
+        self.path.write_text(yaml.safe_dump(self.config))
+        self.processes: dict[str, ServiceProcess] = {}
+        self.engines = {s: create_engine(url) for s, url in databases.urls.items()}
+
+    def lotsen(self, *args) -> str:
+        result = subprocess.run([python_of(ROOT), "-m", "services.cli", "--config",
+                                 str(self.path), *args], cwd=ROOT, capture_output=True,
+                                text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"lotsen {' '.join(args)}: {result.stdout} {result.stderr}")
+        return result.stdout
+
+    def handle(self, service: str, models):
+        from services.common.db import open_database
+        return open_database(self.config, service, models.OutboxMessage, models.InboxRecord)
+
+    def start(self):
+        for service in SERVICES:
+            self.processes[service] = ServiceProcess(ROOT, self.path, service, self.home)
+        common.wait(lambda: requests.get(self.base + "/health/ready", timeout=5)
+                    .status_code == 200, "gateway ready", 180)
+
+    def stop(self):
+        for process in self.processes.values():
+            process.stop()
+        for engine in self.engines.values():
+            engine.dispose()
+
+    def count(self, service: str, sql: str) -> int:
+        with self.engines[service].connect() as conn:
+            return conn.execute(text(sql)).scalar()
+
+    def pids(self) -> dict[str, list[int]]:
+        return {service: [process.pid] for service, process in self.processes.items()}
+
+
 def set_up(system: System, lands: list[str], share: float, rng: random.Random):
     """Programmes, a provider, courses of 22 seats and a key per body; returns the requests."""
+    from services.enrolment import domain as enrolment_domain
+    from services.enrolment import models as enrolment_models
+
     system.lotsen("import-register", str(REGISTER))
     enrolment = system.handle("enrolment", enrolment_models)
     try:
@@ -255,7 +205,7 @@ def set_up(system: System, lands: list[str], share: float, rng: random.Random):
 
 
 def send(system: System, enrolments, keys, mode: str, concurrency: int) -> dict:
-    """Every enrolment through the gateway; returns the time of the last answer."""
+    """Every enrolment through the gateway, ``concurrency`` requests in flight."""
     by_body: dict[str, list] = {}
     for ags, row in enrolments:
         by_body.setdefault(ags, []).append(row)
@@ -282,76 +232,144 @@ def send(system: System, enrolments, keys, mode: str, concurrency: int) -> dict:
     return {"requests": len(by_body) if mode == "batch" else len(enrolments)}
 
 
-def profile(system: System, directory: Path | None, mode: str) -> list[subprocess.Popen]:
-    if directory is None:
+def profile(system: System, directory: str | None, mode: str) -> list[subprocess.Popen]:
+    if not directory:
         return []
-    directory.mkdir(parents=True, exist_ok=True)
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    py_spy = str(Path(python_of(ROOT)).parent / "py-spy")
     return [subprocess.Popen(
         [py_spy, "record", "--pid", str(process.pid), "--rate", "100", "--format", "raw",
-         "--output", str(directory / f"{mode}-{service}.txt")],
+         "--nonblocking", "--output", str(Path(directory) / f"{mode}-{service}.txt")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for service, process in system.processes.items()]
 
 
 def national_case(workdir: Path, mode: str, lands, share, concurrency, seed,
-                  profile_dir: Path | None = None) -> dict:
+                  profile_dir: str | None = None) -> dict:
     rng = random.Random(seed)
-    with System(workdir) as system:
-        enrolments, keys = set_up(system, lands, share, rng)
-        system.start()
-        # Everything the set-up caused (programmes, contacts) has reached every service.
-        wait(lambda: system.count("notifications", select(func.count()).select_from(
-            notification_models.Contact)) == len(keys), "contacts known", 600)
-        wait(lambda: system.count("funding", select(func.count()).select_from(
-            funding_models.EligibleBody)) >= len(keys), "funding knows every body", 600)
-        total = len(enrolments)
-        samplers = profile(system, profile_dir, mode)
-        cpu_before = system.cpu_s()
-        started = time.perf_counter()
-        sent = send(system, enrolments, keys, mode, concurrency)
-        accepted = time.perf_counter()
-        funded = wait(lambda: system.count("funding", select(func.count()).select_from(
-            funding_models.Funding)) >= total, "every funding decision")
-        seen = wait(lambda: system.count("enrolment", select(func.count()).select_from(
-            enrolment_models.Enrolment).where(
-            enrolment_models.Enrolment.funding_status != "pending")) >= total,
-            "every decision back at enrolment")
-        mailed = wait(lambda: system.count("notifications", select(func.count()).select_from(
-            notification_models.Notice).where(notification_models.Notice.status == "sent"))
-            >= total * MAILS_PER_ENROLMENT, "every mail delivered")
-        for sampler in samplers:
-            sampler.send_signal(signal.SIGINT)  # py-spy writes its file and exits
-            sampler.wait(timeout=60)
-        files = sum(1 for _ in (system.home / "mail").rglob("*.eml"))
-        granted = system.count("funding", select(func.count()).select_from(
-            funding_models.Funding).where(funding_models.Funding.state.in_(
-                ("guaranteed", "pool"))))
-        return {"mode": mode, "bodies": len(keys), "enrolments": total, **sent,
-                "accepted_s": accepted - started, "funded_s": funded - started,
-                "seen_s": seen - started, "mailed_s": mailed - started,
-                "mails": files, "granted": granted, "rss": system.peak_rss_mb(),
-                "cpu_ms": {s: (used - cpu_before[s]) * 1000 / total
-                           for s, used in system.cpu_s().items()}}
+    with Vhost("lotsen_national") as vhost, \
+            Databases("lotsen_national", SERVICES[:-1]) as databases:
+        system = System(workdir, vhost, databases)
+        try:
+            system.lotsen("migrate")
+            enrolments, keys = set_up(system, lands, share, rng)
+            system.start()
+            # Everything the set-up caused (programmes, contacts) has reached every service.
+            wait(lambda: system.count("notifications", "SELECT count(*) FROM contacts")
+                 == len(keys), "contacts known", 900)
+            wait(lambda: system.count("funding", "SELECT count(*) FROM eligible_bodies")
+                 >= len(keys), "funding knows every body", 900)
+            total = len(enrolments)
+            samplers = profile(system, profile_dir, mode)
+            meter = CpuMeter(system.pids()).start()
+            started = time.perf_counter()
+            sent = send(system, enrolments, keys, mode, concurrency)
+            accepted = time.perf_counter()
+            funded = wait(lambda: system.count("funding", "SELECT count(*) FROM fundings")
+                          >= total, "every funding decision")
+            seen = wait(lambda: system.count(
+                "enrolment", "SELECT count(*) FROM enrolments WHERE funding_status <> 'pending'")
+                >= total, "every decision back at enrolment")
+            mailed = wait(lambda: system.count(
+                "notifications", "SELECT count(*) FROM notices WHERE status = 'sent'")
+                >= total * MAILS_PER_ENROLMENT, "every mail delivered")
+            cpu = meter.stop()
+            for sampler in samplers:
+                sampler.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+                sampler.wait(timeout=60)
+            files = sum(1 for _ in (system.home / "mail").rglob("*.eml"))
+            granted = system.count("funding", "SELECT count(*) FROM fundings "
+                                              "WHERE state IN ('guaranteed', 'pool')")
+            parked = vhost.messages_in(lambda q: q.endswith(".parked"))
+            return {"mode": mode, "bodies": len(keys), "enrolments": total, **sent,
+                    "accepted_s": accepted - started, "funded_s": funded - started,
+                    "seen_s": seen - started, "mailed_s": mailed - started,
+                    "mails": files, "granted": granted, "parked_queues": parked,
+                    "rss": {s: peak_rss_mb(p.pid) for s, p in system.processes.items()},
+                    "cpu_ms": {group: seconds * 1000 / total for group, seconds in cpu.items()}}
+        finally:
+            system.stop()
 
 
-def noop_chain_rate(chains: int) -> float:
-    run = uuid.uuid4().hex[:8]
-    vhost = f"lotsen_noop_{run}"
-    requests.put(f"{API}/vhosts/{vhost}", timeout=10).raise_for_status()
-    requests.put(f"{API}/permissions/{vhost}/guest", timeout=10,
-                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-    config = {"AMQP_URI": f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}", "max_workers": 10}
-    containers = [ServiceContainer(cls, config) for cls in NOOP_SERVICES]
+def noop_chain_rate(workdir: Path, chains: int) -> float:
+    """The no-op chain, its three services each in a process of their own."""
+    from noop import chain_rate
+
+    with Vhost("lotsen_noop") as vhost:
+        config = {"AMQP_URI": vhost.uri, "max_workers": 10}
+        path = workdir / f"{vhost.name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        processes = [ServiceProcess(ROOT, path, name, workdir,
+                                    module_args=[str(BENCH / "noop.py"), str(path), name])
+                     for name in ("Noop", "NoopHop", "NoopEnd")]
+        try:
+            from nameko.standalone.rpc import ClusterRpcProxy
+
+            def ready():
+                with ClusterRpcProxy(config, timeout=5) as cluster:
+                    return cluster.noop.call(1) == 1 and cluster.noop_end.tally() is not None
+            common.wait(ready, "the no-op services", 120)
+            # An event sent before its consumer's queue exists is dropped (not mandatory).
+            common.wait(lambda: {"evt-noop-hop1--noop_hop.hop1",
+                                 "evt-noop_hop-hop2--noop_end.hop2"} <= set(vhost.queues()),
+                        "the no-op event queues", 60)
+            chain_rate(config, 50)  # warm-up
+            return chain_rate(config, chains)
+        finally:
+            for process in processes:
+                process.stop()
+
+
+def measure_checkout(args) -> dict:
+    lands = args.lands.split(",")
+    workdir = Path(tempfile.mkdtemp(prefix="lotsen-national-"))
     try:
-        for container in containers:
-            container.start()
-        with ClusterRpcProxy(config) as cluster:
-            return chain_rate(cluster, chains)
+        runs = [national_case(workdir, mode, lands, args.share, args.concurrency, args.seed,
+                              args.profile and f"{args.profile}/{ROOT.name}")
+                for mode in args.modes.split(",")]
+        chains = noop_chain_rate(workdir, 2000)
     finally:
-        for container in containers:
-            container.stop()
-        requests.delete(f"{API}/vhosts/{vhost}", timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"checkout": describe(ROOT), "runs": runs, "chains": chains}
+
+
+def table(results: list[dict], args) -> str:
+    lands = args.lands.split(",")
+    scope = "all 16 Länder" if set(lands) == set(LANDS) else f"Länder {', '.join(lands)}"
+    columns = [(result, run) for result in results for run in result["runs"]]
+    lines = [f"### National case, {machine_line()}", "",
+             f"{scope}, {args.share:.0%} of eligible bodies, HTTP concurrency "
+             f"{args.concurrency}; every service in its own process, PostgreSQL, file mail; "
+             "CPU from /proc over the whole run (first request to last mail). The no-op "
+             "chain (RPC, then two event hops, each no-op service in its own process) ran "
+             "in the same run on the same broker.", "",
+             "| measure | " + " | ".join(f"{r['checkout']}, {run['mode']}"
+                                       for r, run in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+
+    def row(label, fmt):
+        lines.append(f"| {label} | " + " | ".join(fmt(r, run) for r, run in columns) + " |")
+
+    row("bodies / enrolments / HTTP requests",
+        lambda r, x: f"{x['bodies']:,} / {x['enrolments']:,} / {x['requests']:,}")
+    row("all accepted (s)", lambda r, x: f"{x['accepted_s']:.1f}")
+    row("every funding decision made (s)", lambda r, x: f"{x['funded_s']:.1f}")
+    row("every decision back at enrolment (s)", lambda r, x: f"{x['seen_s']:.1f}")
+    row("every mail delivered (s)", lambda r, x: f"{x['mailed_s']:.1f}")
+    row("last mail / last accepted", lambda r, x: f"**{x['mailed_s'] / x['accepted_s']:.2f}**")
+    row("mails written / funded seats", lambda r, x: f"{x['mails']:,} / {x['granted']:,}")
+    row("messages parked", lambda r, x: f"{x['parked_queues']:,}")
+    row("enrolments decided per s", lambda r, x: f"{x['enrolments'] / x['funded_s']:.0f}")
+    row("no-op chains per s (same run)", lambda r, x: f"{r['chains']:.0f}")
+    row("decided per s / no-op chains per s",
+        lambda r, x: f"**{x['enrolments'] / x['funded_s'] / r['chains']:.2f}**")
+    row("CPU ms per enrolment, all services",
+        lambda r, x: f"**{sum(x['cpu_ms'][s] for s in SERVICES):.1f}**")
+    for group in SERVICES + ["postgresql", "rabbitmq"]:
+        row(f"CPU ms per enrolment, {group}", lambda r, x, g=group: f"{x['cpu_ms'][g]:.1f}")
+    for service in SERVICES:
+        row(f"peak RSS {service} (MB)", lambda r, x, s=service: f"{x['rss'][s]:.0f}")
+    return "\n".join(lines)
 
 
 def main():
@@ -363,48 +381,20 @@ def main():
     parser.add_argument("--concurrency", type=int, default=20, help="HTTP requests in flight")
     parser.add_argument("--modes", default="batch,single")
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--checkout", help="measure this checkout (default: this one)")
+    parser.add_argument("--compare", help="also measure this checkout, first")
+    parser.add_argument("--json", help="write the figures to this file (no table)")
     parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--profile", type=Path, help="sample every service with py-spy into DIR")
+    parser.add_argument("--profile", help="sample every service with py-spy into DIR")
     args = parser.parse_args()
-    lands = args.lands.split(",")
-    workdir = Path(tempfile.mkdtemp(prefix="lotsen-national-"))
-    try:
-        results = [national_case(workdir, mode, lands, args.share, args.concurrency, args.seed,
-                                 args.profile)
-                   for mode in args.modes.split(",")]
-        chains = noop_chain_rate(2000)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-    scope = "all 16 Länder" if set(lands) == set(LANDS) else f"Länder {', '.join(lands)}"
-    lines = [f"### National case, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
-             f"{platform.node()}, {platform.machine()}, Python {platform.python_version()}",
-             "", f"{scope}, {args.share:.0%} of eligible bodies, HTTP concurrency "
-             f"{args.concurrency}; every service in its own process, PostgreSQL, file mail.",
-             "", "| measure | " + " | ".join(r["mode"] for r in results) + " |",
-             "| --- |" + " --- |" * len(results)]
-
-    def row(label, fmt):
-        lines.append(f"| {label} | " + " | ".join(fmt(r) for r in results) + " |")
-    row("bodies / enrolments / HTTP requests",
-        lambda r: f"{r['bodies']:,} / {r['enrolments']:,} / {r['requests']:,}")
-    row("all accepted (s)", lambda r: f"{r['accepted_s']:.1f}")
-    row("every funding decision made (s)", lambda r: f"{r['funded_s']:.1f}")
-    row("every decision back at enrolment (s)", lambda r: f"{r['seen_s']:.1f}")
-    row("every mail delivered (s)", lambda r: f"{r['mailed_s']:.1f}")
-    row("mails delivered / funded seats", lambda r: f"{r['mails']:,} / {r['granted']:,}")
-    row("enrolments decided per s", lambda r: f"{r['enrolments'] / r['funded_s']:.0f}")
-    row("ratio to the no-op chain", lambda r: f"{r['enrolments'] / r['funded_s'] / chains:.2f}")
-    for service in SERVICES:
-        row(f"CPU ms per enrolment, {service}", lambda r, s=service: f"{r['cpu_ms'][s]:.1f}")
-    for service in SERVICES:
-        row(f"peak RSS {service} (MB)", lambda r, s=service: f"{r['rss'][s]:.0f}")
-    lines.append(f"\nNo-op event chain (RPC + 2 event hops), same broker: {chains:.0f} chains/s.")
-    table = "\n".join(lines)
-    print(table)
-    if not args.no_write:
-        with open(ROOT / "bench" / "results.md", "a", encoding="utf-8") as out:
-            out.write(table + "\n\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(measure_checkout(args)))
+        return
+    results = common.each_checkout(__file__, args.compare, ROOT, [
+        "--lands", args.lands, "--share", str(args.share), "--concurrency",
+        str(args.concurrency), "--modes", args.modes, "--seed", str(args.seed),
+        *(["--profile", args.profile] if args.profile else [])])
+    (print if args.no_write else common.append_results)(table(results, args))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 ``Noop.call`` is an RPC round trip with no work; ``start_chain`` starts an event chain of the
 same length as an enrolment's (RPC, then enrolment_created to funding, then funding_granted to
 the services that react), so the chain's rate is what the broker and nameko alone allow.
+
+Run as its own process, as the real services are: ``python bench/noop.py CONFIG [Noop ...]``.
 """
 from __future__ import annotations
 
@@ -10,8 +12,6 @@ import time
 
 from nameko.events import EventDispatcher, event_handler
 from nameko.rpc import rpc
-
-CHAIN_DONE: list[float] = []
 
 
 class Noop:
@@ -38,30 +38,44 @@ class NoopHop:
 
 class NoopEnd:
     name = "noop_end"
+    ended = 0
+    last = 0.0
 
     @event_handler("noop_hop", "hop2")
     def hop2(self, payload):
-        CHAIN_DONE.append(time.perf_counter())
+        NoopEnd.ended += 1
+        NoopEnd.last = time.time()
+
+    @rpc
+    def tally(self):
+        """How many chains ended, and when the last one did (wall clock)."""
+        return {"ended": NoopEnd.ended, "last": NoopEnd.last}
 
 
 SERVICES = (Noop, NoopHop, NoopEnd)
 
 
-def chain_rate(cluster, chains: int, timeout_s: float = 300) -> float:
-    """Chains per second: ``chains`` started at once, timed until the last one ends."""
-    import eventlet
+def chain_rate(config: dict, chains: int, timeout_s: float = 600) -> float:
+    """Chains per second: ``chains`` started at once, timed until the last one ends (the
+    no-op services must be running, e.g. each in its own process)."""
+    from nameko.standalone.rpc import ClusterRpcProxy
 
-    CHAIN_DONE.clear()
-    started = time.perf_counter()
-    for i in range(chains):
-        cluster.noop.start_chain.call_async(i)
-    while len(CHAIN_DONE) < chains and time.perf_counter() - started < timeout_s:
-        eventlet.sleep(0.01)
-    return len(CHAIN_DONE) / (max(CHAIN_DONE) - started)
+    with ClusterRpcProxy(config) as cluster:
+        before = cluster.noop_end.tally()["ended"]
+        started = time.time()
+        for i in range(chains):
+            cluster.noop.start_chain.call_async(i)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            tally = cluster.noop_end.tally()
+            if tally["ended"] - before >= chains or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    return (tally["ended"] - before) / (tally["last"] - started)
 
 
-def serve(config_path: str):
-    """Run the no-op services in this process until SIGTERM, as a service process runs."""
+def serve(config_path: str, names: list[str]):
+    """Run the named no-op services (all by default) in this process until SIGTERM."""
     import signal
 
     import eventlet
@@ -72,7 +86,8 @@ def serve(config_path: str):
         config = yaml.safe_load(f)
     runner = ServiceRunner(config)
     for cls in SERVICES:
-        runner.add_service(cls)
+        if not names or cls.__name__ in names:
+            runner.add_service(cls)
     signal.signal(signal.SIGTERM, lambda *_: eventlet.spawn_n(runner.stop))
     runner.start()
     runner.wait()
@@ -86,4 +101,4 @@ if __name__ == "__main__":
         warnings.simplefilter("ignore")
         import eventlet
     eventlet.monkey_patch()
-    serve(sys.argv[1])
+    serve(sys.argv[1], sys.argv[2:])

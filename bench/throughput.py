@@ -193,7 +193,8 @@ def measure_checkout(args) -> dict:
 
         processes = [ServiceProcess(ROOT, config_path, "enrolment", workdir),
                      ServiceProcess(ROOT, config_path, "noop", workdir,
-                                    module_args=[str(BENCH / "noop.py"), str(config_path)])]
+                                    module_args=[str(BENCH / "noop.py"), str(config_path),
+                                                 "Noop"])]
         drainer = None
         try:
             def answers(service):
@@ -255,7 +256,7 @@ def measure_checkout(args) -> dict:
                     noop_calls.run(noop, 50, CpuMeter({}))
                     enrol_calls.run(enrol_into(courses), 20, CpuMeter({}))
                     base = noop_calls.run(noop, calls, CpuMeter({"service": [noop_pid]}))
-                    sampler = profile(service_pid, f"enrol-c{concurrency}")
+                    sampler = profile(service_pid, f"{ROOT.name}-enrol-c{concurrency}")
                     real = enrol_calls.run(enrol_into(courses), calls,
                                            CpuMeter({"service": [service_pid]}))
                     stop_profile(sampler)
@@ -383,21 +384,10 @@ def main():
     if args.json:
         Path(args.json).write_text(json.dumps(measure_checkout(args)))
         return
-    runs = []
-    for checkout in ([args.compare] if args.compare else []) + [str(ROOT)]:
-        with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            # Each checkout in a process of its own: it imports that checkout's services.
-            subprocess.run([python_of(Path(checkout)), __file__, "--checkout", checkout,
-                            "--calls", str(args.calls), "--big", str(args.big),
-                            "--seed", str(args.seed), "--json", out.name,
-                            *(["--profile", f"{args.profile}/{Path(checkout).name}"]
-                              if args.profile else [])], check=True)
-            runs.append(json.loads(Path(out.name).read_text()))
-    text = table(runs)
-    print(text)
-    if not args.no_write:
-        with open(Path(common.HERE) / "bench" / "results.md", "a", encoding="utf-8") as f:
-            f.write(text + "\n\n")
+    runs = common.each_checkout(__file__, args.compare, ROOT, [
+        "--calls", str(args.calls), "--big", str(args.big), "--seed", str(args.seed),
+        *(["--profile", args.profile] if args.profile else [])])
+    (print if args.no_write else common.append_results)(table(runs))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from nameko.amqp.publish import get_producer
 from nameko.constants import PERSISTENT
 from nameko.events import EventHandler
 from nameko.standalone.events import get_event_exchange
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from services.common import config as cfg
 from services.common.broker import QueueConsumer, SafeHeaders, refused
@@ -85,6 +85,9 @@ class OutboxRelay:
         outbox = config.get("OUTBOX") or {}
         self.poll_interval = float(cfg.setting(outbox, "poll_interval_s", 1.0))
         self.batch_size = int(cfg.setting(outbox, "batch_size", 200))
+        # Woken by a commit, the relay waits this long for more commits to join the batch:
+        # a batch costs four statements and one wait for confirms, whatever its size.
+        self.linger_s = float(cfg.setting(outbox, "linger_s", 0.02))
         self.exchange = get_event_exchange(service_name, config)
         # Events someone subscribes to are published mandatory: one that no queue takes (the
         # queue is gone, or not declared yet by a newer release) comes back instead of being
@@ -97,6 +100,7 @@ class OutboxRelay:
                                         mandatory_types=self.routed)
         self._wake = threading.Event()
         self._stopped = False
+        self._made = None
         self.published = 0
 
     def wake(self):
@@ -135,7 +139,9 @@ class OutboxRelay:
                 delay = min(delay * 2, 30)
                 continue
             if count < self.batch_size:
-                self._wake.wait(self.poll_interval)
+                woken = self._wake.wait(self.poll_interval)
+                if woken and self.linger_s > 0 and not self._stopped:
+                    time.sleep(self.linger_s)
                 self._wake.clear()
         self.publisher.close()
 
@@ -149,39 +155,46 @@ class OutboxRelay:
         publishes the batch again; consumers drop the repeat with their inbox.)"""
         if not self.handle.is_postgresql:
             return self._publish_unlocked()
-        outbox = self.handle.outbox_model
         with self.handle.transaction() as session:
-            query = (select(outbox).where(outbox.published_at.is_(None))
-                     .order_by(outbox.position).limit(self.batch_size))
-            if self.handle.is_postgresql:
-                query = query.with_for_update(skip_locked=True)
-            rows = session.execute(query).scalars().all()
-            if not rows:
+            batch = session.execute(self._statements()[0]).all()
+            if not batch:
                 return 0
             confirmed, failure = self.publisher.publish([
-                (row.envelope, row.event_type, str(row.event_id)) for row in rows])
-            moment = datetime.now(timezone.utc)
-            for index in confirmed:
-                rows[index].published_at = moment
+                (envelope, event_type, str(event_id)) for _, envelope, event_type, event_id
+                in batch])
+            self._mark_published(session, [batch[i][0] for i in confirmed])
         return self._outcome(confirmed, failure)
 
+    def _statements(self):
+        """(the next batch, locked; the next batch; mark published), made once."""
+        if self._made is None:
+            outbox = self.handle.outbox_model.__table__
+            pending = (select(outbox.c.position, outbox.c.envelope, outbox.c.event_type,
+                              outbox.c.event_id)
+                       .where(outbox.c.published_at.is_(None))
+                       .order_by(outbox.c.position).limit(self.batch_size))
+            mark = (update(outbox)
+                    .where(outbox.c.position.in_(bindparam("positions", expanding=True)))
+                    .values(published_at=bindparam("moment")))
+            self._made = (pending.with_for_update(skip_locked=True), pending, mark)
+        return self._made
+
+    def _mark_published(self, session, positions: list[int]):
+        """One UPDATE for the whole batch, however large."""
+        if positions:
+            session.execute(self._statements()[2], {"positions": positions,
+                                                    "moment": datetime.now(timezone.utc)})
+
     def _publish_unlocked(self) -> int:
-        outbox = self.handle.outbox_model
         with self.handle.transaction() as session:
-            batch = session.execute(
-                select(outbox.position, outbox.envelope, outbox.event_type, outbox.event_id)
-                .where(outbox.published_at.is_(None))
-                .order_by(outbox.position).limit(self.batch_size)).all()
+            batch = session.execute(self._statements()[1]).all()
         if not batch:
             return 0
         confirmed, failure = self.publisher.publish([
             (envelope, event_type, str(event_id)) for _, envelope, event_type, event_id in batch])
         if confirmed:
-            moment = datetime.now(timezone.utc)
             with self.handle.transaction() as session:
-                session.execute(update(outbox).where(
-                    outbox.position.in_([batch[i][0] for i in confirmed]))
-                    .values(published_at=moment))
+                self._mark_published(session, [batch[i][0] for i in confirmed])
         return self._outcome(confirmed, failure)
 
     def _outcome(self, confirmed: list[int], failure: Exception | None) -> int:

@@ -17,16 +17,33 @@ from services.common.events import Event, build_event
 from services.common.models import utcnow
 
 
+# Statements made once per table (and dialect): SQLAlchemy then neither builds them nor works out
+# their cache keys on every call.
+_INSERTS: dict = {}
+
+
 def insert_skipping_duplicates(session: Session, table, rows: list[dict], conflict: list[str],
                                returning=None):
     """``INSERT ... ON CONFLICT (conflict) DO NOTHING`` on PostgreSQL and SQLite: rows whose
     key exists already are left as they are. With ``returning`` (columns), the rows written."""
     dialect = session.get_bind().dialect.name
-    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = make(table).values(rows).on_conflict_do_nothing(index_elements=conflict)
-    if returning is not None:
-        statement = statement.returning(*returning)
-    return session.execute(statement)
+    shape = (dialect, table, tuple(conflict), tuple(returning or ()))
+    statement = _INSERTS.get(shape)
+    if statement is None:
+        make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = make(table).on_conflict_do_nothing(index_elements=conflict)
+        if returning is not None:
+            statement = statement.returning(*returning)
+        statement = _INSERTS.setdefault(shape, statement)
+    return session.execute(statement, rows[0] if len(rows) == 1 else rows)
+
+
+def _insert_into(table):
+    """One INSERT statement per table, made once (no building, no cache key per call)."""
+    statement = _INSERTS.get(table)
+    if statement is None:
+        statement = _INSERTS.setdefault(table, insert(table))
+    return statement
 
 
 def emit(session: Session, event_type: str, payload: dict) -> dict:
@@ -34,9 +51,9 @@ def emit(session: Session, event_type: str, payload: dict) -> dict:
     outbox = session.info["outbox_model"].__table__
     envelope = build_event(session.info["producer"], event_type, payload,
                            correlation_id=session.info.get("correlation_id"))
-    session.execute(insert(outbox).values(
-        event_id=uuid.UUID(envelope["event_id"]), event_type=event_type, envelope=envelope,
-        created_at=utcnow()))
+    session.execute(_insert_into(outbox), {
+        "event_id": uuid.UUID(envelope["event_id"]), "event_type": event_type,
+        "envelope": envelope, "created_at": utcnow()})
     session.info["emitted"] = True
     return envelope
 

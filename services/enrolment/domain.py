@@ -9,11 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 
@@ -27,7 +31,7 @@ from services.common.errors import (
     RuleViolation,
     ValidationFailed,
 )
-from services.common.events import Event, newer
+from services.common.events import Event
 from services.common.outbox import emit, emit_numbered
 from services.enrolment.models import (
     ACTIVE_STATUSES,
@@ -43,7 +47,13 @@ from services.enrolment.models import (
 )
 from services.enrolment.schemas import BodyOut, CourseOut, EnrolmentOut
 
+ENROLMENT_OUT = EnrolmentOut()
+ENROLMENTS_OUT = EnrolmentOut(many=True)
+
 SEAT_HOLDING = ("confirmed", "completed")
+# The hot paths speak Core to these tables (no unit of work to flush, no objects to build).
+_COURSES, _ENROLMENTS = Course.__table__, Enrolment.__table__
+_BODIES, _IDEMPOTENCY = Body.__table__, IdempotencyRecord.__table__
 
 # Module dates are calendar days where the courses take place.
 COURSE_TIMEZONE = ZoneInfo("Europe/Berlin")
@@ -228,6 +238,12 @@ def authenticate_municipality(session: Session, api_key: str | None) -> Body:
     return account.body
 
 
+def enrol_with_key(session: Session, api_key: str | None, command: dict) -> tuple[Body, dict]:
+    """Authenticate the key and enrol for its body, in one transaction."""
+    body = authenticate_municipality(session, api_key)
+    return body, enrol(session, body.ags, command)
+
+
 def _registered_account(session: Session, ags: str) -> MunicipalityAccount:
     account = session.execute(
         select(MunicipalityAccount).where(MunicipalityAccount.ags == ags)
@@ -363,19 +379,17 @@ def seats_taken(session: Session, course: Course) -> int:
         Enrolment.course_id == course.id, Enrolment.status.in_(SEAT_HOLDING)))
 
 
-def waitlist(session: Session, course_id) -> list[Enrolment]:
-    """The course's waitlist in promotion order: bodies without a confirmed participant in the
-    programme first, then first come, first served."""
-    waiting = session.execute(select(Enrolment).where(
-        Enrolment.course_id == course_id, Enrolment.status == "waitlisted")
-        .order_by(Enrolment.sequence)).scalars().all()
-    if not waiting:
-        return []
-    programme_id = waiting[0].programme_id
-    served = set(session.scalars(select(Enrolment.ags).where(
-        Enrolment.programme_id == programme_id, Enrolment.status.in_(SEAT_HOLDING),
-        Enrolment.ags.in_({e.ags for e in waiting}))).all())
-    return sorted(waiting, key=lambda e: (e.ags in served, e.sequence))
+def waitlist(session: Session, course_id) -> list[uuid.UUID]:
+    """The ids on the course's waitlist in promotion order: bodies without a confirmed
+    participant in the programme first, then first come, first served. One statement."""
+    e = _ENROLMENTS.c
+    other = _ENROLMENTS.alias("other")
+    served = (select(other.c.id).where(other.c.programme_id == e.programme_id,
+                                       other.c.ags == e.ags,
+                                       other.c.status.in_(SEAT_HOLDING)).exists())
+    return list(session.scalars(
+        select(e.id).where(e.course_id == course_id, e.status == "waitlisted")
+        .order_by(served, e.sequence)))
 
 
 def _promote(session: Session, course: Course):
@@ -386,7 +400,7 @@ def _promote(session: Session, course: Course):
         queue = waitlist(session, course.id)
         if not queue:
             return
-        enrolment = queue[0]
+        enrolment = session.get(Enrolment, queue[0])
         enrolment.status = "confirmed"
         enrolment.confirmed_at = now()
         session.flush()
@@ -417,8 +431,11 @@ def present(session: Session, enrolments: list[Enrolment]) -> list[dict]:
     positions = {}
     for course_id in {e.course_id for e in enrolments if e.status == "waitlisted"}:
         for index, waiting in enumerate(waitlist(session, course_id), start=1):
-            positions[waiting.id] = index
-    return EnrolmentOut(many=True, positions=positions).dump(enrolments)
+            positions[waiting] = index
+    shown = ENROLMENTS_OUT.dump(enrolments)
+    for item, enrolment in zip(shown, enrolments):
+        item["waitlist_position"] = positions.get(enrolment.id)
+    return shown
 
 
 # --- enrolment (municipality) ---------------------------------------------------------------
@@ -429,67 +446,179 @@ def _request_hash(command: dict) -> str:
                           .encode()).hexdigest()
 
 
+# --- what never changes about a course --------------------------------------------------------
+
+@dataclass(frozen=True)
+class CourseCard:
+    """A course's programme, provider, title, place and modules: fixed once the course exists
+    (no call changes them), so each process reads them once per course instead of on every
+    enrolment. Status and capacity are not on the card: they are read under the lock."""
+
+    course_id: uuid.UUID
+    programme: SimpleNamespace  # id, code, name, land, eligible_kinds, enrolment window
+    title: str
+    location: str
+    provider_name: str
+    modules: tuple
+
+    @property
+    def info(self) -> dict:
+        """What an event tells of the course (``CourseInfoSchema``)."""
+        return {"title": self.title, "location": self.location,
+                "provider_name": self.provider_name, "programme_code": self.programme.code,
+                "programme_name": self.programme.name,
+                "modules": [dict(m) for m in self.modules]}
+
+
+class CourseCards:
+    """A bounded per-process memory of course cards."""
+
+    def __init__(self, size: int = 10_000):
+        self.size = size
+        self._cards: OrderedDict[uuid.UUID, CourseCard] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session: Session, course_id: uuid.UUID) -> CourseCard | None:
+        card = self._cards.get(course_id)
+        if card is None:
+            card = self._read(session, course_id)
+            if card is None:
+                return None
+            with self._lock:
+                self._cards[course_id] = card
+                while len(self._cards) > self.size:
+                    self._cards.popitem(last=False)
+        return card
+
+    @staticmethod
+    def _read(session: Session, course_id) -> CourseCard | None:
+        c, p = Course.__table__.c, Programme.__table__.c
+        row = session.execute(
+            select(c.title, c.location, Provider.__table__.c.name.label("provider_name"),
+                   p.id, p.code, p.name, p.land, p.eligible_kinds, p.enrolment_opens_on,
+                   p.enrolment_closes_on)
+            .join_from(Course.__table__, Programme.__table__, p.id == c.programme_id)
+            .join(Provider.__table__, Provider.__table__.c.id == c.provider_id)
+            .where(c.id == course_id)).first()
+        if row is None:
+            return None
+        m = Module.__table__.c
+        modules = tuple({"number": number, "title": title, "date": day} for number, title, day in
+                        session.execute(select(m.number, m.title, m.date)
+                                        .where(m.course_id == course_id).order_by(m.number)))
+        programme = SimpleNamespace(id=row.id, code=row.code, name=row.name, land=row.land,
+                                    eligible_kinds=tuple(row.eligible_kinds),
+                                    enrolment_opens_on=row.enrolment_opens_on,
+                                    enrolment_closes_on=row.enrolment_closes_on)
+        return CourseCard(course_id, programme, row.title, row.location, row.provider_name,
+                          modules)
+
+
+COURSE_CARDS = CourseCards()
+
+
 def enrol(session: Session, ags: str, command: dict, today: date | None = None) -> dict:
-    """Enrol a participant for a municipality: a seat if one is free, else the waitlist."""
-    body = session.get(Body, ags)
-    if body is None:
-        raise NotFound(f"no body with AGS {ags}", {"ags": ["not in register"]})
-    # The lock comes first: a retry racing its original then sees the original's answer.
-    course = _lock_course(session, command["course_id"])
+    """Enrol a participant for a municipality: a seat if one is free, else the waitlist.
+
+    The hot path, in few statements: the course's row lock (which also hands out the next
+    place in the course's first-come order), one read of everything decided under it (the
+    body, the seats taken, an active twin, an earlier request with the same key), the
+    enrolment, its event and the idempotency record."""
+    course_id = command["course_id"]
     key = command.get("idempotency_key")
-    if key:
-        record = session.get(IdempotencyRecord, (ags, key))
-        if record is not None:
-            if record.request_hash != _request_hash(command):
-                raise IdempotencyKeyReused("this idempotency key was used for another request",
-                                           {"idempotency_key": ["used with a different body"]})
-            return record.response
-    if course is None:
+    participant = command["participant"]
+    # The lock comes first: a retry racing its original then sees the original's answer.
+    # (A replayed request leaves a gap in the order; gaps change no order.)
+    locked = session.execute(_LOCK_COURSE, {"course_id": course_id}).first()
+    found = session.execute(_UNDER_THE_LOCK, {
+        "ags": ags, "course_id": course_id, "email": participant["email"], "key": key,
+        "programme_id": locked.programme_id if locked is not None else None}).first()
+    if found is None:
+        raise NotFound(f"no body with AGS {ags}", {"ags": ["not in register"]})
+    if found.earlier is not None:
+        if found.earlier != _request_hash(command):
+            raise IdempotencyKeyReused("this idempotency key was used for another request",
+                                       {"idempotency_key": ["used with a different body"]})
+        return session.scalar(select(_IDEMPOTENCY.c.response).where(
+            _IDEMPOTENCY.c.ags == ags, _IDEMPOTENCY.c.key == key))
+    card = COURSE_CARDS.get(session, course_id) if locked is not None else None
+    if card is None:
         raise NotFound("no such course", {"course_id": ["unknown course"]})
-    programme = course.programme
-    if not eligible(body, programme):
-        raise RuleViolation(f"{body.name} is not eligible for programme {programme.code}",
+    programme = card.programme
+    if not eligible(found, programme):
+        raise RuleViolation(f"{found.name} is not eligible for programme {programme.code}",
                             {"course_id": ["programme not open to this body"]})
-    if course.status != "open":
-        raise RuleViolation(f"course is {course.status}, not open for enrolment",
-                            {"course_id": [f"course is {course.status}"]})
+    if locked.status != "open":
+        raise RuleViolation(f"course is {locked.status}, not open for enrolment",
+                            {"course_id": [f"course is {locked.status}"]})
     today = today or now().date()
     if not programme.enrolment_opens_on <= today <= programme.enrolment_closes_on:
         raise RuleViolation(
             f"enrolment for {programme.code} is open from {programme.enrolment_opens_on} "
             f"to {programme.enrolment_closes_on}", {"course_id": ["enrolment window closed"]})
-    participant = command["participant"]
-    if session.scalar(select(Enrolment.id).where(
-            Enrolment.programme_id == programme.id, Enrolment.email == participant["email"],
-            Enrolment.status.in_(ACTIVE_STATUSES))):
+    if found.twin is not None:
         raise DuplicateEnrolment("this participant already holds an active enrolment in "
                                  f"programme {programme.code}",
                                  {"participant.email": ["already enrolled in this programme"]})
-    course.enrolment_count += 1
-    has_seat = seats_taken(session, course) < course.capacity
-    enrolment = Enrolment(
-        id=uuid.uuid4(), programme_id=programme.id, course_id=course.id, ags=ags,
-        sequence=course.enrolment_count, given_name=participant["given_name"],
+    has_seat = found.taken < locked.capacity
+    enrolment = SimpleNamespace(
+        id=uuid.uuid4(), programme_id=programme.id, course_id=course_id, ags=ags,
+        sequence=locked.enrolment_count, given_name=participant["given_name"],
         family_name=participant["family_name"], email=participant["email"],
         department=participant.get("department"),
-        status="confirmed" if has_seat else "waitlisted", enrolled_at=now(),
-    )
+        status="confirmed" if has_seat else "waitlisted", enrolled_at=now(), confirmed_at=None,
+        cancelled_at=None, cancelled_by=None, completed_at=None, version=1,
+        funding_status="pending", funding_kind=None, certificate_number=None,
+        certificate_status=None, attendance=(), course=card)
     if has_seat:
         enrolment.confirmed_at = enrolment.enrolled_at
-    session.add(enrolment)
-    session.flush()
-    [response] = present(session, [enrolment])
-    emit_numbered(session, enrolment, "enrolment_created", {
-        "enrolment_id": enrolment.id, "programme_id": programme.id, "course_id": course.id,
+    session.execute(_INSERT_ENROLMENT,
+                    {name: getattr(enrolment, name) for name in _NEW_ENROLMENT_COLUMNS})
+    response = ENROLMENT_OUT.dump(enrolment)
+    response["waitlist_position"] = None if has_seat else next(
+        index for index, waiting in enumerate(waitlist(session, course_id), start=1)
+        if waiting == enrolment.id)
+    emit(session, "enrolment_created", {
+        "enrolment_id": enrolment.id, "programme_id": programme.id, "course_id": course_id,
         "ags": ags, "status": enrolment.status,
         "waitlist_position": response["waitlist_position"],
         "enrolled_at": enrolment.enrolled_at, "participant": _participant(enrolment),
-        "course": _course_info(course),
+        "course": card.info, "sequence": enrolment.version,
     })
     if key:
-        session.add(IdempotencyRecord(ags=ags, key=key, request_hash=_request_hash(command),
-                                      response=response))
+        session.execute(_INSERT_IDEMPOTENCY, {
+            "ags": ags, "key": key, "request_hash": _request_hash(command), "response": response,
+            "created_at": enrolment.enrolled_at})
     return response
+
+
+def _statements():
+    """The enrol path's statements, built once: SQLAlchemy then neither builds them nor works
+    out their cache keys on every call."""
+    c, e, i, b = _COURSES.c, _ENROLMENTS.c, _IDEMPOTENCY.c, _BODIES.c
+    lock = (update(_COURSES).where(c.id == bindparam("course_id"))
+            .values(enrolment_count=c.enrolment_count + 1)
+            .returning(c.status, c.capacity, c.enrolment_count, c.programme_id))
+    taken = (select(func.count()).select_from(_ENROLMENTS)
+             .where(e.course_id == bindparam("course_id"), e.status.in_(SEAT_HOLDING))
+             .scalar_subquery())
+    twin = (select(e.id).where(e.programme_id == bindparam("programme_id"),
+                               e.email == bindparam("email"), e.status.in_(ACTIVE_STATUSES))
+            .limit(1).scalar_subquery())
+    earlier = (select(i.request_hash).where(i.ags == bindparam("ags"),
+                                            i.key == bindparam("key")).scalar_subquery())
+    under_the_lock = (select(b.name, b.land, b.kind, b.kreisfrei, taken.label("taken"),
+                             twin.label("twin"), earlier.label("earlier"))
+                      .where(b.ags == bindparam("ags")))
+    return lock, under_the_lock, insert(_ENROLMENTS), insert(_IDEMPOTENCY)
+
+
+_LOCK_COURSE, _UNDER_THE_LOCK, _INSERT_ENROLMENT, _INSERT_IDEMPOTENCY = _statements()
+
+
+_NEW_ENROLMENT_COLUMNS = ("id", "programme_id", "course_id", "ags", "sequence", "given_name",
+                          "family_name", "email", "department", "status", "enrolled_at",
+                          "confirmed_at", "version", "funding_status")
 
 
 def enrol_batch(session: Session, ags: str, rows: list, today: date | None = None) -> list[dict]:
@@ -719,42 +848,53 @@ FUNDING_STATUS = {"funding_granted": "granted", "funding_waiting": "waiting",
                   "funding_released": "released", "funding_converted": "granted"}
 
 
-def _enrolment_alone(session: Session, enrolment_id) -> Enrolment | None:
-    """The enrolment row without its course, body and attendance: event handlers that only
-    copy a decision onto it need none of them (the eager graph cost three queries)."""
-    return session.get(Enrolment, enrolment_id, options=[lazyload("*")])
+def _apply_if_newer(session: Session, event: Event, version: str, updated: str, values: dict,
+                    what: str):
+    """Copy another service's decision onto the enrolment row in one UPDATE, unless the row
+    holds a newer one: by the event's ``sequence``, or by its time for events from before
+    sequences existed. Only when nothing was updated is it asked whether the row exists."""
+    enrolment_id = event.payload["enrolment_id"]
+    sequence = event.payload.get("sequence")
+    statement = _newer_update(version, updated, tuple(values), sequence is not None)
+    changed = session.execute(statement, {
+        **{f"new_{c}": v for c, v in values.items()}, "wanted": enrolment_id,
+        "occurred": event.occurred_at, "seq": sequence}).rowcount
+    e = _ENROLMENTS.c
+    if not changed and session.scalar(select(e.id).where(e.id == enrolment_id)) is None:
+        raise NotFound(f"{what} event for an unknown enrolment")
+
+
+_NEWER_UPDATES: dict = {}
+
+
+def _newer_update(version: str, updated: str, columns: tuple, sequenced: bool):
+    """The conditional UPDATE of ``_apply_if_newer``, made once per shape."""
+    shape = (version, updated, columns, sequenced)
+    if shape not in _NEWER_UPDATES:
+        e = _ENROLMENTS.c
+        if sequenced:
+            newer_than_held = e[version].is_(None) | (e[version] < bindparam("seq"))
+            sets = {version: bindparam("seq")}
+        else:
+            newer_than_held = e[updated].is_(None) | (e[updated] <= bindparam("occurred"))
+            sets = {}
+        # (An UPDATE's parameters must not be named like its columns.)
+        sets.update({updated: bindparam("occurred"),
+                     **{c: bindparam(f"new_{c}") for c in columns}})
+        _NEWER_UPDATES[shape] = (update(_ENROLMENTS)
+                                 .where(e.id == bindparam("wanted"), newer_than_held)
+                                 .values(sets))
+    return _NEWER_UPDATES[shape]
 
 
 def apply_funding_event(session: Session, event: Event):
-    enrolment = _enrolment_alone(session, event.payload["enrolment_id"])
-    if enrolment is None:
-        raise NotFound("funding event for an unknown enrolment")
-    sequence = event.payload.get("sequence")
-    if sequence is not None:
-        if not newer(sequence, enrolment.funding_version):
-            return  # an older decision arriving late changes nothing
-    elif enrolment.funding_updated_at and enrolment.funding_updated_at > event.occurred_at:
-        return  # (events without a sequence, from before it existed: by their time)
-    enrolment.funding_status = FUNDING_STATUS[event.event_type]
-    enrolment.funding_kind = event.payload.get("kind")
-    enrolment.funding_updated_at = event.occurred_at
-    enrolment.funding_version = sequence if sequence is not None else enrolment.funding_version
+    _apply_if_newer(session, event, "funding_version", "funding_updated_at", {
+        "funding_status": FUNDING_STATUS[event.event_type],
+        "funding_kind": event.payload.get("kind")}, "funding")
 
 
 def apply_certificate_event(session: Session, event: Event):
-    enrolment = _enrolment_alone(session, event.payload["enrolment_id"])
-    if enrolment is None:
-        raise NotFound("certificate event for an unknown enrolment")
-    sequence = event.payload.get("sequence")
-    if sequence is not None:
-        if not newer(sequence, enrolment.certificate_version):
-            return
-    elif enrolment.certificate_updated_at and \
-            enrolment.certificate_updated_at > event.occurred_at:
-        return
-    enrolment.certificate_number = event.payload["certificate_number"]
-    enrolment.certificate_status = ("revoked" if event.event_type == "certificate_revoked"
-                                    else "issued")
-    enrolment.certificate_updated_at = event.occurred_at
-    if sequence is not None:
-        enrolment.certificate_version = sequence
+    _apply_if_newer(session, event, "certificate_version", "certificate_updated_at", {
+        "certificate_number": event.payload["certificate_number"],
+        "certificate_status": ("revoked" if event.event_type == "certificate_revoked"
+                               else "issued")}, "certificate")

@@ -170,7 +170,8 @@ class EnrolmentOut(Schema):
         "given_name": e.given_name, "family_name": e.family_name, "email": e.email,
         "department": e.department})
     status = fields.String()
-    waitlist_position = fields.Method("position")
+    # The place on the course's waitlist depends on the others waiting: the caller sets it.
+    waitlist_position = fields.Function(lambda e: None)
     enrolled_at = fields.AwareDateTime()
     confirmed_at = fields.AwareDateTime(allow_none=True)
     cancelled_at = fields.AwareDateTime(allow_none=True)
@@ -181,14 +182,6 @@ class EnrolmentOut(Schema):
     certificate = fields.Function(lambda e: {"number": e.certificate_number,
                                              "status": e.certificate_status}
                                   if e.certificate_number else None)
-
-    def position(self, enrolment):
-        positions = self.context_positions or {}
-        return positions.get(enrolment.id)
-
-    def __init__(self, *args, positions: dict | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.context_positions = positions
 
 
 class BodyOut(Schema):

@@ -19,7 +19,13 @@ from services.enrolment import domain, schemas
 from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
 
 AGS_SCHEMA = schemas.MunicipalityIn(only=("ags",))
-
+# Made once: building a marshmallow schema costs more than using it.
+ENROL_IN = schemas.EnrolIn()
+BATCH_IN = schemas.EnrolBatchIn()
+CANCEL_IN = schemas.CancelIn()
+ENROLMENT_ID_IN = schemas.CancelIn(only=("enrolment_id",))
+FILTERS_IN = schemas.EnrolmentFilterIn()
+BODY_OUT = schemas.BodyOut()
 
 
 def enrolment_figures(session) -> dict:
@@ -115,35 +121,77 @@ class EnrolmentService:
     @rpc(GATEWAY)
     def authenticate(self, api_key):
         body = self.db.run(domain.authenticate_municipality, api_key)
-        return schemas.BodyOut().dump(body)
+        return BODY_OUT.dump(body)
 
     @rpc(MUNICIPALITY)
     def enrol(self, ags, enrolment):
         ags = self._ags(ags)
         with self._mail_context():
-            command = load(schemas.EnrolIn(), enrolment, "enrolment")
+            command = load(ENROL_IN, enrolment, "enrolment")
+        return self._enrol(domain.enrol, ags, command)
+
+    @rpc(GATEWAY)
+    def enrol_with_key(self, api_key, enrolment):
+        """``enrol`` for the municipality whose API key the gateway has not yet seen: the key
+        is checked in the same transaction instead of an ``authenticate`` call before."""
         try:
-            return self.db.run(domain.enrol, ags, command)
+            with self._mail_context():
+                command = load(ENROL_IN, enrolment, "enrolment")
+        except ValidationFailed:
+            self.db.run(domain.authenticate_municipality, api_key)  # strangers learn nothing
+            raise
+
+        def run(session):
+            body, created = domain.enrol_with_key(session, api_key, command)
+            return {"body": BODY_OUT.dump(body), "enrolment": created}
+        return self._enrol(run)
+
+    def _enrol(self, fn, *args):
+        try:
+            return self.db.run(fn, *args)
         except IntegrityError:
             # A concurrent twin (same key or same participant) committed first: run again to
             # answer as the rules say (the first result, or a clear duplicate error).
-            return self.db.run(domain.enrol, ags, command)
+            return self.db.run(fn, *args)
 
     @rpc(MUNICIPALITY)
     def enrol_batch(self, ags, rows, dry_run=False):
         """Up to 500 enrolments; per row the enrolment or its error. A dry run checks every row
         against the current state and then rolls everything back."""
         ags = self._ags(ags)
-        batch = load(schemas.EnrolBatchIn(), {"rows": rows, "dry_run": dry_run}, "batch")
+        dry_run, commands = self._batch(rows, dry_run)
+        return self._batch_answer(dry_run, self.db.run(domain.enrol_batch, ags, commands,
+                                                       commit=not dry_run))
+
+    @rpc(GATEWAY)
+    def enrol_batch_with_key(self, api_key, rows, dry_run=False):
+        """``enrol_batch`` for a municipality's API key the gateway has not yet seen: the key is
+        checked in the same transaction instead of an ``authenticate`` call before."""
+        try:
+            dry_run, commands = self._batch(rows, dry_run)
+        except ValidationFailed:
+            self.db.run(domain.authenticate_municipality, api_key)  # strangers learn nothing
+            raise
+
+        def run(session):
+            body = domain.authenticate_municipality(session, api_key)
+            return BODY_OUT.dump(body), domain.enrol_batch(session, body.ags, commands)
+        body, results = self.db.run(run, commit=not dry_run)
+        return {"body": body, "batch": self._batch_answer(dry_run, results)}
+
+    def _batch(self, rows, dry_run):
+        batch = load(BATCH_IN, {"rows": rows, "dry_run": dry_run}, "batch")
         commands = []
         with self._mail_context():
             for index, row in enumerate(batch["rows"]):
                 try:
-                    commands.append(load(schemas.EnrolIn(), row, f"row {index}"))
+                    commands.append(load(ENROL_IN, row, f"row {index}"))
                 except ValidationFailed as exc:
                     commands.append(exc)
-        dry_run = batch["dry_run"]
-        results = self.db.run(domain.enrol_batch, ags, commands, commit=not dry_run)
+        return batch["dry_run"], commands
+
+    @staticmethod
+    def _batch_answer(dry_run, results):
         if dry_run:
             for row in results:
                 if row["result"] == "created":
@@ -155,20 +203,20 @@ class EnrolmentService:
     @rpc(MUNICIPALITY)
     def cancel_enrolment(self, ags, enrolment_id, reason=None):
         ags = self._ags(ags)
-        data = load(schemas.CancelIn(), {"enrolment_id": enrolment_id, "reason": reason})
+        data = load(CANCEL_IN, {"enrolment_id": enrolment_id, "reason": reason})
         return self.db.run(lambda s: domain.cancel_enrolment(
             s, data["enrolment_id"], ags=ags, reason=data["reason"]))
 
     @rpc(MUNICIPALITY)
     def get_enrolment(self, ags, enrolment_id):
         ags = self._ags(ags)
-        data = load(schemas.CancelIn(only=("enrolment_id",)), {"enrolment_id": enrolment_id})
+        data = load(ENROLMENT_ID_IN, {"enrolment_id": enrolment_id})
         return self.db.run(domain.get_enrolment, ags, data["enrolment_id"])
 
     @rpc(MUNICIPALITY)
     def list_enrolments(self, ags, filters=None):
         ags = self._ags(ags)
-        data = load(schemas.EnrolmentFilterIn(), filters or {}, "filters")
+        data = load(FILTERS_IN, filters or {}, "filters")
         return self.db.run(domain.list_enrolments, ags, data)
 
     @rpc(MUNICIPALITY)

@@ -14,14 +14,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from services.common.errors import LotsenError, NotFound, RuleViolation
-from services.common.outbox import emit_numbered
+from services.common.outbox import emit, emit_numbered
 from services.funding.models import EligibleBody, Funding, FundingProgramme, LedgerEntry
 
 FUNDED = ("guaranteed", "pool")
+_PROGRAMMES, _FUNDINGS = FundingProgramme.__table__, Funding.__table__
+_ELIGIBLE, _LEDGER = EligibleBody.__table__, LedgerEntry.__table__
 
 
 class NotReady(LotsenError):
@@ -232,29 +234,85 @@ def _wait(session, programme, funding: Funding):
 
 # --- decisions --------------------------------------------------------------------------------
 
+def _locked_policy(session: Session, programme_id):
+    """The programme's row, locked, as a plain row (the decision below writes with Core)."""
+    row = session.execute(_LOCK_PROGRAMME, {"programme_id": programme_id}).first()
+    if row is None or row.eligible_count is None:
+        raise NotReady("programme not yet published to funding")
+    if row.fee_cents is None:
+        raise NotReady(f"programme {row.code} has no funding policy yet")
+    return row
+
+
 def enrolment_confirmed(session: Session, payload: dict, key: str) -> str:
-    """A seat was confirmed: guaranteed seat, pool seat, or wait for funding, in that order."""
-    programme = _programme(session, payload["programme_id"])
-    funding = session.get(Funding, payload["enrolment_id"], populate_existing=True)
-    if funding is not None:
-        return funding.state  # seen before (or cancelled before it arrived)
-    programme.confirmations += 1
-    funding = Funding(enrolment_id=payload["enrolment_id"], programme_id=programme.programme_id,
-                      ags=payload["ags"], sequence=programme.confirmations, state="new",
-                      amount_cents=0)
-    session.add(funding)
-    session.flush()
-    eligible = _eligible(session, programme, payload["ags"])
-    if (eligible and not programme.reserve_released_at
-            and _guaranteed_held(session, programme, payload["ags"])
-            < programme.guaranteed_per_body):
-        _grant(session, programme, funding, "guaranteed", key)
-    elif figures(session, programme).pool_left >= programme.fee_cents:
-        _grant(session, programme, funding, "pool", key)
+    """A seat was confirmed: guaranteed seat, pool seat, or wait for funding, in that order.
+
+    The hot path, in few statements: the programme's row lock, one read of what the decision
+    needs under it (has this enrolment a funding already, is the body eligible, how many
+    guaranteed seats it holds), the funding with its final state, its ledger entry, its event
+    and the programme's new totals."""
+    programme = _locked_policy(session, payload["programme_id"])
+    enrolment_id, ags, programme_id = payload["enrolment_id"], payload["ags"], \
+        programme.programme_id
+    known = session.execute(_UNDER_THE_LOCK, {"enrolment_id": enrolment_id, "ags": ags,
+                                              "programme_id": programme_id}).one()
+    if known.state is not None:
+        return known.state  # seen before (or cancelled before it arrived)
+    fee = programme.fee_cents
+    if (known.eligible is not None and not programme.reserve_released_at
+            and known.held < programme.guaranteed_per_body):
+        kind = "guaranteed"
+    elif figures(session, programme).pool_left >= fee:
+        kind = "pool"
     else:
-        _wait(session, programme, funding)
-    session.flush()
-    return funding.state
+        kind = None
+    confirmations = programme.confirmations + 1
+    moment = now()
+    session.execute(_INSERT_FUNDING, {
+        "enrolment_id": enrolment_id, "programme_id": programme_id, "ags": ags,
+        "sequence": confirmations, "state": kind or "waiting",
+        "amount_cents": fee if kind else 0, "confirmed_at": moment, "version": 1})
+    if kind:
+        session.execute(_INSERT_LEDGER, {
+            "programme_id": programme_id, "kind": "grant", "pot": kind, "amount_cents": -fee,
+            "enrolment_id": enrolment_id, "ags": ags,
+            "idempotency_key": f"{key}:grant:{kind}", "created_at": moment})
+        emit(session, "funding_granted", {
+            "enrolment_id": enrolment_id, "programme_id": programme_id, "ags": ags,
+            "kind": kind, "amount_cents": fee, "sequence": 1})
+    else:
+        emit(session, "funding_waiting", {"enrolment_id": enrolment_id,
+                                          "programme_id": programme_id, "ags": ags,
+                                          "sequence": 1})
+    session.execute(_NEW_TOTALS[kind], {"programme": programme_id, "counted": confirmations,
+                                        "fee": fee})
+    return kind or "waiting"
+
+
+def _statements():
+    """The decision's statements, built once (no building, no cache key per call)."""
+    p, f, eb = _PROGRAMMES.c, _FUNDINGS.c, _ELIGIBLE.c
+    lock = select(_PROGRAMMES).where(p.programme_id == bindparam("programme_id")) \
+        .with_for_update()
+    under_the_lock = select(
+        select(f.state).where(f.enrolment_id == bindparam("enrolment_id"))
+        .scalar_subquery().label("state"),
+        select(eb.ags).where(eb.programme_id == bindparam("programme_id"),
+                             eb.ags == bindparam("ags")).scalar_subquery().label("eligible"),
+        select(func.count()).select_from(_FUNDINGS).where(
+            f.programme_id == bindparam("programme_id"), f.ags == bindparam("ags"),
+            f.state == "guaranteed").scalar_subquery().label("held"))
+    # (An UPDATE's parameters must not be named like its columns.)
+    where = update(_PROGRAMMES).where(p.programme_id == bindparam("programme"))
+    totals = {None: where.values(confirmations=bindparam("counted"))}
+    for kind in ("guaranteed", "pool"):
+        column = f"granted_{kind}_cents"
+        totals[kind] = where.values({"confirmations": bindparam("counted"),
+                                     column: p[column] + bindparam("fee")})
+    return lock, under_the_lock, insert(_FUNDINGS), insert(_LEDGER), totals
+
+
+_LOCK_PROGRAMME, _UNDER_THE_LOCK, _INSERT_FUNDING, _INSERT_LEDGER, _NEW_TOTALS = _statements()
 
 
 def enrolment_cancelled(session: Session, payload: dict, key: str) -> str | None:

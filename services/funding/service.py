@@ -5,6 +5,7 @@ import csv
 import io
 
 from nameko.dependency_providers import Config
+from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 from sqlalchemy import func, select, text
 
@@ -16,6 +17,7 @@ from services.common.logs import LogContext
 from services.common.metrics import Metrics
 from services.common.outbox import handle_once
 from services.common.schemas import load
+from services.common.turns import Turns
 from services.funding import domain, schemas
 from services.funding.models import (
     Funding,
@@ -42,6 +44,17 @@ def funding_figures(session) -> dict:
     return figures
 
 
+class ProgrammeTurns(DependencyProvider):
+    """Decisions of one programme in the order their events were delivered (they wait for the
+    programme's row lock anyway, which PostgreSQL grants in no particular order)."""
+
+    def setup(self):
+        self.turns = Turns()
+
+    def get_dependency(self, worker_ctx):
+        return self.turns
+
+
 class FundingService:
     name = "funding"
     log_context = LogContext()
@@ -50,10 +63,12 @@ class FundingService:
     db = Database("funding", OutboxMessage, InboxRecord)
     config = Config()
     operator = Operator()
+    turns = ProgrammeTurns()
 
     def _on(self, envelope, event_type, method, fn):
         event = parse_event(envelope, event_type)
-        self.db.run(handle_once, event, f"{self.name}.{method}", _with_key(fn))
+        with self.turns.turn(event.payload["programme_id"]):
+            self.db.run(handle_once, event, f"{self.name}.{method}", _with_key(fn))
 
     @event_handler("enrolment", "programme_published")
     def on_programme_published(self, envelope):

@@ -26,19 +26,33 @@ class KeyCache:
     def body_for(self, api_key: str, authenticate: Callable[[str], dict]) -> dict:
         """The body for ``api_key``: remembered, or asked of ``authenticate`` (which raises for
         an unknown key)."""
-        digest = hashlib.sha256(api_key.encode()).hexdigest()  # the key itself is not kept
-        moment = self.clock()
+        body = self.known(api_key)
+        if body is None:
+            body = authenticate(api_key)
+            self.remember(api_key, body)
+        return body
+
+    @staticmethod
+    def _digest(api_key: str) -> str:
+        return hashlib.sha256(api_key.encode()).hexdigest()  # the key itself is not kept
+
+    def known(self, api_key: str) -> dict | None:
+        """The remembered body for ``api_key``, or None."""
+        digest = self._digest(api_key)
         remembered = self._entries.get(digest)
-        if remembered is not None and remembered[0] > moment:
+        if remembered is not None and remembered[0] > self.clock():
             self._entries.move_to_end(digest)
             return remembered[1]
-        body = authenticate(api_key)
+        return None
+
+    def remember(self, api_key: str, body: dict):
+        """Remember a key that a service has just accepted."""
         if self.ttl_s > 0:
-            self._entries[digest] = (moment + self.ttl_s, body)
+            digest = self._digest(api_key)
+            self._entries[digest] = (self.clock() + self.ttl_s, body)
             self._entries.move_to_end(digest)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-        return body
 
 
 class RememberedKeys(DependencyProvider):

@@ -251,3 +251,47 @@ def test_openapi_document_is_valid_and_matches_the_routes(running):
     assert documented == served
     page = requests.get(running["url"] + "/api/docs", timeout=10)
     assert page.status_code == 200 and "/api/v1/enrolments:batch" in page.text
+
+
+def handled(entrypoint):
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value("lotsen_handled_total", {
+        "service": "enrolment", "entrypoint": entrypoint, "outcome": "ok"}) or 0
+
+
+def test_an_unseen_key_is_checked_inside_the_enrol_call(world, running):
+    """No authenticate call before the first enrolment of a key; the key is remembered."""
+    client = Client(running["url"], world["keys"][world["a"]])
+    before = {e: handled(e) for e in ("authenticate", "enrol_with_key", "enrol",
+                                      "enrol_batch_with_key", "enrol_batch")}
+    first = client.post("/api/v1/enrolments",
+                        json={"course_id": world["course"], "participant": participant(1)})
+    assert first.status_code == 201, first.text
+    assert first.json()["ags"] == world["a"]
+    second = client.post("/api/v1/enrolments",
+                         json={"course_id": world["course"], "participant": participant(2)})
+    assert second.status_code == 201, second.text
+    batch = Client(running["url"], world["keys"][world["b"]]).post(
+        "/api/v1/enrolments:batch",
+        json={"rows": [{"course_id": world["course"], "participant": participant(3)}]})
+    assert batch.status_code == 201, batch.text
+    assert batch.json()["results"][0]["enrolment"]["ags"] == world["b"]
+    after = {e: handled(e) for e in before}
+    assert {e: after[e] - before[e] for e in before} == {
+        "authenticate": 0, "enrol_with_key": 1, "enrol": 1, "enrol_batch_with_key": 1,
+        "enrol_batch": 0}
+
+
+def test_a_stranger_hears_401_whatever_the_body(world, running):
+    stranger = Client(running["url"], "lk_" + "y" * 43)
+    for path in ("/api/v1/enrolments", "/api/v1/enrolments:batch"):
+        is_problem(stranger.post(path, data=b"{not json", headers={
+            "Content-Type": "application/json"}), 401)
+        is_problem(stranger.post(path, json={"course_id": world["course"]}), 401)
+        is_problem(stranger.post(path, json={"rows": [{"course_id": "x"}]}), 401)
+    known = Client(running["url"], world["keys"][world["a"]])
+    is_problem(known.post("/api/v1/enrolments", data=b"{not json",
+                          headers={"Content-Type": "application/json"}), 400)
+    is_problem(known.post("/api/v1/enrolments", json={"course_id": world["course"]}), 422,
+               "participant")
+    assert count_enrolments_via(running) == 0
