@@ -138,6 +138,10 @@ class BoundDatabase:
         self._handle = handle
         self._correlation_id = correlation_id
 
+    @property
+    def correlation_id(self) -> str | None:
+        return self._correlation_id
+
     def run(self, fn: Callable, *args, **kwargs):
         return self._handle.run(fn, *args, correlation_id=self._correlation_id, **kwargs)
 

@@ -103,3 +103,20 @@ class Signer:
 
     def municipality(self, ags: str):
         self.context[callers.ASSERTION_KEY] = callers.sign_assertion(self.key, "gateway", ags)
+
+
+class GroupCommits(DependencyProvider):
+    """One ``GroupCommit`` per container: events that queue up while a transaction runs are
+    handled together in the next one (``services.common.outbox.handle_in_group``)."""
+
+    def __init__(self, setting: str = "events_per_transaction", default: int = 100):
+        self.setting, self.default = setting, default
+
+    def setup(self):
+        from services.common import config as cfg
+        from services.common.turns import GroupCommit
+        section = self.container.config.get("EVENTS") or {}
+        self.group = GroupCommit(int(cfg.setting(section, self.setting, self.default)))
+
+    def get_dependency(self, worker_ctx):
+        return self.group

@@ -92,3 +92,19 @@ def handle_once(session: Session, event: Event, consumer: str, effect) -> bool:
         return False
     effect(session, event)
     return True
+
+
+def handle_in_group(group, db, key, event: Event, consumer: str, effect) -> bool:
+    """``handle_once`` through a ``GroupCommit``: the events of ``key`` that queued up while
+    another transaction ran are handled together, in order, in one transaction. Each keeps
+    its own correlation id for the events it causes. ``db`` is the worker's database."""
+    item = (event, consumer, effect, db.correlation_id)
+    return group.run(key, item, lambda items: db.run(_handle_all, items))
+
+
+def _handle_all(session: Session, items: list) -> list[bool]:
+    handled = []
+    for event, consumer, effect, correlation_id in items:
+        session.info["correlation_id"] = correlation_id
+        handled.append(handle_once(session, event, consumer, effect))
+    return handled

@@ -8,12 +8,12 @@ from sqlalchemy.exc import IntegrityError
 
 from services.common.db import Database
 from services.common.callers import GATEWAY, MUNICIPALITY, OPERATOR, PROVIDER, PUBLIC, SERVICE
-from services.common.entrypoints import Operator, ProviderToken, event_handler, rpc
+from services.common.entrypoints import GroupCommits, Operator, ProviderToken, event_handler, rpc
 from services.common.errors import ValidationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
-from services.common.outbox import handle_once
+from services.common.outbox import handle_in_group
 from services.common.schemas import load, mail_smtputf8
 from services.enrolment import domain, schemas
 from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
@@ -42,6 +42,9 @@ class EnrolmentService:
     config = Config()
     provider_token = ProviderToken()
     operator = Operator()
+    # Other services' decisions copied onto enrolments: those that queue up while one
+    # transaction runs go together in the next.
+    group = GroupCommits()
 
     # --- helpers (not entrypoints) ------------------------------------------------------------
 
@@ -261,7 +264,8 @@ class EnrolmentService:
 
     def _funding(self, envelope, event_type, method):
         event = parse_event(envelope, event_type)
-        self.db.run(handle_once, event, f"{self.name}.{method}", domain.apply_funding_event)
+        handle_in_group(self.group, self.db, "read model", event, f"{self.name}.{method}",
+                        domain.apply_funding_event)
 
     @event_handler("funding", "funding_granted")
     def on_funding_granted(self, envelope):
@@ -282,11 +286,11 @@ class EnrolmentService:
     @event_handler("certificates", "certificate_issued")
     def on_certificate_issued(self, envelope):
         event = parse_event(envelope, "certificate_issued")
-        self.db.run(handle_once, event, f"{self.name}.on_certificate_issued",
-                    domain.apply_certificate_event)
+        handle_in_group(self.group, self.db, "read model", event,
+                        f"{self.name}.on_certificate_issued", domain.apply_certificate_event)
 
     @event_handler("certificates", "certificate_revoked")
     def on_certificate_revoked(self, envelope):
         event = parse_event(envelope, "certificate_revoked")
-        self.db.run(handle_once, event, f"{self.name}.on_certificate_revoked",
-                    domain.apply_certificate_event)
+        handle_in_group(self.group, self.db, "read model", event,
+                        f"{self.name}.on_certificate_revoked", domain.apply_certificate_event)

@@ -14,6 +14,7 @@ from services.common.db import BoundDatabase
 from services.common.events import build_event
 from services.common.messaging import OutboxRelay
 from services.common.outbox import first_delivery
+from services.common.turns import GroupCommit
 from services.common.events import parse_event
 from services.enrolment import domain
 from services.enrolment.models import Enrolment, OutboxMessage
@@ -34,7 +35,7 @@ FIRST_ENROL_IN_COURSE = 2  # the course's card, once per course and process
 FUNDING_GUARANTEED = 7    # inbox, programme lock, one read, funding, ledger, event, totals
 FUNDING_POOL = 8          # + the reserve still held
 FUNDING_DUPLICATE = 1     # the inbox says it was handled
-READ_MODEL_EVENT = 2      # inbox, one conditional UPDATE
+READ_MODEL_EVENT = 2      # inbox, one conditional UPDATE (those queued up share a transaction)
 RELAY_BATCH = 2           # the batch (locked), one UPDATE marking it published
 INBOX_CHECK = 1
 
@@ -46,7 +47,8 @@ def within(seen, statements, transactions=1):
 
 @pytest.fixture
 def enrolment_service(enrolment_db):
-    return worker_factory(EnrolmentService, db=BoundDatabase(enrolment_db, None), config={})
+    return worker_factory(EnrolmentService, db=BoundDatabase(enrolment_db, None), config={},
+                          group=GroupCommit())
 
 
 @pytest.fixture
@@ -139,7 +141,8 @@ def test_a_funding_decision_costs_one_transaction_of_seven_statements(
     enrolment_service.enrol(world["bodies"][0], request(world, 7))  # a second one: waitlisted
     published = [e for e in outbox_events(enrolment_db)
                  if e["event_type"] == "programme_published"][0]
-    funding = worker_factory(FundingService, db=BoundDatabase(funding_db, None))
+    funding = worker_factory(FundingService, db=BoundDatabase(funding_db, None),
+                             group=GroupCommit())
     funding.on_programme_published(published)
     programme_id = published["payload"]["programme_id"]
     funding_db.run(funding_domain.set_policy, programme_id, "BW-DL", policy(700_000_000))
@@ -207,3 +210,32 @@ def test_a_relay_batch_costs_two_statements_however_large(
     left = enrolment_db.run(lambda s: s.query(OutboxMessage)
                             .filter(OutboxMessage.published_at.is_(None)).count())
     assert left == 0
+
+
+def test_decisions_that_queue_up_share_one_transaction(enrolment_service, enrolment_db,
+                                                        funding_db, world):
+    """Ten enrolment events delivered at once: the first is decided alone, the nine that queued
+    up behind it in one more transaction, in the order they arrived."""
+    import eventlet
+    roomy = str(seed_course(enrolment_db))
+    for n in range(10):
+        enrolment_service.enrol(world["bodies"][n % 6], dict(request(world, n), course_id=roomy))
+    published = [e for e in outbox_events(enrolment_db)
+                 if e["event_type"] == "programme_published"][0]
+    funding = worker_factory(FundingService, db=BoundDatabase(funding_db, None),
+                             group=GroupCommit())
+    funding.on_programme_published(published)
+    funding_db.run(funding_domain.set_policy, published["payload"]["programme_id"], "BW-DL",
+                   policy(700_000_000))
+    created = _created_events(enrolment_db)
+    assert len(created) == 10
+    with counting(funding_db.engine) as seen:
+        pool = eventlet.GreenPool(len(created))
+        for envelope in created:
+            pool.spawn(funding.on_enrolment_created, envelope)
+        pool.waitall()
+    assert seen.commits == 2, str(seen)
+    assert seen.count <= FUNDING_POOL * len(created), str(seen)
+    order = funding_db.run(lambda s: [str(f.enrolment_id) for f in s.query(
+        funding_domain.Funding).order_by(funding_domain.Funding.sequence)])
+    assert order == [e["payload"]["enrolment_id"] for e in created]
