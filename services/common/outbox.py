@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -46,16 +46,54 @@ def _insert_into(table):
     return statement
 
 
-def emit(session: Session, event_type: str, payload: dict) -> dict:
-    """Write an event to the outbox in the session's transaction."""
+def write_together(session: Session, inserts: list[tuple], then: tuple | None = None):
+    """Several INSERTs, ``(table, row)`` each, and an optional last statement ``then``
+    (``(statement, params)``, e.g. an UPDATE of running totals) in one round trip.
+
+    On PostgreSQL they become one statement of data-modifying CTEs (``WITH w0 AS (INSERT
+    ...), w1 AS (INSERT ...) UPDATE ...``): all of it happens or none, like separate
+    statements in the same transaction, but the database is asked once. Elsewhere (SQLite)
+    they run one after another. Every row of a table must name the same columns, including
+    every column with a default; the parameters of ``then`` must not be named ``w<n>_...``."""
+    if session.get_bind().dialect.name != "postgresql":
+        for table, row in inserts:
+            session.execute(_insert_into(table), row)
+        if then is not None:
+            session.execute(*then)
+        return
+    shape = ("together", tuple((table, tuple(row)) for table, row in inserts),
+             then[0] if then is not None else None)
+    statement = _INSERTS.get(shape)
+    if statement is None:
+        writes = [insert(table).values({c: bindparam(f"w{n}_{c}") for c in row})
+                  for n, (table, row) in enumerate(inserts)]
+        main = then[0] if then is not None else writes.pop()
+        for n, write in enumerate(writes):
+            main = main.add_cte(write.cte(f"w{n}"))
+        statement = _INSERTS.setdefault(shape, main)
+    params = {f"w{n}_{c}": value for n, (_, row) in enumerate(inserts)
+              for c, value in row.items()}
+    if then is not None:
+        params.update(then[1])
+    session.execute(statement, params)
+
+
+def event_row(session: Session, event_type: str, payload: dict) -> tuple:
+    """An event's outbox row, ``(table, row)``, to write with others (``write_together``);
+    the relay is woken after the commit."""
     outbox = session.info["outbox_model"].__table__
     envelope = build_event(session.info["producer"], event_type, payload,
                            correlation_id=session.info.get("correlation_id"))
-    session.execute(_insert_into(outbox), {
-        "event_id": uuid.UUID(envelope["event_id"]), "event_type": event_type,
-        "envelope": envelope, "created_at": utcnow()})
     session.info["emitted"] = True
-    return envelope
+    return outbox, {"event_id": uuid.UUID(envelope["event_id"]), "event_type": event_type,
+                    "envelope": envelope, "created_at": utcnow()}
+
+
+def emit(session: Session, event_type: str, payload: dict) -> dict:
+    """Write an event to the outbox in the session's transaction."""
+    table, row = event_row(session, event_type, payload)
+    session.execute(_insert_into(table), row)
+    return row["envelope"]
 
 
 def emit_numbered(session: Session, subject, event_type: str, payload: dict,

@@ -17,7 +17,7 @@ from datetime import date, datetime, timezone
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 
@@ -32,7 +32,7 @@ from services.common.errors import (
     ValidationFailed,
 )
 from services.common.events import Event
-from services.common.outbox import emit, emit_numbered
+from services.common.outbox import emit, emit_numbered, event_row, write_together
 from services.enrolment.models import (
     ACTIVE_STATUSES,
     Attendance,
@@ -226,19 +226,25 @@ def register_municipality(session: Session, ags: str, contact_name: str,
     return account, key
 
 
-def authenticate_municipality(session: Session, api_key: str | None) -> Body:
+def authenticate_municipality(session: Session, api_key: str | None):
     if not api_key:
         raise AuthenticationFailed("API key missing")
     # A revoked key fails exactly like an unknown one: callers learn nothing from the answer.
-    account = session.scalar(select(MunicipalityAccount)
-                             .where(MunicipalityAccount.api_key_hash == hash_secret(api_key),
-                                    MunicipalityAccount.revoked_at.is_(None)))
-    if account is None:
+    body = session.execute(_BODY_OF_KEY, {"key_hash": hash_secret(api_key)}).first()
+    if body is None:
         raise AuthenticationFailed("unknown API key")
-    return account.body
+    return body
 
 
-def enrol_with_key(session: Session, api_key: str | None, command: dict) -> tuple[Body, dict]:
+_ACCOUNTS = MunicipalityAccount.__table__
+# The body (its columns, as a row) whose key this is: one statement, built once.
+_BODY_OF_KEY = (select(Body.__table__)
+                .join(_ACCOUNTS, _ACCOUNTS.c.ags == Body.__table__.c.ags)
+                .where(_ACCOUNTS.c.api_key_hash == bindparam("key_hash"),
+                       _ACCOUNTS.c.revoked_at.is_(None)))
+
+
+def enrol_with_key(session: Session, api_key: str | None, command: dict) -> tuple:
     """Authenticate the key and enrol for its body, in one transaction."""
     body = authenticate_municipality(session, api_key)
     return body, enrol(session, body.ags, command)
@@ -572,23 +578,26 @@ def enrol(session: Session, ags: str, command: dict, today: date | None = None) 
         certificate_status=None, attendance=(), course=card)
     if has_seat:
         enrolment.confirmed_at = enrolment.enrolled_at
-    session.execute(_INSERT_ENROLMENT,
-                    {name: getattr(enrolment, name) for name in _NEW_ENROLMENT_COLUMNS})
+    writes = [(_ENROLMENTS, {name: getattr(enrolment, name) for name in _NEW_ENROLMENT_COLUMNS})]
     response = ENROLMENT_OUT.dump(enrolment)
-    response["waitlist_position"] = None if has_seat else next(
-        index for index, waiting in enumerate(waitlist(session, course_id), start=1)
-        if waiting == enrolment.id)
-    emit(session, "enrolment_created", {
+    if not has_seat:  # its place depends on who else waits: the row must be there first
+        write_together(session, writes)
+        writes = []
+        response["waitlist_position"] = next(
+            index for index, waiting in enumerate(waitlist(session, course_id), start=1)
+            if waiting == enrolment.id)
+    writes.append(event_row(session, "enrolment_created", {
         "enrolment_id": enrolment.id, "programme_id": programme.id, "course_id": course_id,
         "ags": ags, "status": enrolment.status,
         "waitlist_position": response["waitlist_position"],
         "enrolled_at": enrolment.enrolled_at, "participant": _participant(enrolment),
         "course": card.info, "sequence": enrolment.version,
-    })
+    }))
     if key:
-        session.execute(_INSERT_IDEMPOTENCY, {
+        writes.append((_IDEMPOTENCY, {
             "ags": ags, "key": key, "request_hash": _request_hash(command), "response": response,
-            "created_at": enrolment.enrolled_at})
+            "created_at": enrolment.enrolled_at}))
+    write_together(session, writes)  # the enrolment, its event, its idempotency record
     return response
 
 
@@ -610,10 +619,10 @@ def _statements():
     under_the_lock = (select(b.name, b.land, b.kind, b.kreisfrei, taken.label("taken"),
                              twin.label("twin"), earlier.label("earlier"))
                       .where(b.ags == bindparam("ags")))
-    return lock, under_the_lock, insert(_ENROLMENTS), insert(_IDEMPOTENCY)
+    return lock, under_the_lock
 
 
-_LOCK_COURSE, _UNDER_THE_LOCK, _INSERT_ENROLMENT, _INSERT_IDEMPOTENCY = _statements()
+_LOCK_COURSE, _UNDER_THE_LOCK = _statements()
 
 
 _NEW_ENROLMENT_COLUMNS = ("id", "programme_id", "course_id", "ags", "sequence", "given_name",

@@ -14,11 +14,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from services.common.errors import LotsenError, NotFound, RuleViolation
-from services.common.outbox import emit, emit_numbered
+from services.common.outbox import emit_numbered, event_row, write_together
 from services.funding.models import EligibleBody, Funding, FundingProgramme, LedgerEntry
 
 FUNDED = ("guaranteed", "pool")
@@ -268,24 +268,25 @@ def enrolment_confirmed(session: Session, payload: dict, key: str) -> str:
         kind = None
     confirmations = programme.confirmations + 1
     moment = now()
-    session.execute(_INSERT_FUNDING, {
+    writes = [(_FUNDINGS, {
         "enrolment_id": enrolment_id, "programme_id": programme_id, "ags": ags,
         "sequence": confirmations, "state": kind or "waiting",
-        "amount_cents": fee if kind else 0, "confirmed_at": moment, "version": 1})
+        "amount_cents": fee if kind else 0, "confirmed_at": moment, "version": 1})]
     if kind:
-        session.execute(_INSERT_LEDGER, {
+        writes.append((_LEDGER, {
             "programme_id": programme_id, "kind": "grant", "pot": kind, "amount_cents": -fee,
             "enrolment_id": enrolment_id, "ags": ags,
-            "idempotency_key": f"{key}:grant:{kind}", "created_at": moment})
-        emit(session, "funding_granted", {
+            "idempotency_key": f"{key}:grant:{kind}", "created_at": moment}))
+        writes.append(event_row(session, "funding_granted", {
             "enrolment_id": enrolment_id, "programme_id": programme_id, "ags": ags,
-            "kind": kind, "amount_cents": fee, "sequence": 1})
+            "kind": kind, "amount_cents": fee, "sequence": 1}))
     else:
-        emit(session, "funding_waiting", {"enrolment_id": enrolment_id,
-                                          "programme_id": programme_id, "ags": ags,
-                                          "sequence": 1})
-    session.execute(_NEW_TOTALS[kind], {"programme": programme_id, "counted": confirmations,
-                                        "fee": fee})
+        writes.append(event_row(session, "funding_waiting", {
+            "enrolment_id": enrolment_id, "programme_id": programme_id, "ags": ags,
+            "sequence": 1}))
+    # The funding, its ledger entry, its event and the programme's new totals: one round trip.
+    write_together(session, writes, then=(_NEW_TOTALS[kind], {
+        "programme": programme_id, "counted": confirmations, "fee": fee}))
     return kind or "waiting"
 
 
@@ -309,10 +310,10 @@ def _statements():
         column = f"granted_{kind}_cents"
         totals[kind] = where.values({"confirmations": bindparam("counted"),
                                      column: p[column] + bindparam("fee")})
-    return lock, under_the_lock, insert(_FUNDINGS), insert(_LEDGER), totals
+    return lock, under_the_lock, totals
 
 
-_LOCK_PROGRAMME, _UNDER_THE_LOCK, _INSERT_FUNDING, _INSERT_LEDGER, _NEW_TOTALS = _statements()
+_LOCK_PROGRAMME, _UNDER_THE_LOCK, _NEW_TOTALS = _statements()
 
 
 def enrolment_cancelled(session: Session, payload: dict, key: str) -> str | None:

@@ -26,14 +26,14 @@ from tests.integration.helpers import gemeinden, outbox_events, participant, see
 from tests.statements import counting
 
 # (statements, transactions) per hot path; BEGIN and COMMIT come with each transaction.
-ENROL = 5                 # course lock, one read under it, enrolment, event, idempotency record
-ENROL_WITHOUT_KEY = 4
-ENROL_WAITLISTED = 6      # + the waitlist in promotion order, for the position
+ENROL = 3                 # course lock, one read under it, one write: enrolment, event and
+ENROL_WITHOUT_KEY = 3     #   idempotency record as one statement of INSERT CTEs
+ENROL_WAITLISTED = 5      # + the enrolment first, then the waitlist in promotion order
 ENROL_REPLAYED = 3        # lock, read, the first answer
-ENROL_WITH_KEY = 6        # + the API key's account and body
+ENROL_WITH_KEY = 4        # + the API key's account and body
 FIRST_ENROL_IN_COURSE = 2  # the course's card, once per course and process
-FUNDING_GUARANTEED = 7    # inbox, programme lock, one read, funding, ledger, event, totals
-FUNDING_POOL = 8          # + the reserve still held
+FUNDING_GUARANTEED = 4    # inbox, programme lock, one read, one write: funding, ledger
+FUNDING_POOL = 5          #   entry, event and totals; + the reserve still held
 FUNDING_DUPLICATE = 1     # the inbox says it was handled
 READ_MODEL_EVENT = 2      # inbox, one conditional UPDATE (those queued up share a transaction)
 RELAY_BATCH = 2           # the batch (locked), one UPDATE marking it published
@@ -67,7 +67,7 @@ def request(world, n, key=True):
     return body
 
 
-def test_an_enrolment_costs_one_transaction_of_five_statements(
+def test_an_enrolment_costs_one_transaction_of_three_statements(
         enrolment_service, enrolment_db, world):
     first, second = world["bodies"][:2]
     domain.COURSE_CARDS._cards.clear()
@@ -134,7 +134,7 @@ def _created_events(enrolment_db):
     return [e for e in outbox_events(enrolment_db) if e["event_type"] == "enrolment_created"]
 
 
-def test_a_funding_decision_costs_one_transaction_of_seven_statements(
+def test_a_funding_decision_costs_one_transaction_of_four_statements(
         enrolment_service, enrolment_db, funding_db, world):
     for n, ags in enumerate(world["bodies"][:3]):
         enrolment_service.enrol(ags, request(world, n))
