@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from uuid import uuid4
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.common.errors import LotsenError, NotFound
@@ -367,27 +367,51 @@ def course_reminders(session: Session, today: date) -> int:
 LEASE_SECONDS = 120
 
 
-def claim_due(session: Session, limit: int, lease_seconds: float = LEASE_SECONDS) -> list[Notice]:
-    """Take up to ``limit`` due notices for sending, oldest first, in one transaction.
+_CLAIMED = (Notice.id, Notice.template, Notice.recipient_role, Notice.to_email,
+            Notice.to_name, Notice.cc_email, Notice.context, Notice.certificate_number,
+            Notice.lease_until, Notice.created_at)
 
-    Rows another instance is claiming right now (row locks) or holds (a live lease) are
-    skipped, so several instances share the work without sending anything twice."""
+
+def claim_due(session: Session, limit: int, lease_seconds: float = LEASE_SECONDS) -> list:
+    """Take up to ``limit`` due notices for sending, oldest first: one statement.
+
+    ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n) RETURNING ...``:
+    rows another instance is claiming right now (row locks) or holds (a live lease) are
+    skipped, so several instances share the work without sending anything twice. SQLite has
+    one writer (the transaction began with BEGIN IMMEDIATE), so there it needs no row locks.
+    The pending notices are found through a partial index of them by age."""
     moment = now()
-    notices = session.scalars(select(Notice).where(
+    due = (select(Notice.id).where(
         Notice.status == "pending", Notice.next_attempt_at <= moment,
-        Notice.lease_until.is_(None) | (Notice.lease_until < moment))
-        .order_by(Notice.created_at).limit(limit)
-        .with_for_update(skip_locked=True)).all()
-    for notice in notices:
-        notice.lease_until = moment + timedelta(seconds=lease_seconds)
-    return notices
+        or_(Notice.lease_until.is_(None), Notice.lease_until < moment))
+        .order_by(Notice.created_at).limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    claimed = session.execute(
+        update(Notice).where(Notice.id.in_(due))
+        .values(lease_until=moment + timedelta(seconds=lease_seconds))
+        .returning(*_CLAIMED)).all()
+    return sorted(claimed, key=lambda notice: notice.created_at)
 
 
-def record_sent(session: Session, notice_id):
-    """Whoever sent it last, it went out: nobody sends it again."""
-    session.execute(update(Notice).where(Notice.id == notice_id).values(
-        status="sent", sent_at=now(), attempts=Notice.attempts + 1, lease_until=None,
-        last_error=None))
+def record_sent(session: Session, notice_ids):
+    """Whoever sent them last, they went out: nobody sends them again. One statement for a
+    whole delivery round."""
+    ids = list(notice_ids)
+    if ids:
+        session.execute(update(Notice).where(Notice.id.in_(ids)).values(
+            status="sent", sent_at=now(), attempts=Notice.attempts + 1, lease_until=None,
+            last_error=None))
+
+
+def record_round(session: Session, sent, failures, max_attempts: int, base_delay_s: float,
+                 max_delay_s: float):
+    """What a delivery round did, in one transaction: the mails that went out (one
+    statement) and the failed tries (``(notice_id, lease_until, error, permanent)``; rare)."""
+    record_sent(session, sent)
+    for notice_id, lease_until, error, permanent in failures:
+        record_failure(session, notice_id, lease_until, error, permanent, max_attempts,
+                       base_delay_s, max_delay_s)
 
 
 def record_failure(session: Session, notice_id, lease_until: datetime, error: str,

@@ -37,6 +37,8 @@ CREATED_NEW = 5     # inbox, copy, contact (FOR KEY SHARE), waiting funding even
 FUNDING_KNOWN = 3   # inbox, copy with contact, notices
 FUNDING_EARLY = 5   # inbox, copy with contact, contact (FOR UPDATE), copy again, the waiting row
 DUPLICATE = 1       # inbox
+CLAIM = 1           # UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING
+ROUND_SENT = 1      # UPDATE ... WHERE id IN (...)
 
 
 @pytest.fixture
@@ -144,6 +146,52 @@ def test_event_paths_keep_their_statement_budgets(db):
     within(seen["duplicate"], DUPLICATE)
     # and they did what they are for: 4 mails each, nothing waiting, nothing twice
     assert count(db, Notice) == 8 and count(db, EarlyFundingEvent) == 0
+
+
+def test_delivery_rounds_keep_their_statement_budgets(db):
+    for n in range(25):
+        deliver(db, "enrolment_created", created(n=n))  # 50 notices
+    with counting(db.engine) as claim:
+        claimed = db.run(domain.claim_due, 20, 60)
+    within(claim, CLAIM)
+    assert len(claimed) == 20
+    with counting(db.engine) as sent:
+        db.run(domain.record_round, [n.id for n in claimed], [], 8, 5, 600)
+    within(sent, ROUND_SENT)
+    assert count(db, Notice, Notice.status == "sent") == 20
+
+
+def test_statement_counts_do_not_grow_with_the_tables(db):
+    small = {path: s.count for path, s in measure_events(db).items()}
+    fill(db, notices=20_000, enrolments=5_000)
+    assert {path: s.count for path, s in measure_events(db).items()} == small
+    for n in range(3):
+        deliver(db, "enrolment_created", created(n=100 + n))
+    with counting(db.engine) as claim:
+        claimed = db.run(domain.claim_due, 20, 60)
+    within(claim, CLAIM)
+    # the oldest pending ones, never one of the 20,000 sent ones (older still)
+    keys = db.run(lambda s: [s.get(Notice, c.id).dedup_key for c in claimed])
+    assert len(keys) == 20 and not any(key.startswith("old:") for key in keys)
+    plan = db.run(lambda s: "\n".join(s.execute(text(
+        "EXPLAIN SELECT id FROM notices WHERE status = 'pending' AND next_attempt_at <= now() "
+        "ORDER BY created_at LIMIT 20")).scalars()))
+    assert "ix_notices_pending_by_age" in plan, plan
+
+
+def test_two_instances_claim_different_notices(db):
+    for n in range(10):
+        deliver(db, "enrolment_created", created(n=n))  # 20 notices
+    first = db.transaction()
+    session = first.__enter__()
+    try:
+        mine = domain.claim_due(session, 8, 60)  # locked, not committed yet
+        theirs = db.run(domain.claim_due, 20, 60)  # skips the locked rows, does not wait
+        assert len(mine) == 8 and len(theirs) == 12
+        assert not {n.id for n in mine} & {n.id for n in theirs}
+    finally:
+        first.__exit__(None, None, None)
+    assert db.run(domain.claim_due, 20, 60) == []  # all leased now
 
 
 def test_early_funding_and_its_enrolment_handled_at_once_lose_nothing(db):

@@ -203,7 +203,7 @@ def test_a_failure_counts_only_while_the_lease_is_still_ours(db):
     assert db.run(state) == (0, False, "pending")  # not ours any more: left alone
     db.run(domain.record_failure, mine.id, mine.lease_until, "SMTP 451", False, 3, 1, 10)
     assert db.run(state) == (1, True, "pending")  # ours: counted, lease given back
-    db.run(domain.record_sent, mine.id)
+    db.run(domain.record_sent, [mine.id])
     db.run(domain.record_failure, mine.id, None, "late", True, 3, 1, 10)
     assert db.run(state)[2] == "sent"  # a sent notice never turns failed
 
