@@ -2,18 +2,32 @@
 
 A notice is written in the same transaction as the inbox record of its event; the delivery
 loop sends it later. Its key (event, recipient role, template) is unique, so a redelivered event
-writes nothing new.
+writes nothing new. Every write on the hot paths is one statement: the notices of an event in
+one ``INSERT ... ON CONFLICT DO NOTHING``, the copy of a new enrolment likewise.
+
+A funding event can arrive before its enrolment's first event (two producers, two queues).
+Instead of failing and going round the retry queue, its facts wait in
+``early_funding_events``, recorded with its inbox record; the event that makes the enrolment
+known writes their notices in its own transaction and removes them. The two sides never miss
+each other on PostgreSQL, where both may run at once: the funding side locks the municipality's
+contact row (``FOR UPDATE``) before it looks again for the enrolment and parks the event; the
+enrolment side writes the copy first and then reads the contact with ``FOR KEY SHARE``, which
+waits for that lock, and only then takes the waiting events. Whoever comes second sees what the
+first committed. (SQLite has a single writer: transactions never overlap there.)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from uuid import uuid4
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.common.errors import LotsenError, NotFound
 from services.common.events import newer
-from services.notifications.models import Contact, KnownEnrolment, Notice
+from services.common.outbox import insert_skipping_duplicates
+from services.notifications.models import Contact, EarlyFundingEvent, KnownEnrolment, Notice
 
 REMINDER_DAYS = 7
 
@@ -41,43 +55,122 @@ def _jsonable(value):
     return value
 
 
-def _notice(session: Session, key: str, template: str, role: str, to_email: str, to_name: str,
-            context: dict, cc_email: str | None = None, certificate_number: str | None = None):
-    if session.scalar(select(Notice.id).where(Notice.dedup_key == key)):
-        return
-    session.add(Notice(dedup_key=key, template=template, recipient_role=role, to_email=to_email,
-                       to_name=to_name, cc_email=cc_email, context=_jsonable(context),
-                       certificate_number=certificate_number, status="pending", attempts=0,
-                       next_attempt_at=now()))
+# --- what notices need: the enrolment's copy and the municipality's contact --------------------
+
+@dataclass(frozen=True)
+class Copy:
+    """Notifications' copy of an enrolment, as the notices need it."""
+
+    enrolment_id: object
+    ags: str
+    given_name: str
+    family_name: str
+    email: str
+    status: str
+    course: dict
+    version: int | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.given_name} {self.family_name}"
 
 
-def _contact(session: Session, ags: str) -> Contact:
-    contact = session.get(Contact, ags)
-    if contact is None:
+@dataclass(frozen=True)
+class Who:
+    """The municipality's contact."""
+
+    municipality: str
+    contact_name: str
+    contact_email: str
+
+
+_COPY = (KnownEnrolment.enrolment_id, KnownEnrolment.ags, KnownEnrolment.given_name,
+         KnownEnrolment.family_name, KnownEnrolment.email, KnownEnrolment.status,
+         KnownEnrolment.course, KnownEnrolment.version)
+_WHO = (Contact.name, Contact.contact_name, Contact.contact_email)
+
+# Built once: these run for nearly every event.
+_COPY_AND_CONTACT = (select(*_COPY, *_WHO).select_from(KnownEnrolment)
+                     .outerjoin(Contact, Contact.ags == KnownEnrolment.ags)
+                     .where(KnownEnrolment.enrolment_id == bindparam("enrolment_id")))
+_CONTACT = select(*_WHO).where(Contact.ags == bindparam("ags"))
+# The two halves of the early-funding handshake (module docstring).
+_CONTACT_KEY_SHARE = _CONTACT.with_for_update(read=True, key_share=True)
+_CONTACT_FOR_UPDATE = _CONTACT.with_for_update()
+_TAKE_EARLY = (delete(EarlyFundingEvent)
+               .where(EarlyFundingEvent.enrolment_id == bindparam("enrolment_id"))
+               .returning(EarlyFundingEvent.event_id, EarlyFundingEvent.event_type,
+                          EarlyFundingEvent.payload, EarlyFundingEvent.received_at))
+
+
+def _copy_of(row) -> Copy:
+    return Copy(*row[:8])
+
+
+def _who_of(row) -> Who | None:
+    # contact_email is never NULL in contacts: NULL here is the outer join finding none
+    return None if row is None or row[-1] is None else Who(*row[-3:])
+
+
+def _known(session: Session, enrolment_id) -> tuple[Copy, Who | None] | None:
+    """The enrolment's copy and its contact in one query; None if the enrolment is unknown."""
+    row = session.execute(_COPY_AND_CONTACT, {"enrolment_id": enrolment_id}).first()
+    return None if row is None else (_copy_of(row), _who_of(row))
+
+
+def _contact(session: Session, ags: str, statement=_CONTACT) -> Who:
+    who = _who_of(session.execute(statement, {"ags": ags}).first())
+    if who is None:
         raise NotReady(f"no contact known for municipality {ags} yet")
-    return contact
+    return who
 
 
-def _enrolment(session: Session, enrolment_id) -> KnownEnrolment:
-    enrolment = session.get(KnownEnrolment, enrolment_id)
-    if enrolment is None:
+def _enrolment(session: Session, enrolment_id) -> tuple[Copy, Who]:
+    """An enrolment this service must know already, with its contact."""
+    found = _known(session, enrolment_id)
+    if found is None:
         raise NotReady("enrolment not known yet")
-    return enrolment
+    copy, who = found
+    if who is None:
+        raise NotReady(f"no contact known for municipality {copy.ags} yet")
+    return copy, who
 
 
-def _both(session, event_id, template, enrolment: KnownEnrolment, context: dict,
-          participant=True, municipality=True):
-    contact = _contact(session, enrolment.ags)
-    base = {"participant_name": f"{enrolment.given_name} {enrolment.family_name}",
-            "municipality": contact.name, "course": enrolment.course,
-            "programme_name": enrolment.course.get("programme_name", "")}
+# --- notices --------------------------------------------------------------------------------------
+
+def _notice(key: str, template: str, role: str, to_email: str, to_name: str, context: dict,
+            moment: datetime, cc_email: str | None = None,
+            certificate_number: str | None = None) -> dict:
+    return {"id": uuid4(), "dedup_key": key, "template": template, "recipient_role": role,
+            "to_email": to_email, "to_name": to_name, "cc_email": cc_email,
+            "context": _jsonable(context), "certificate_number": certificate_number,
+            "status": "pending", "attempts": 0, "next_attempt_at": moment,
+            "lease_until": None, "last_error": None, "created_at": moment, "sent_at": None}
+
+
+def _write(session: Session, notices: list[dict], returning: bool = False):
+    """Every notice of a transaction in one statement; a key that exists already (a
+    redelivered event) is skipped."""
+    if not notices:
+        return []
+    written = insert_skipping_duplicates(session, Notice.__table__, notices, ["dedup_key"],
+                                         returning=[Notice.id] if returning else None)
+    return written.all() if returning else []
+
+
+def _both(event_id, template: str, copy: Copy, who: Who, context: dict, moment: datetime,
+          participant=True, municipality=True) -> list[dict]:
+    base = {"participant_name": copy.name, "municipality": who.municipality,
+            "course": copy.course, "programme_name": copy.course.get("programme_name", "")}
     base.update(context)
+    notices = []
     if participant:
-        _notice(session, f"{event_id}:participant:{template}", template, "participant",
-                enrolment.email, f"{enrolment.given_name} {enrolment.family_name}", base)
+        notices.append(_notice(f"{event_id}:participant:{template}", template, "participant",
+                               copy.email, copy.name, base, moment))
     if municipality:
-        _notice(session, f"{event_id}:municipality:{template}", template, "municipality",
-                contact.contact_email, contact.contact_name, base)
+        notices.append(_notice(f"{event_id}:municipality:{template}", template, "municipality",
+                               who.contact_email, who.contact_name, base, moment))
+    return notices
 
 
 def municipality_registered(session: Session, payload: dict, event_id: str):
@@ -92,71 +185,131 @@ def municipality_registered(session: Session, payload: dict, event_id: str):
     session.add(contact)
 
 
+# --- enrolment events -----------------------------------------------------------------------------
+
 FINAL = ("cancelled", "completed")
 
 
-def _remember(session: Session, payload: dict, status: str) -> KnownEnrolment:
-    enrolment = session.get(KnownEnrolment, payload["enrolment_id"])
-    if enrolment is None:
-        course = payload.get("course")
-        if course is None:
-            raise NotFound("enrolment event without course details")
+def _remember(session: Session, payload: dict, status: str) -> tuple[Copy, bool]:
+    """The enrolment's copy after this event, and whether the event made it known."""
+    course = payload.get("course")
+    if course is not None:
         participant = payload["participant"]
         first = min((m["date"] for m in course["modules"]), default=None)
-        enrolment = KnownEnrolment(
-            enrolment_id=payload["enrolment_id"], ags=payload["ags"],
-            course_id=payload["course_id"], given_name=participant["given_name"],
-            family_name=participant["family_name"], email=participant["email"], status=status,
-            course=_jsonable(course), first_module_on=first, version=payload.get("sequence"))
-        session.add(enrolment)
-    elif enrolment.status not in FINAL and newer(payload.get("sequence"), enrolment.version):
+        row = {"enrolment_id": payload["enrolment_id"], "ags": payload["ags"],
+               "course_id": payload["course_id"], "given_name": participant["given_name"],
+               "family_name": participant["family_name"], "email": participant["email"],
+               "status": status, "course": _jsonable(course), "first_module_on": first,
+               "version": payload.get("sequence")}
+        if insert_skipping_duplicates(session, KnownEnrolment.__table__, [row],
+                                      ["enrolment_id"],
+                                      returning=[KnownEnrolment.enrolment_id]).first():
+            return Copy(**{k: row[k] for k in Copy.__dataclass_fields__}), True
+    found = _known(session, payload["enrolment_id"])
+    if found is None:
+        raise NotFound("enrolment event without course details")
+    copy = found[0]
+    if copy.status not in FINAL and newer(payload.get("sequence"), copy.version):
         # Only a newer event moves the copy on (a retried promotion handled after the
         # cancellation must not make it confirmed again), and nothing undoes a cancellation.
-        enrolment.status = status
-        enrolment.version = payload.get("sequence") or enrolment.version
-    session.flush()
-    return enrolment
+        copy = replace(copy, status=status, version=payload.get("sequence") or copy.version)
+        session.execute(update(KnownEnrolment)
+                        .where(KnownEnrolment.enrolment_id == copy.enrolment_id)
+                        .values(status=copy.status, version=copy.version))
+    return copy, False
+
+
+def _enrolment_event(session: Session, payload: dict, status: str, notices_for):
+    """Apply an enrolment event to the copy and write its notices (``notices_for(copy, who,
+    moment)``), and those of funding events that waited for the enrolment to become known."""
+    copy, new = _remember(session, payload, status)
+    moment = now()
+    if new:  # the copy is written: now the contact (waiting for a funding side's lock) ...
+        who = _contact(session, copy.ags, _CONTACT_KEY_SHARE)
+        notices = notices_for(copy, who, moment)
+        notices += _waiting_funding(session, copy, who, moment)  # ... then what waited
+    else:
+        who = _contact(session, copy.ags)
+        notices = notices_for(copy, who, moment)
+    _write(session, notices)
 
 
 def enrolment_created(session: Session, payload: dict, event_id: str):
-    enrolment = _remember(session, payload, payload["status"])
     template = "enrolment_confirmed" if payload["status"] == "confirmed" else "enrolment_waitlisted"
-    _both(session, event_id, template, enrolment,
-          {"waitlist_position": payload.get("waitlist_position")})
+    _enrolment_event(session, payload, payload["status"], lambda copy, who, moment: _both(
+        event_id, template, copy, who, {"waitlist_position": payload.get("waitlist_position")},
+        moment))
 
 
 def enrolment_promoted(session: Session, payload: dict, event_id: str):
-    enrolment = _remember(session, payload, "confirmed")
-    _both(session, event_id, "enrolment_promoted", enrolment, {})
+    _enrolment_event(session, payload, "confirmed", lambda copy, who, moment: _both(
+        event_id, "enrolment_promoted", copy, who, {}, moment))
 
 
 def enrolment_cancelled(session: Session, payload: dict, event_id: str):
-    enrolment = _remember(session, payload, "cancelled")
-    if payload["cancelled_by"] == "course_cancelled":
-        return  # the course-cancelled notice says it, once
-    by = {"municipality": "Ihre Kommune", "provider": "den Bildungsträger"}[payload["cancelled_by"]]
-    _both(session, event_id, "enrolment_cancelled", enrolment,
-          {"cancelled_by": by, "reason": payload.get("reason")})
+    def notices(copy, who, moment):
+        if payload["cancelled_by"] == "course_cancelled":
+            return []  # the course-cancelled notice says it, once
+        by = {"municipality": "Ihre Kommune",
+              "provider": "den Bildungsträger"}[payload["cancelled_by"]]
+        return _both(event_id, "enrolment_cancelled", copy, who,
+                     {"cancelled_by": by, "reason": payload.get("reason")}, moment)
+    _enrolment_event(session, payload, "cancelled", notices)
 
 
 def course_cancelled(session: Session, payload: dict, event_id: str):
+    moment = now()
+    notices = []
     for enrolment_id in payload["enrolment_ids"]:
-        enrolment = _enrolment(session, enrolment_id)
-        enrolment.status = "cancelled"
-        _both(session, f"{event_id}:{enrolment_id}", "course_cancelled", enrolment,
-              {"reason": payload.get("reason")})
+        copy, who = _enrolment(session, enrolment_id)
+        session.execute(update(KnownEnrolment).where(KnownEnrolment.enrolment_id == enrolment_id)
+                        .values(status="cancelled"))
+        notices += _both(f"{event_id}:{enrolment_id}", "course_cancelled", copy, who,
+                         {"reason": payload.get("reason")}, moment)
+    _write(session, notices)
+
+
+# --- funding events -------------------------------------------------------------------------------
+
+FUNDING_TEMPLATES = {"funding_granted": "funding_granted", "funding_converted": "funding_granted",
+                     "funding_waiting": "funding_waiting", "funding_released": "funding_released"}
+
+
+def _funding_notices(event_type: str, payload: dict, event_id, copy: Copy, who: Who,
+                     moment: datetime) -> list[dict]:
+    context = {"kind": payload.get("kind"), "amount_cents": payload.get("amount_cents"),
+               "amount": euros(payload.get("amount_cents")),
+               "converted": event_type == "funding_converted"}
+    template = FUNDING_TEMPLATES[event_type]
+    return _both(event_id, template, copy, who, context, moment,
+                 participant=template == "funding_granted")
 
 
 def funding_event(session: Session, event_type: str, payload: dict, event_id: str):
-    enrolment = _enrolment(session, payload["enrolment_id"])
-    context = {"kind": payload.get("kind"), "amount_cents": payload.get("amount_cents"),
-               "amount": euros(payload.get("amount_cents"))}
-    template = {"funding_granted": "funding_granted", "funding_converted": "funding_granted",
-                "funding_waiting": "funding_waiting",
-                "funding_released": "funding_released"}[event_type]
-    context["converted"] = event_type == "funding_converted"
-    _both(session, event_id, template, enrolment, context,
-          participant=template == "funding_granted")
+    found = _known(session, payload["enrolment_id"])
+    if found is None:
+        # Not known yet: hold the contact's lock, look again, and let the event wait.
+        _contact(session, payload["ags"], _CONTACT_FOR_UPDATE)
+        found = _known(session, payload["enrolment_id"])
+        if found is None:
+            insert_skipping_duplicates(session, EarlyFundingEvent.__table__, [{
+                "event_id": event_id, "enrolment_id": payload["enrolment_id"],
+                "event_type": event_type, "payload": _jsonable(payload),
+                "received_at": now()}], ["event_id"])
+            return
+    copy, who = found
+    if who is None:
+        raise NotReady(f"no contact known for municipality {copy.ags} yet")
+    _write(session, _funding_notices(event_type, payload, event_id, copy, who, now()))
+
+
+def _waiting_funding(session: Session, copy: Copy, who: Who, moment: datetime) -> list[dict]:
+    """The notices of funding events that waited for this enrolment (and they wait no more)."""
+    waiting = session.execute(_TAKE_EARLY, {"enrolment_id": copy.enrolment_id}).all()
+    notices = []
+    for event_id, event_type, payload, _ in sorted(waiting, key=lambda row: row[3]):
+        notices += _funding_notices(event_type, payload, event_id, copy, who, moment)
+    return notices
 
 
 def euros(cents: int | None) -> str:
@@ -166,23 +319,25 @@ def euros(cents: int | None) -> str:
     return f"{whole:,}".replace(",", ".") + f",{rest:02d} €"
 
 
+# --- certificate events ---------------------------------------------------------------------------
+
 def certificate_issued(session: Session, payload: dict, event_id: str):
-    enrolment = _enrolment(session, payload["enrolment_id"])
-    contact = _contact(session, enrolment.ags)
-    context = {"participant_name": f"{enrolment.given_name} {enrolment.family_name}",
-               "municipality": contact.name, "course": enrolment.course,
-               "programme_name": enrolment.course.get("programme_name", ""),
+    copy, who = _enrolment(session, payload["enrolment_id"])
+    context = {"participant_name": copy.name, "municipality": who.municipality,
+               "course": copy.course, "programme_name": copy.course.get("programme_name", ""),
                "number": payload["certificate_number"],
                "verification_url": payload["verification_url"]}
-    _notice(session, f"{event_id}:participant:certificate_issued", "certificate_issued",
-            "participant", enrolment.email, context["participant_name"], context,
-            cc_email=contact.contact_email, certificate_number=payload["certificate_number"])
+    _write(session, [_notice(f"{event_id}:participant:certificate_issued", "certificate_issued",
+                             "participant", copy.email, copy.name, context, now(),
+                             cc_email=who.contact_email,
+                             certificate_number=payload["certificate_number"])])
 
 
 def certificate_revoked(session: Session, payload: dict, event_id: str):
-    enrolment = _enrolment(session, payload["enrolment_id"])
-    _both(session, event_id, "certificate_revoked", enrolment,
-          {"number": payload["certificate_number"], "reason": payload["reason"]})
+    copy, who = _enrolment(session, payload["enrolment_id"])
+    _write(session, _both(event_id, "certificate_revoked", copy, who,
+                          {"number": payload["certificate_number"],
+                           "reason": payload["reason"]}, now()))
 
 
 def course_reminders(session: Session, today: date) -> int:
@@ -191,17 +346,19 @@ def course_reminders(session: Session, today: date) -> int:
         KnownEnrolment.status == "confirmed",
         KnownEnrolment.first_module_on > today,
         KnownEnrolment.first_module_on <= today + timedelta(days=REMINDER_DAYS))).scalars().all()
-    written = 0
+    moment = now()
+    notices = []
     for enrolment in due:
-        key = f"reminder:{enrolment.enrolment_id}:{enrolment.first_module_on}"
-        if session.scalar(select(Notice.id).where(Notice.dedup_key == key)):
-            continue
         name = f"{enrolment.given_name} {enrolment.family_name}"
-        _notice(session, key, "course_reminder", "participant", enrolment.email, name,
-                {"participant_name": name, "course": enrolment.course,
-                 "programme_name": enrolment.course.get("programme_name", ""),
-                 "days": (enrolment.first_module_on - today).days})
-        written += 1
+        notices.append(_notice(
+            f"reminder:{enrolment.enrolment_id}:{enrolment.first_module_on}", "course_reminder",
+            "participant", enrolment.email, name,
+            {"participant_name": name, "course": enrolment.course,
+             "programme_name": enrolment.course.get("programme_name", ""),
+             "days": (enrolment.first_module_on - today).days}, moment))
+    written = 0
+    for start in range(0, len(notices), 500):
+        written += len(_write(session, notices[start:start + 500], returning=True))
     return written
 
 
@@ -210,27 +367,51 @@ def course_reminders(session: Session, today: date) -> int:
 LEASE_SECONDS = 120
 
 
-def claim_due(session: Session, limit: int, lease_seconds: float = LEASE_SECONDS) -> list[Notice]:
-    """Take up to ``limit`` due notices for sending, oldest first, in one transaction.
+_CLAIMED = (Notice.id, Notice.template, Notice.recipient_role, Notice.to_email,
+            Notice.to_name, Notice.cc_email, Notice.context, Notice.certificate_number,
+            Notice.lease_until, Notice.created_at)
 
-    Rows another instance is claiming right now (row locks) or holds (a live lease) are
-    skipped, so several instances share the work without sending anything twice."""
+
+def claim_due(session: Session, limit: int, lease_seconds: float = LEASE_SECONDS) -> list:
+    """Take up to ``limit`` due notices for sending, oldest first: one statement.
+
+    ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n) RETURNING ...``:
+    rows another instance is claiming right now (row locks) or holds (a live lease) are
+    skipped, so several instances share the work without sending anything twice. SQLite has
+    one writer (the transaction began with BEGIN IMMEDIATE), so there it needs no row locks.
+    The pending notices are found through a partial index of them by age."""
     moment = now()
-    notices = session.scalars(select(Notice).where(
+    due = (select(Notice.id).where(
         Notice.status == "pending", Notice.next_attempt_at <= moment,
-        Notice.lease_until.is_(None) | (Notice.lease_until < moment))
-        .order_by(Notice.created_at).limit(limit)
-        .with_for_update(skip_locked=True)).all()
-    for notice in notices:
-        notice.lease_until = moment + timedelta(seconds=lease_seconds)
-    return notices
+        or_(Notice.lease_until.is_(None), Notice.lease_until < moment))
+        .order_by(Notice.created_at).limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    claimed = session.execute(
+        update(Notice).where(Notice.id.in_(due))
+        .values(lease_until=moment + timedelta(seconds=lease_seconds))
+        .returning(*_CLAIMED)).all()
+    return sorted(claimed, key=lambda notice: notice.created_at)
 
 
-def record_sent(session: Session, notice_id):
-    """Whoever sent it last, it went out: nobody sends it again."""
-    session.execute(update(Notice).where(Notice.id == notice_id).values(
-        status="sent", sent_at=now(), attempts=Notice.attempts + 1, lease_until=None,
-        last_error=None))
+def record_sent(session: Session, notice_ids):
+    """Whoever sent them last, they went out: nobody sends them again. One statement for a
+    whole delivery round."""
+    ids = list(notice_ids)
+    if ids:
+        session.execute(update(Notice).where(Notice.id.in_(ids)).values(
+            status="sent", sent_at=now(), attempts=Notice.attempts + 1, lease_until=None,
+            last_error=None))
+
+
+def record_round(session: Session, sent, failures, max_attempts: int, base_delay_s: float,
+                 max_delay_s: float):
+    """What a delivery round did, in one transaction: the mails that went out (one
+    statement) and the failed tries (``(notice_id, lease_until, error, permanent)``; rare)."""
+    record_sent(session, sent)
+    for notice_id, lease_until, error, permanent in failures:
+        record_failure(session, notice_id, lease_until, error, permanent, max_attempts,
+                       base_delay_s, max_delay_s)
 
 
 def record_failure(session: Session, notice_id, lease_until: datetime, error: str,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Date, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, Date, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.models import InboxMixin, OutboxMixin, UTCDateTime, utcnow
@@ -75,4 +75,26 @@ class Notice(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
-    __table_args__ = (Index("ix_notices_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_notices_due", "status", "next_attempt_at"),
+        # The delivery round takes the oldest pending notices: this index holds only those,
+        # so a claim reads a few index entries however many notices were sent before.
+        Index("ix_notices_pending_by_age", "created_at",
+              postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
+    )
+
+
+class EarlyFundingEvent(Base):
+    """A funding event that arrived before its enrolment's first event (the two come from
+    different services, so either may come first). Its facts wait here, recorded with its inbox
+    record; the event that makes the enrolment known writes its notices and removes it."""
+
+    __tablename__ = "early_funding_events"
+
+    # The key its notices are deduplicated by (the event id, as the handler writes it).
+    event_id: Mapped[str] = mapped_column(String(60), primary_key=True)
+    enrolment_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, index=True)
+    event_type: Mapped[str] = mapped_column(String(40), nullable=False)
+    payload: Mapped[dict] = mapped_column(JSON, nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

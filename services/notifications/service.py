@@ -30,11 +30,14 @@ from services.notifications.models import InboxRecord, Notice, OutboxMessage
 log = logging.getLogger(__name__)
 
 
+ROUND_SIZE = 20  # notices per delivery round: also the most a crash can send twice
+STOP = object()
+
+
 def mail_settings(config: dict) -> dict:
     section = dict(config.get("MAIL") or {})
     section.setdefault("transport", "file")
     return section
-
 
 
 def mail_figures(session) -> dict:
@@ -43,8 +46,14 @@ def mail_figures(session) -> dict:
 
 
 class Mailer(DependencyProvider):
-    """Sends due notices in the background: claim (short transaction), send (no transaction
-    open), record (short transaction). Several instances share the work through leases."""
+    """Sends due notices in the background, a round at a time: claim up to ``round_size``
+    notices (one statement), send them (no transaction open), record the round (one
+    transaction). Several instances share the work through leases.
+
+    The crash window: a mail is recorded as sent when its round ends, so an instance that dies
+    in the middle of a round (SIGKILL, power) leaves that round's mails leased but not marked;
+    once the lease ends they go again, with the same Message-ID. At most ``round_size`` mails
+    can arrive twice that way. A graceful stop finishes the round first."""
 
     def setup(self):
         config = self.container.config
@@ -59,23 +68,32 @@ class Mailer(DependencyProvider):
         self.base_delay = float(cfg.setting(self.settings, "base_delay_s", 5))
         self.max_delay = float(cfg.setting(self.settings, "max_delay_s", 600))
         self.poll = float(cfg.setting(self.settings, "poll_interval_s", 1.0))
+        self.round_size = max(1, int(cfg.setting(self.settings, "round_size", ROUND_SIZE)))
         # Notices claimed by an instance that dies are sent by another once the lease ends. A
         # notice is only sent while a quarter of its lease is left, never after another
         # instance could have taken it over.
         self.lease_s = float(cfg.setting(self.settings, "lease_s", domain.LEASE_SECONDS))
         self.lease_margin = timedelta(seconds=self.lease_s / 4)
         self._wake = threading.Event()
+        self._finished = threading.Event()
+        self._finished.set()  # no loop running yet
         self._stopped = False
         self.sent = 0
 
     def start(self):
+        self._finished.clear()
         self.container.spawn_managed_thread(self._loop, identifier="mail-delivery")
 
     def stop(self):
+        """Let the round under way finish and be recorded (for at most a quarter of the lease,
+        when sending stops anyway), rather than killing it half-way."""
         self._stopped = True
         self._wake.set()
+        self._finished.wait(self.lease_margin.total_seconds())
 
-    kill = stop
+    def kill(self):
+        self._stopped = True
+        self._wake.set()
 
     def wake(self):
         self._wake.set()
@@ -89,60 +107,75 @@ class Mailer(DependencyProvider):
         return next(d for d in self.container.dependencies if isinstance(d, Database)).handle
 
     def _loop(self):
-        while not self._stopped:
-            try:
-                done = self.deliver_due()
-            except Exception as exc:
-                log.warning("mail delivery round failed (%s)", type(exc).__name__)
-                done = 0
-            if not done:
-                self._wake.wait(self.poll)
-                self._wake.clear()
-
-    def deliver_due(self, limit: int = 20) -> int:
         try:
-            return self._deliver(limit)
+            while not self._stopped:
+                try:
+                    done = self.deliver_due()
+                except Exception as exc:
+                    log.warning("mail delivery round failed (%s)", type(exc).__name__)
+                    done = 0
+                if done < self.round_size:  # a full round: more may be due at once
+                    self._wake.wait(self.poll)
+                    self._wake.clear()
         finally:
             self.transport.close()
+            self._finished.set()
+
+    def deliver_due(self, limit: int | None = None) -> int:
+        try:
+            return self._deliver(limit or self.round_size)
+        finally:
+            self.transport.end_round()
 
     def _deliver(self, limit: int) -> int:
         handle = self.handle
-        done = 0
-        for notice in handle.run(domain.claim_due, limit, self.lease_s):
-            notice_id, lease_until = notice.id, notice.lease_until
-            try:
-                attachment = self._attachment(notice)
-                context = dict(notice.context, recipient_role=notice.recipient_role,
-                               to_name=notice.to_name, office_name=self.office_name)
-                message = delivery.build_message(notice, self.sender, context, attachment)
-                # Only while the lease is ours, and never past it: after that another instance
-                # may take the notice over.
-                left = (lease_until - self.lease_margin - domain.now()).total_seconds()
-                if left <= 0:
+        sent, failures = [], []
+        try:
+            for notice in handle.run(domain.claim_due, limit, self.lease_s):
+                if self._stopped:
+                    break  # the rest waits for its lease to end (or for the next instance)
+                outcome = self._send(notice)
+                if outcome is None:
+                    sent.append(notice.id)
+                elif outcome is STOP:
                     break  # the rest of the batch waits for its lease to end, then goes again
-                with eventlet.Timeout(left, delivery.TransientFailure("lease running out")):
-                    self.transport.send(notice.id, message)
-            except delivery.PermanentFailure as exc:
-                self._record(domain.record_failure, notice_id, lease_until, str(exc), True,
-                             self.max_attempts, self.base_delay, self.max_delay)
-                log.error("notice %s (%s) refused permanently: %s", notice_id, notice.template,
-                          exc)
-            except Exception as exc:
-                self.transport.close()  # whatever state the session is in, start afresh
-                self._record(domain.record_failure, notice_id, lease_until,
-                             f"{type(exc).__name__}: {exc}", False, self.max_attempts,
+                else:
+                    failures.append(outcome)
+        finally:
+            if sent or failures:
+                self._record(domain.record_round, sent, failures, self.max_attempts,
                              self.base_delay, self.max_delay)
-                log.warning("notice %s (%s) not sent yet: %s", notice_id, notice.template,
-                            type(exc).__name__)
-            else:
-                self._record(domain.record_sent, notice_id)
-                self.sent += 1
-                done += 1
-        return done
+                self.sent += len(sent)
+        return len(sent)
+
+    def _send(self, notice):
+        """Send one notice; None when it went out, else ``STOP`` or the failure to record."""
+        notice_id, lease_until = notice.id, notice.lease_until
+        try:
+            attachment = self._attachment(notice)
+            context = dict(notice.context, recipient_role=notice.recipient_role,
+                           to_name=notice.to_name, office_name=self.office_name)
+            message = delivery.build_message(notice, self.sender, context, attachment)
+            # Only while the lease is ours, and never past it: after that another instance
+            # may take the notice over.
+            left = (lease_until - self.lease_margin - domain.now()).total_seconds()
+            if left <= 0:
+                return STOP
+            with eventlet.Timeout(left, delivery.TransientFailure("lease running out")):
+                self.transport.send(notice_id, message)
+        except delivery.PermanentFailure as exc:
+            log.error("notice %s (%s) refused permanently: %s", notice_id, notice.template, exc)
+            return (notice_id, lease_until, str(exc), True)
+        except Exception as exc:
+            self.transport.close()  # whatever state the session is in, start afresh
+            log.warning("notice %s (%s) not sent yet: %s", notice_id, notice.template,
+                        type(exc).__name__)
+            return (notice_id, lease_until, f"{type(exc).__name__}: {exc}", False)
+        return None
 
     def _record(self, fn, *args):
-        """Bookkeeping after a try must land: an unrecorded send goes out again once the lease
-        ends. Both records are safe to repeat, so a dropped connection is retried."""
+        """Bookkeeping after a round must land: an unrecorded send goes out again once the
+        lease ends. The records are safe to repeat, so a dropped connection is retried."""
         return self.handle.run(fn, *args, retry_lost_connection=True)
 
     def _attachment(self, notice):

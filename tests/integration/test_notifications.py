@@ -276,3 +276,48 @@ def test_duplicated_event_sends_nothing_new_and_failed_mail_can_be_resent(
     finally:
         handle.dispose()
     assert set(inbox.by_id().values()) == {1}
+
+
+def test_a_round_whose_record_is_lost_goes_again_with_the_same_message_ids(
+        container_factory, mail_config, smtp, monkeypatch):
+    """A round's mails are recorded together when it ends: if that record is lost (the
+    process dies, the database goes away), exactly that round's mails go again once their
+    lease ends, with the same Message-IDs; nothing else is sent twice."""
+    from services.notifications import domain as notifications
+
+    inbox, _ = smtp
+    config = dict(mail_config, MAIL=dict(mail_config["MAIL"], round_size=3, lease_s=1))
+    lost = []
+    real = notifications.record_round
+
+    def record_round(session, sent, failures, *args):
+        if not lost:
+            lost.extend(sent)
+            raise RuntimeError("database gone")  # after the mails went out
+        return real(session, sent, failures, *args)
+    monkeypatch.setattr(notifications, "record_round", record_round)
+    container_factory(NotificationsService, config).start()
+    dispatch = producer_dispatcher(config)
+    dispatch("enrolment", "municipality_registered", build_event(
+        "enrolment", "municipality_registered", {
+            "ags": "08226098", "name": "Wiesloch, Stadt", "contact_name": "Hauptamt",
+            "contact_email": "hauptamt@w.example", "sequence": 1}))
+    for n in (1, 2):
+        dispatch("enrolment", "enrolment_created", build_event("enrolment", "enrolment_created", {
+            "enrolment_id": uuid.uuid4(), "programme_id": uuid.uuid4(),
+            "course_id": uuid.uuid4(), "ags": "08226098", "status": "confirmed",
+            "waitlist_position": None, "enrolled_at": funding_domain.now(),
+            "participant": participant(n), "sequence": 1,
+            "course": {"title": "Basisseminar", "location": "Wiesloch", "provider_name": "VWA",
+                       "programme_code": "BW-DL", "programme_name": "Digitallotsen",
+                       "modules": [{"number": 1, "title": "Modul", "date": date(2027, 1, 5)}]}}))
+    handle = notifications_db(config)
+    try:
+        wait_for(lambda: handle.run(lambda s: s.scalar(select(func.count()).select_from(
+            Notice).where(Notice.status == "sent"))) == 4, timeout=30, message="all sent")
+    finally:
+        handle.dispose()
+    twice = {i for i, n in inbox.by_id().items() if n == 2}
+    assert 1 <= len(lost) <= 3 and set(inbox.by_id().values()) <= {1, 2}
+    assert twice == {f"<{notice_id}@notices.lotsen>" for notice_id in lost}
+    assert len(inbox.by_id()) == 4

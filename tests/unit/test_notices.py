@@ -7,7 +7,14 @@ import pytest
 
 from services.common.db import DatabaseHandle
 from services.notifications import delivery, domain
-from services.notifications.models import Base, InboxRecord, Notice, OutboxMessage
+from services.notifications.models import (
+    Base,
+    EarlyFundingEvent,
+    InboxRecord,
+    KnownEnrolment,
+    Notice,
+    OutboxMessage,
+)
 
 COURSE = {"title": "Basisseminar", "location": "Wiesloch", "provider_name": "Verwaltungsschule",
           "programme_code": "BW-DL", "programme_name": "Kommunale Digitallotsen Baden-Württemberg",
@@ -46,12 +53,65 @@ def test_enrolment_tells_participant_and_municipality_once(db):
                            ("enrolment_confirmed", "municipality", "digital@wiesloch.example")]
 
 
-def test_unknown_municipality_or_enrolment_is_not_ready(db):
+def test_unknown_municipality_is_not_ready(db):
     with pytest.raises(domain.NotReady):
         db.run(domain.enrolment_created, dict(created(), ags="08226095"), "e")
-    with pytest.raises(domain.NotReady):
+    with pytest.raises(domain.NotReady):  # an unknown enrolment of an unknown municipality
         db.run(domain.funding_event, "funding_waiting",
-               {"enrolment_id": uuid.uuid4(), "ags": "08226098"}, "e")
+               {"enrolment_id": uuid.uuid4(), "ags": "08226095"}, "e")
+    with pytest.raises(domain.NotReady):
+        db.run(domain.certificate_issued, {"enrolment_id": uuid.uuid4(),
+                                           "certificate_number": "N", "verification_url": "u"},
+               "e")
+
+
+def early_events(db):
+    return db.run(lambda s: [(e.event_id, e.event_type) for e in s.query(EarlyFundingEvent)])
+
+
+def test_a_funding_event_before_its_enrolment_waits_and_its_mails_follow_the_enrolment(db):
+    payload = created()
+    granted = {"enrolment_id": payload["enrolment_id"], "ags": "08226098", "kind": "guaranteed",
+               "amount_cents": 50000, "sequence": 1}
+    db.run(domain.funding_event, "funding_granted", granted, "f1")  # no NotReady, no retry
+    db.run(domain.funding_event, "funding_granted", granted, "f1")  # delivered twice
+    assert notices(db) == [] and early_events(db) == [("f1", "funding_granted")]
+    db.run(domain.enrolment_created, payload, "e1")
+    assert sorted(notices(db)) == [
+        ("enrolment_confirmed", "municipality", "digital@wiesloch.example"),
+        ("enrolment_confirmed", "participant", "jw@wiesloch.example"),
+        ("funding_granted", "municipality", "digital@wiesloch.example"),
+        ("funding_granted", "participant", "jw@wiesloch.example")]
+    assert early_events(db) == []
+    keys = db.run(lambda s: sorted(n.dedup_key for n in s.query(Notice)))
+    assert "f1:participant:funding_granted" in keys  # the key it has when it comes late
+    # Either event again, or the funding event after all: nothing new.
+    db.run(domain.enrolment_created, payload, "e1")
+    db.run(domain.funding_event, "funding_granted", granted, "f1")
+    assert len(notices(db)) == 4 and early_events(db) == []
+    granted_mail = db.run(lambda s: s.query(Notice).filter_by(
+        dedup_key="f1:participant:funding_granted").one().context)
+    subject, text, _ = delivery.render("funding_granted", dict(
+        granted_mail, recipient_role="participant", to_name="x", office_name="Büro"))
+    assert subject == "Förderung bewilligt: Jürgen Weiß – Basisseminar" and "500,00 €" in text
+
+
+def test_waiting_funding_events_follow_a_cancellation_that_comes_first_and_it_stays_final(db):
+    payload = created()
+    db.run(domain.funding_event, "funding_waiting",
+           {"enrolment_id": payload["enrolment_id"], "ags": "08226098", "sequence": 1}, "f1")
+    db.run(domain.funding_event, "funding_released",
+           {"enrolment_id": payload["enrolment_id"], "ags": "08226098", "amount_cents": 0,
+            "sequence": 2}, "f2")
+    db.run(domain.enrolment_cancelled, dict(
+        payload, previous_status="confirmed", cancelled_by="municipality", reason=None,
+        sequence=2), "e2")
+    db.run(domain.enrolment_created, dict(payload, sequence=1), "e1")  # late, older
+    assert db.run(lambda s: s.get(KnownEnrolment, payload["enrolment_id"]).status) == "cancelled"
+    assert sorted(t for t, _, _ in notices(db)) == [
+        "enrolment_cancelled", "enrolment_cancelled", "enrolment_confirmed",
+        "enrolment_confirmed", "funding_released", "funding_waiting"]
+    assert early_events(db) == []
 
 
 def test_funding_mails_go_to_the_municipality_and_granted_also_to_the_participant(db):
@@ -143,7 +203,7 @@ def test_a_failure_counts_only_while_the_lease_is_still_ours(db):
     assert db.run(state) == (0, False, "pending")  # not ours any more: left alone
     db.run(domain.record_failure, mine.id, mine.lease_until, "SMTP 451", False, 3, 1, 10)
     assert db.run(state) == (1, True, "pending")  # ours: counted, lease given back
-    db.run(domain.record_sent, mine.id)
+    db.run(domain.record_sent, [mine.id])
     db.run(domain.record_failure, mine.id, None, "late", True, 3, 1, 10)
     assert db.run(state)[2] == "sent"  # a sent notice never turns failed
 
