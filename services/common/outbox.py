@@ -78,12 +78,14 @@ def write_together(session: Session, inserts: list[tuple], then: tuple | None = 
     session.execute(statement, params)
 
 
-def event_row(session: Session, event_type: str, payload: dict) -> tuple:
+def event_row(session: Session, event_type: str, payload: dict,
+              correlation_id: str | None = None) -> tuple:
     """An event's outbox row, ``(table, row)``, to write with others (``write_together``);
-    the relay is woken after the commit."""
+    the relay is woken after the commit. The correlation id is the session's unless given
+    (one transaction deciding several events: each one's own)."""
     outbox = session.info["outbox_model"].__table__
     envelope = build_event(session.info["producer"], event_type, payload,
-                           correlation_id=session.info.get("correlation_id"))
+                           correlation_id=correlation_id or session.info.get("correlation_id"))
     session.info["emitted"] = True
     return outbox, {"event_id": uuid.UUID(envelope["event_id"]), "event_type": event_type,
                     "envelope": envelope, "created_at": utcnow()}
@@ -132,17 +134,67 @@ def handle_once(session: Session, event: Event, consumer: str, effect) -> bool:
     return True
 
 
+class Together:
+    """An effect that can take a run of events at once: ``many(session, [(event,
+    correlation id), ...])`` returns one result per event. ``handle_in_group`` hands it the
+    consecutive new events of a batch that share it; called on its own it is a run of one."""
+
+    def __init__(self, many):
+        self.many = many
+
+    def __call__(self, session: Session, event: Event):
+        return self.many(session, [(event, None)])[0]
+
+
 def handle_in_group(group, db, key, event: Event, consumer: str, effect) -> bool:
     """``handle_once`` through a ``GroupCommit``: the events of ``key`` that queued up while
-    another transaction ran are handled together, in order, in one transaction. Each keeps
-    its own correlation id for the events it causes. ``db`` is the worker's database."""
+    another transaction ran are handled together, in order, in one transaction: one inbox
+    statement for all of them, and a ``Together`` effect once for each run of new events that
+    share it. Each keeps its own correlation id for the events it causes. ``db`` is the
+    worker's database."""
     item = (event, consumer, effect, db.correlation_id)
     return group.run(key, item, lambda items: db.run(_handle_all, items))
 
 
 def _handle_all(session: Session, items: list) -> list[bool]:
-    handled = []
-    for event, consumer, effect, correlation_id in items:
+    new = _first_deliveries(session, [(event, consumer) for event, consumer, _, _ in items])
+    index = 0
+    while index < len(items):
+        event, _, effect, correlation_id = items[index]
+        if not new[index]:
+            index += 1
+            continue
+        if isinstance(effect, Together):
+            run, index = [], index
+            while index < len(items) and (not new[index] or items[index][2] is effect):
+                if new[index]:
+                    run.append((items[index][0], items[index][3]))
+                index += 1
+            effect.many(session, run)
+            continue
         session.info["correlation_id"] = correlation_id
-        handled.append(handle_once(session, event, consumer, effect))
-    return handled
+        effect(session, event)
+        index += 1
+    return new
+
+
+def _first_deliveries(session: Session, deliveries: list[tuple]) -> list[bool]:
+    """``first_delivery`` for several events at once, in one statement: for each, whether it
+    is new to its consumer (the same one twice in the list: only the first is new)."""
+    if len(deliveries) == 1:
+        return [first_delivery(session, *deliveries[0])]
+    inbox = session.info["inbox_model"].__table__
+    rows, seen = [], set()
+    for event, consumer in deliveries:
+        if (consumer, event.event_id) not in seen:
+            seen.add((consumer, event.event_id))
+            rows.append({"consumer": consumer, "event_id": event.event_id,
+                         "event_type": event.event_type, "handled_at": utcnow()})
+    written = {(r.consumer, r.event_id) for r in insert_skipping_duplicates(
+        session, inbox, rows, ["consumer", "event_id"],
+        returning=[inbox.c.consumer, inbox.c.event_id])}
+    new = []
+    for event, consumer in deliveries:
+        new.append((consumer, event.event_id) in written)
+        written.discard((consumer, event.event_id))
+    return new

@@ -245,49 +245,79 @@ def _locked_policy(session: Session, programme_id):
 
 
 def enrolment_confirmed(session: Session, payload: dict, key: str) -> str:
-    """A seat was confirmed: guaranteed seat, pool seat, or wait for funding, in that order.
+    """A seat was confirmed: guaranteed seat, pool seat, or wait for funding, in that order."""
+    return decide_confirmations(session, [(payload, key, None)])[0]
 
-    The hot path, in few statements: the programme's row lock, one read of what the decision
-    needs under it (has this enrolment a funding already, is the body eligible, how many
-    guaranteed seats it holds), the funding with its final state, its ledger entry, its event
-    and the programme's new totals."""
-    programme = _locked_policy(session, payload["programme_id"])
-    enrolment_id, ags, programme_id = payload["enrolment_id"], payload["ags"], \
-        programme.programme_id
-    known = session.execute(_UNDER_THE_LOCK, {"enrolment_id": enrolment_id, "ags": ags,
-                                              "programme_id": programme_id}).one()
-    if known.state is not None:
-        return known.state  # seen before (or cancelled before it arrived)
-    fee = programme.fee_cents
-    if (known.eligible is not None and not programme.reserve_released_at
-            and known.held < programme.guaranteed_per_body):
-        kind = "guaranteed"
-    elif figures(session, programme).pool_left >= fee:
-        kind = "pool"
-    else:
-        kind = None
-    confirmations = programme.confirmations + 1
+
+def decide_confirmations(session: Session, confirmations: list[tuple]) -> list[str]:
+    """Confirmed seats of one programme, ``(payload, key, correlation id)`` each, decided in
+    order as ``enrolment_confirmed`` decides one: guaranteed seat, pool seat, or wait.
+
+    However many there are, in few statements: the programme's row lock, one read of the
+    fundings they may have already, one of their bodies' eligibility and guaranteed seats held,
+    the reserve still held if one needs the pool, and one write of every funding, ledger entry
+    and event with the programme's new totals. Under the lock nobody else decides for this
+    programme, so what the earlier ones in the list change is carried forward here."""
+    programme = _locked_policy(session, confirmations[0][0]["programme_id"])
+    programme_id, fee = programme.programme_id, programme.fee_cents
+    enrolment_ids = list({p["enrolment_id"] for p, _, _ in confirmations})
+    bodies = list({p["ags"] for p, _, _ in confirmations})
+    states = dict(session.execute(_STATES, {"ids": enrolment_ids}).all())
+    held = dict(session.execute(_ELIGIBLE_AND_HELD, {"programme_id": programme_id,
+                                                     "bodies": bodies}).all())
+    guaranteeing = not programme.reserve_released_at
+    granted = {"guaranteed": programme.granted_guaranteed_cents,
+               "pool": programme.granted_pool_cents}
+    reserve = None  # the reserve still held, read once if a decision needs the pool
+    new_guarantees = 0  # granted in this run, not yet in the database
+    counted = programme.confirmations
+    writes, outcomes = [], []
     moment = now()
-    writes = [(_FUNDINGS, {
-        "enrolment_id": enrolment_id, "programme_id": programme_id, "ags": ags,
-        "sequence": confirmations, "state": kind or "waiting",
-        "amount_cents": fee if kind else 0, "confirmed_at": moment, "version": 1})]
-    if kind:
-        writes.append((_LEDGER, {
-            "programme_id": programme_id, "kind": "grant", "pot": kind, "amount_cents": -fee,
-            "enrolment_id": enrolment_id, "ags": ags,
-            "idempotency_key": f"{key}:grant:{kind}", "created_at": moment}))
-        writes.append(event_row(session, "funding_granted", {
+    for payload, key, correlation_id in confirmations:
+        enrolment_id, ags = payload["enrolment_id"], payload["ags"]
+        if enrolment_id in states:
+            outcomes.append(states[enrolment_id])  # seen before (or cancelled before)
+            continue
+        if guaranteeing and ags in held and held[ags] < programme.guaranteed_per_body:
+            kind = "guaranteed"
+        else:
+            if reserve is None:
+                reserve = max(0, figures(session, programme).reserved - new_guarantees * fee)
+            pool_left = programme.budget_cents - granted["guaranteed"] - granted["pool"] - reserve
+            kind = "pool" if pool_left >= fee else None
+        if kind == "guaranteed":
+            held[ags] += 1  # an eligible body: its seat leaves the reserve
+            new_guarantees += 1
+            if reserve is not None:
+                reserve = max(0, reserve - fee)
+        if kind:
+            granted[kind] += fee
+        counted += 1
+        writes.append((_FUNDINGS, {
             "enrolment_id": enrolment_id, "programme_id": programme_id, "ags": ags,
-            "kind": kind, "amount_cents": fee, "sequence": 1}))
-    else:
-        writes.append(event_row(session, "funding_waiting", {
-            "enrolment_id": enrolment_id, "programme_id": programme_id, "ags": ags,
-            "sequence": 1}))
-    # The funding, its ledger entry, its event and the programme's new totals: one round trip.
-    write_together(session, writes, then=(_NEW_TOTALS[kind], {
-        "programme": programme_id, "counted": confirmations, "fee": fee}))
-    return kind or "waiting"
+            "sequence": counted, "state": kind or "waiting",
+            "amount_cents": fee if kind else 0, "confirmed_at": moment, "version": 1}))
+        if kind:
+            writes.append((_LEDGER, {
+                "programme_id": programme_id, "kind": "grant", "pot": kind,
+                "amount_cents": -fee, "enrolment_id": enrolment_id, "ags": ags,
+                "idempotency_key": f"{key}:grant:{kind}", "created_at": moment}))
+            writes.append(event_row(session, "funding_granted", {
+                "enrolment_id": enrolment_id, "programme_id": programme_id, "ags": ags,
+                "kind": kind, "amount_cents": fee, "sequence": 1}, correlation_id))
+        else:
+            writes.append(event_row(session, "funding_waiting", {
+                "enrolment_id": enrolment_id, "programme_id": programme_id, "ags": ags,
+                "sequence": 1}, correlation_id))
+        states[enrolment_id] = kind or "waiting"
+        outcomes.append(kind or "waiting")
+    if writes:
+        # Every funding, ledger entry and event, and the programme's new totals: one round
+        # trip on PostgreSQL.
+        write_together(session, writes, then=(_NEW_TOTALS, {
+            "programme": programme_id, "counted": counted,
+            "guaranteed": granted["guaranteed"], "pool": granted["pool"]}))
+    return outcomes
 
 
 def _statements():
@@ -295,25 +325,22 @@ def _statements():
     p, f, eb = _PROGRAMMES.c, _FUNDINGS.c, _ELIGIBLE.c
     lock = select(_PROGRAMMES).where(p.programme_id == bindparam("programme_id")) \
         .with_for_update()
-    under_the_lock = select(
-        select(f.state).where(f.enrolment_id == bindparam("enrolment_id"))
-        .scalar_subquery().label("state"),
-        select(eb.ags).where(eb.programme_id == bindparam("programme_id"),
-                             eb.ags == bindparam("ags")).scalar_subquery().label("eligible"),
-        select(func.count()).select_from(_FUNDINGS).where(
-            f.programme_id == bindparam("programme_id"), f.ags == bindparam("ags"),
-            f.state == "guaranteed").scalar_subquery().label("held"))
+    states = select(f.enrolment_id, f.state).where(
+        f.enrolment_id.in_(bindparam("ids", expanding=True)))
+    held = select(func.count()).select_from(_FUNDINGS).where(
+        f.programme_id == eb.programme_id, f.ags == eb.ags,
+        f.state == "guaranteed").scalar_subquery()
+    eligible_and_held = select(eb.ags, held).where(
+        eb.programme_id == bindparam("programme_id"),
+        eb.ags.in_(bindparam("bodies", expanding=True)))
     # (An UPDATE's parameters must not be named like its columns.)
-    where = update(_PROGRAMMES).where(p.programme_id == bindparam("programme"))
-    totals = {None: where.values(confirmations=bindparam("counted"))}
-    for kind in ("guaranteed", "pool"):
-        column = f"granted_{kind}_cents"
-        totals[kind] = where.values({"confirmations": bindparam("counted"),
-                                     column: p[column] + bindparam("fee")})
-    return lock, under_the_lock, totals
+    totals = update(_PROGRAMMES).where(p.programme_id == bindparam("programme")).values(
+        confirmations=bindparam("counted"), granted_guaranteed_cents=bindparam("guaranteed"),
+        granted_pool_cents=bindparam("pool"))
+    return lock, states, eligible_and_held, totals
 
 
-_LOCK_PROGRAMME, _UNDER_THE_LOCK, _NEW_TOTALS = _statements()
+_LOCK_PROGRAMME, _STATES, _ELIGIBLE_AND_HELD, _NEW_TOTALS = _statements()
 
 
 def enrolment_cancelled(session: Session, payload: dict, key: str) -> str | None:

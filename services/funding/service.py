@@ -14,7 +14,7 @@ from services.common.entrypoints import GroupCommits, Operator, event_handler, r
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
-from services.common.outbox import handle_in_group
+from services.common.outbox import Together, handle_in_group
 from services.common.schemas import load
 from services.funding import domain, schemas
 from services.funding.models import (
@@ -29,6 +29,20 @@ def _with_key(decision):
     """Funding decisions take the payload and the event id (the ledger's idempotency key)."""
     return lambda session, event: decision(session, event.payload, str(event.event_id))
 
+
+
+def _confirmations(session, events) -> list[None]:
+    """Seats confirmed (enrolment_created with a seat, enrolment_promoted) that queued up for
+    one programme: decided together, in order. A waitlisted enrolment is funded once it gets
+    its seat."""
+    seats = [(e.payload, str(e.event_id), correlation_id) for e, correlation_id in events
+             if e.event_type == "enrolment_promoted" or e.payload["status"] == "confirmed"]
+    if seats:
+        domain.decide_confirmations(session, seats)
+    return [None] * len(events)
+
+
+CONFIRMATIONS = Together(_confirmations)
 
 
 def funding_figures(session) -> dict:
@@ -66,17 +80,18 @@ class FundingService:
         self._on(envelope, "programme_published", "on_programme_published",
                  lambda s, payload, key: domain.programme_published(s, payload))
 
+    def _on_confirmation(self, envelope, event_type, method):
+        event = parse_event(envelope, event_type)
+        handle_in_group(self.group, self.db, event.payload["programme_id"], event,
+                        f"{self.name}.{method}", CONFIRMATIONS)
+
     @event_handler("enrolment", "enrolment_created")
     def on_enrolment_created(self, envelope):
-        def decide(session, payload, key):
-            if payload["status"] == "confirmed":  # waitlisted: funded once it gets a seat
-                domain.enrolment_confirmed(session, payload, key)
-        self._on(envelope, "enrolment_created", "on_enrolment_created", decide)
+        self._on_confirmation(envelope, "enrolment_created", "on_enrolment_created")
 
     @event_handler("enrolment", "enrolment_promoted")
     def on_enrolment_promoted(self, envelope):
-        self._on(envelope, "enrolment_promoted", "on_enrolment_promoted",
-                 domain.enrolment_confirmed)
+        self._on_confirmation(envelope, "enrolment_promoted", "on_enrolment_promoted")
 
     @event_handler("enrolment", "enrolment_cancelled")
     def on_enrolment_cancelled(self, envelope):
