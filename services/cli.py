@@ -341,6 +341,37 @@ def programme_list(obj: Context):
         click.echo("  ".join(row))
 
 
+@main.command("coverage")
+@click.argument("codes", nargs=-1)
+@click.option("--map", "map_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="write the map of every eligible body (SVG) to this file")
+@click.option("--missing-csv", type=click.Path(dir_okay=False, path_type=Path),
+              help="write the bodies still without a Lotse (CSV for Excel) to this file")
+@click.option("--by", type=click.Choice(["land", "bezirk", "kreis"]), default="bezirk",
+              show_default=True, help="which areas to list")
+@click.pass_obj
+def coverage_command(obj: Context, codes, map_file, missing_csv, by):
+    """How many eligible bodies have a Lotse, per area (all programmes unless CODES)."""
+    from services.enrolment import coverage
+    from services.gateway.charts import coverage_map
+    report = obj.run(coverage.coverage, list(codes) or None)
+    totals = report["totals"]
+    click.echo(f"{totals['eligible']} eligible, {totals['covered']} with a Lotse "
+               f"({totals['covered_percent']} %): {totals['completed']} completed, "
+               f"{totals['confirmed']} confirmed, {totals['waitlisted']} only waitlisted, "
+               f"{totals['none']} none")
+    for row in report[f"per_{by}"]:
+        click.echo(f"  {row['ags']}  {row['name'][:40]:40}  {row['covered']:>5} / "
+                   f"{row['eligible']:<5} {row['covered_percent']:>5} %")
+    if map_file:
+        names = ", ".join(p["name"] for p in report["programmes"])
+        map_file.write_text(coverage_map(report["bodies"], f"Abdeckung: {names}"),
+                            encoding="utf-8")
+    if missing_csv:
+        missing_csv.write_text(coverage.without_lotse_csv(report), encoding="utf-8",
+                               newline="")
+
+
 @main.group("funding")
 def funding_group():
     """Budgets, the ledger and the reserve deadline."""

@@ -8,6 +8,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -47,6 +48,8 @@ class Body(Base):
     kreis_ags: Mapped[str | None] = mapped_column(String(8), nullable=True)
     population: Mapped[int | None] = mapped_column(Integer, nullable=True)
     postal_code: Mapped[str | None] = mapped_column(String(5), nullable=True)
+    longitude: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latitude: Mapped[float | None] = mapped_column(Float, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 

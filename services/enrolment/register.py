@@ -43,6 +43,10 @@ class BodyRecord:
     kreis_ags: str | None
     population: int | None
     postal_code: str | None
+    # WGS84 degrees from the register; a Kreis or Bezirk (no coordinates there) gets the
+    # centre of its Gemeinden.
+    longitude: float | None = None
+    latitude: float | None = None
 
 
 @dataclass
@@ -67,6 +71,29 @@ def _digits(value: str, width: int, column: str, line: int) -> str:
 def _population(value: str) -> int | None:
     digits = (value or "").replace(" ", "").replace("\u00a0", "")
     return int(digits) if digits.isdigit() else None
+
+
+def _degrees(value: str | None) -> float | None:
+    """``"9,43751"`` (German decimal comma) as a float; None when empty or not a number."""
+    text = (value or "").strip().replace(",", ".")
+    try:
+        return round(float(text), 6) if text else None
+    except ValueError:
+        return None
+
+
+def _centres(bodies: dict[str, BodyRecord]) -> dict[str, tuple[float, float]]:
+    """The mean position of the Gemeinden in each Kreis and each Bezirk."""
+    sums: dict[str, list[float]] = {}
+    for body in bodies.values():
+        if body.kind != "gemeinde" or body.longitude is None or body.latitude is None:
+            continue
+        for area in {body.kreis_ags, body.ags[:3] + "00000"} - {None, body.ags}:
+            total = sums.setdefault(area, [0.0, 0.0, 0])
+            total[0] += body.longitude
+            total[1] += body.latitude
+            total[2] += 1
+    return {area: (round(lon / n, 6), round(lat / n, 6)) for area, (lon, lat, n) in sums.items()}
 
 
 def parse_register(path: str | Path) -> list[BodyRecord]:
@@ -108,13 +135,18 @@ def parse_register(path: str | Path) -> list[BodyRecord]:
             postal = (row["postleitzahl"] or "").strip() or None
             bodies[ags] = BodyRecord(ags, name, "gemeinde", TEXT_CODES.get(text_code, "Gemeinde"),
                                      False, land, kreis_ags, _population(row["bevoelkerung"]),
-                                     postal)
+                                     postal, _degrees(row.get("laengengrad")),
+                                     _degrees(row.get("breitengrad")))
     for ags, designation in kreisfrei.items():
         city = bodies.get(ags)
         if city is None:
             raise RegisterFormatError(f"kreisfreie Stadt {ags} has no Gemeinde record")
         bodies[ags] = BodyRecord(**{**asdict(city), "kreisfrei": True,
                                     "designation": designation})
+    for area, (longitude, latitude) in _centres(bodies).items():
+        if area in bodies and bodies[area].longitude is None:
+            bodies[area] = BodyRecord(**{**asdict(bodies[area]), "longitude": longitude,
+                                         "latitude": latitude})
     return [bodies[ags] for ags in sorted(bodies)]
 
 

@@ -59,6 +59,13 @@ class EnrolBatchIn(Schema):
 PROGRAMME_CODE_MAX = 28
 
 
+class CoverageIn(Schema):
+    """Which programmes a coverage report covers; none given means all of them."""
+    programme_codes = fields.List(
+        fields.String(validate=validate.Length(min=1, max=PROGRAMME_CODE_MAX)),
+        load_default=None, allow_none=True, validate=validate.Length(max=16))
+
+
 class ProgrammeIn(Schema):
     code = fields.String(required=True, validate=[
         validate.Regexp(r"^[A-Z0-9][A-Z0-9-]+$",

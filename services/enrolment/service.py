@@ -15,7 +15,7 @@ from services.common.logs import LogContext
 from services.common.metrics import Metrics
 from services.common.outbox import handle_in_group
 from services.common.schemas import load, mail_smtputf8
-from services.enrolment import domain, schemas
+from services.enrolment import coverage, domain, schemas
 from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
 
 AGS_SCHEMA = schemas.MunicipalityIn(only=("ags",))
@@ -26,6 +26,7 @@ CANCEL_IN = schemas.CancelIn()
 ENROLMENT_ID_IN = schemas.CancelIn(only=("enrolment_id",))
 FILTERS_IN = schemas.EnrolmentFilterIn()
 BODY_OUT = schemas.BodyOut()
+COVERAGE_IN = schemas.CoverageIn()
 
 
 def enrolment_figures(session) -> dict:
@@ -253,6 +254,20 @@ class EnrolmentService:
         account, key = self.db.run(domain.register_municipality, data["ags"],
                                    data["contact_name"], data["contact_email"])
         return {"ags": account.ags, "api_key": key, "api_key_prefix": account.api_key_prefix}
+
+    @rpc(OPERATOR)
+    def coverage(self, programme_codes=None):
+        """Bodies with and without a Lotse, per area, over time, and each body's position."""
+        self.operator.require()
+        data = load(COVERAGE_IN, {"programme_codes": programme_codes}, "coverage")
+        return self.db.run(coverage.coverage, data["programme_codes"], commit=False)
+
+    @rpc(OPERATOR)
+    def bodies_without_lotse_csv(self, programme_codes=None):
+        self.operator.require()
+        data = load(COVERAGE_IN, {"programme_codes": programme_codes}, "coverage")
+        return coverage.without_lotse_csv(
+            self.db.run(coverage.coverage, data["programme_codes"], commit=False))
 
     @rpc(PUBLIC)
     def health(self):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
@@ -506,6 +506,35 @@ def body_state(session: Session, code: str, ags: str) -> dict:
             if not programme.reserve_released_at else 0,
             "enrolments": [{"enrolment_id": str(r.enrolment_id), "state": r.state,
                             "amount_cents": r.amount_cents} for r in rows]}
+
+
+def commitments(session: Session, code: str, today: date | None = None) -> dict:
+    """Money granted (net of releases and conversions) at the end of each week, per pot, from
+    the first ledger entry's week to this one: the office's chart of money committed."""
+    programme = _programme_by_code(session, code)
+    rows = session.execute(
+        select(LedgerEntry.created_at, LedgerEntry.pot, LedgerEntry.amount_cents)
+        .where(LedgerEntry.programme_id == programme.programme_id,
+               LedgerEntry.pot.in_(("guaranteed", "pool")))
+        .order_by(LedgerEntry.position)).all()
+    today = today or datetime.now(timezone.utc).date()
+    changes: dict[date, dict[str, int]] = {}
+    for created_at, pot, amount in rows:
+        day = created_at.date()
+        week = day - timedelta(days=day.weekday())
+        changes.setdefault(week, {"guaranteed": 0, "pool": 0})[pot] -= amount
+    series = []
+    if changes:
+        week, last = min(changes), today - timedelta(days=today.weekday())
+        totals = {"guaranteed": 0, "pool": 0}
+        while week <= max(last, max(changes)):
+            for pot, change in changes.get(week, {}).items():
+                totals[pot] += change
+            series.append({"week_starting": week.isoformat(),
+                           "guaranteed_cents": totals["guaranteed"], "pool_cents": totals["pool"],
+                           "committed_cents": totals["guaranteed"] + totals["pool"]})
+            week += timedelta(days=7)
+    return {"programme_code": code, "budget_cents": programme.budget_cents, "weekly": series}
 
 
 def ledger_page(session: Session, code: str, page: int, per_page: int) -> dict:

@@ -124,6 +124,10 @@ class FundingService:
                            data["per_page"])
 
     @rpc(OPERATOR)
+    def commitments(self, programme_code):
+        return self.db.run(domain.commitments, str(programme_code), commit=False)
+
+    @rpc(OPERATOR)
     def ledger_csv(self, programme_code):
         return ledger_csv(self.db.run(domain.ledger_rows, str(programme_code)))
 

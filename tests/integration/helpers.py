@@ -39,8 +39,8 @@ def seed(handle, register_file, capacity=22, providers=1):
     """Register (Baden-Württemberg part), programme BW-DL, providers, one open course each."""
     def run(session):
         import_register(session, bw_records(register_file))
-        domain.create_programme(session, dict(PROGRAMME))
-        out = {"providers": [], "courses": []}
+        programme = domain.create_programme(session, dict(PROGRAMME))
+        out = {"programme_id": programme.id, "providers": [], "courses": []}
         for n in range(providers):
             provider, token = domain.create_provider(session, f"Bildungsträger {n + 1}")
             course = domain.create_course(session, provider, course_data(capacity=capacity))

@@ -59,3 +59,16 @@ def test_malformed_file_names_the_line(tmp_path):
     missing.write_text("satzart,land\n60,08\n", encoding="utf-8")
     with pytest.raises(RegisterFormatError, match="missing columns"):
         parse_register(missing)
+
+
+def test_positions_from_the_register_and_areas_at_the_centre_of_their_gemeinden(bodies):
+    by_ags = {b.ags: b for b in bodies}
+    assert (by_ags["01001000"].longitude, by_ags["01001000"].latitude) == (9.43751, 54.78252)
+    gemeinden = [b for b in bodies if b.kind == "gemeinde" and b.kreis_ags == "08226000"]
+    rhein_neckar = by_ags["08226000"]
+    assert rhein_neckar.longitude == pytest.approx(
+        sum(g.longitude for g in gemeinden) / len(gemeinden), abs=1e-5)
+    assert rhein_neckar.latitude == pytest.approx(
+        sum(g.latitude for g in gemeinden) / len(gemeinden), abs=1e-5)
+    assert all(b.longitude is not None and b.latitude is not None for b in bodies)
+    assert 5.8 < min(b.longitude for b in bodies) and max(b.longitude for b in bodies) < 15.1
