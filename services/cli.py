@@ -372,6 +372,43 @@ def coverage_command(obj: Context, codes, map_file, missing_csv, by):
                                newline="")
 
 
+@main.group("outreach")
+def outreach():
+    """Reminders to eligible bodies that have no confirmed participant yet."""
+
+
+@outreach.command("remind")
+@click.argument("code")
+@click.option("--campaign", default=None,
+              help="the campaign's name; each body receives a campaign once "
+                   "(default: erinnerung-YYYY-MM-DD, today)")
+@click.pass_obj
+def outreach_remind(obj: Context, code, campaign):
+    """Remind every eligible body of CODE that has no confirmed participant yet."""
+    from services.common.schemas import load
+    from services.funding import domain as funding
+    from services.funding.schemas import RemindIn
+    campaign = campaign or f"erinnerung-{date.today().isoformat()}"
+    try:
+        data = load(RemindIn(), {"programme_code": code, "campaign": campaign})
+    except LotsenError as exc:
+        _fail(exc)
+    result = obj.run_funding(funding.remind_bodies_without_participant, data["programme_code"],
+                             data["campaign"])
+    click.echo(f"campaign {result['campaign']}: {result['reminded']} bodies reminded now, "
+               f"{result['already_reminded']} reminded in this campaign before")
+
+
+@outreach.command("list")
+@click.argument("code")
+@click.pass_obj
+def outreach_list(obj: Context, code):
+    """Who was reminded in which campaign, and when."""
+    from services.funding import domain as funding
+    for row in obj.run_funding(funding.reminders, code):
+        click.echo(f"{row['ags']}  {row['campaign']:32}  {row['reminded_at']}")
+
+
 @main.group("funding")
 def funding_group():
     """Budgets, the ledger and the reserve deadline."""

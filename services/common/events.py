@@ -169,6 +169,18 @@ class FundingConvertedV1(Schema):
     kind = fields.String(required=True, validate=validate.OneOf(["guaranteed", "pool"]))
 
 
+class BodyRemindedV1(Schema):
+    """An eligible body without a confirmed participant was reminded of its guarantee (once
+    per campaign); notifications mails its contact."""
+    programme_id = fields.UUID(required=True)
+    programme_code = fields.String(required=True)
+    programme_name = fields.String(required=True)
+    ags = ags_field(required=True)
+    campaign = fields.String(required=True, validate=validate.Length(min=1, max=60))
+    reserve_until = fields.Date(required=True)
+    reminded_at = fields.AwareDateTime(required=True)
+
+
 # --- certificates (published by the certificates service) ---------------------------------------
 
 class CertificateIssuedV1(Schema):
@@ -221,6 +233,7 @@ CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("funding_waiting", 1): FundingWaitingV1,
     ("funding_released", 1): FundingReleasedV1,
     ("funding_converted", 1): FundingConvertedV1,
+    ("body_reminded", 1): BodyRemindedV1,
     ("municipality_registered", 2): MunicipalityRegisteredV2,
     ("enrolment_created", 2): EnrolmentCreatedV2,
     ("enrolment_promoted", 2): EnrolmentPromotedV2,

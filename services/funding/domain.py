@@ -14,12 +14,23 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from services.common.errors import LotsenError, NotFound, RuleViolation
-from services.common.outbox import emit_numbered, event_row, write_together
-from services.funding.models import EligibleBody, Funding, FundingProgramme, LedgerEntry
+from services.common.outbox import (
+    emit_numbered,
+    event_row,
+    insert_skipping_duplicates,
+    write_together,
+)
+from services.funding.models import (
+    EligibleBody,
+    Funding,
+    FundingProgramme,
+    LedgerEntry,
+    Reminder,
+)
 
 FUNDED = ("guaranteed", "pool")
 _PROGRAMMES, _FUNDINGS = FundingProgramme.__table__, Funding.__table__
@@ -58,6 +69,8 @@ def set_policy(session: Session, programme_id, code: str, policy: dict) -> Fundi
     programme.fee_cents = policy["fee_cents"]
     programme.guaranteed_per_body = policy["guaranteed_per_body"]
     programme.reserve_until = policy["reserve_until"]
+    if "remind_days_before" in policy:
+        programme.remind_days_before = sorted(set(policy["remind_days_before"]), reverse=True)
     old_budget = programme.budget_cents or 0
     programme.budget_cents = policy["budget_cents"]
     _check_budget_covers_guarantees(session, programme)
@@ -128,6 +141,7 @@ def programme_published(session: Session, payload: dict):
             EligibleBody.programme_id == programme.programme_id,
             EligibleBody.ags.in_(removed)))
     programme.revision = payload["revision"]
+    programme.name = payload["name"]
     programme.eligible_count = len(announced)
     if programme.fee_cents is None:
         return  # no policy yet: its coverage is checked when it is set
@@ -467,6 +481,68 @@ def due_programmes(session: Session, today: date) -> list[str]:
     return list(session.scalars(select(FundingProgramme.code).where(
         FundingProgramme.reserve_released_at.is_(None),
         FundingProgramme.reserve_until < today)))
+
+
+# --- outreach -----------------------------------------------------------------------------------
+
+CONFIRMED_STATES = ("guaranteed", "pool", "waiting")  # a confirmed participant, funded or not
+
+
+def remind_bodies_without_participant(session: Session, code: str, campaign: str) -> dict:
+    """Remind every eligible body that has no confirmed participant yet, once per campaign:
+    a body reminded in this campaign before is not reminded again, however often it runs.
+
+    One ``body_reminded`` event per body newly reminded; notifications mails its contact."""
+    programme = _programme_by_code(session, code, lock=True)
+    if programme.eligible_count is None:
+        raise NotReady(f"programme {code} has not been published to funding yet")
+    if programme.reserve_released_at is not None:
+        raise RuleViolation("the reserve date has passed: no guarantee left to remind of",
+                            {"programme_code": ["reserve already released"]})
+    confirmed = select(Funding.ags).where(Funding.programme_id == programme.programme_id,
+                                          Funding.state.in_(CONFIRMED_STATES))
+    due = list(session.scalars(
+        select(EligibleBody.ags).where(EligibleBody.programme_id == programme.programme_id,
+                                       EligibleBody.ags.not_in(confirmed))
+        .order_by(EligibleBody.ags)))
+    moment = now()
+    written = insert_skipping_duplicates(
+        session, Reminder.__table__,
+        [{"programme_id": programme.programme_id, "campaign": campaign, "ags": ags,
+          "reminded_at": moment} for ags in due],
+        ["programme_id", "campaign", "ags"], returning=[Reminder.ags]).all() if due else []
+    events = [event_row(session, "body_reminded", {
+        "programme_id": programme.programme_id, "programme_code": programme.code,
+        "programme_name": programme.name or programme.code, "ags": ags, "campaign": campaign,
+        "reserve_until": programme.reserve_until, "reminded_at": moment}) for (ags,) in written]
+    if events:
+        session.execute(insert(events[0][0]), [row for _, row in events])
+    return {"programme_code": code, "campaign": campaign, "reminded": len(written),
+            "already_reminded": len(due) - len(written)}
+
+
+def due_reminder_campaigns(session: Session, today: date) -> list[tuple[str, str]]:
+    """(programme code, campaign) of every automatic reminder due today: from the configured
+    number of days before the reserve date until that date."""
+    due = []
+    for programme in session.scalars(select(FundingProgramme).where(
+            FundingProgramme.reserve_released_at.is_(None),
+            FundingProgramme.reserve_until >= today,
+            FundingProgramme.eligible_count.is_not(None))):
+        for days in programme.remind_days_before or ():
+            if today >= programme.reserve_until - timedelta(days=days):
+                due.append((programme.code, f"reserve-{programme.reserve_until:%Y%m%d}-{days}d"))
+    return due
+
+
+def reminders(session: Session, code: str) -> list[dict]:
+    """Who was reminded in which campaign, and when."""
+    programme = _programme_by_code(session, code)
+    rows = session.execute(select(Reminder.ags, Reminder.campaign, Reminder.reminded_at).where(
+        Reminder.programme_id == programme.programme_id)
+        .order_by(Reminder.ags, Reminder.reminded_at)).all()
+    return [{"ags": ags, "campaign": campaign, "reminded_at": at.isoformat()}
+            for ags, campaign, at in rows]
 
 
 # --- queries ----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, BigInteger, Date, ForeignKey, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.models import (
@@ -36,6 +36,7 @@ class FundingProgramme(Base):
     programme_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     code: Mapped[str] = mapped_column(String(40), nullable=False, unique=True)
     # From the programme-published event (None until it arrived).
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
     eligible_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The policy (None until the operator set it).
@@ -44,6 +45,7 @@ class FundingProgramme(Base):
     guaranteed_per_body: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     reserve_until: Mapped[date | None] = mapped_column(Date, nullable=True)
     reserve_released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    remind_days_before: Mapped[list | None] = mapped_column(JSON, nullable=True)
     # Running totals, kept with every ledger entry; the ledger check recomputes them.
     granted_guaranteed_cents: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     granted_pool_cents: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
@@ -100,3 +102,15 @@ class LedgerEntry(Base):
     idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Reminder(Base):
+    """A body reminded in a campaign: at most once per campaign, however often it runs."""
+
+    __tablename__ = "reminders"
+
+    programme_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("funding_programmes.programme_id"), primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(60), primary_key=True)
+    ags: Mapped[str] = mapped_column(String(8), primary_key=True)
+    reminded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

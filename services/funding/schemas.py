@@ -10,6 +10,11 @@ class FundingPolicyIn(Schema):
     guaranteed_per_body = fields.Integer(load_default=1, strict=True,
                                          validate=validate.Range(min=0, max=100))
     reserve_until = fields.Date(required=True)
+    # Reminders to bodies still without a confirmed participant, this many days before the
+    # reserve date (each an automatic campaign: every body receives it once).
+    remind_days_before = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(min=1, max=365)),
+        load_default=list, validate=validate.Length(max=10))
 
 
 class SetPolicyIn(FundingPolicyIn):
@@ -33,3 +38,11 @@ class BodyQueryIn(Schema):
     programme_code = fields.String(required=True)
     ags = fields.String(required=True, validate=validate.Regexp(
         r"^\d{8}$", error="must be an 8-digit Amtlicher Gemeindeschlüssel"))
+
+
+class RemindIn(Schema):
+    programme_code = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    campaign = fields.String(required=True, validate=[
+        validate.Length(min=3, max=60),
+        validate.Regexp(r"^[a-z0-9][a-z0-9-]*$",
+                        error="small letters, digits and '-', e.g. erinnerung-2027-05")])

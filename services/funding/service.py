@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 
 from nameko.dependency_providers import Config
 from nameko.timer import timer
@@ -23,6 +24,8 @@ from services.funding.models import (
     InboxRecord,
     OutboxMessage,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _with_key(decision):
@@ -104,6 +107,16 @@ class FundingService:
         today = domain.now().date()
         for code in self.db.run(domain.due_programmes, today):
             self.db.run(domain.apply_reserve_deadline, code, today)
+        self.send_due_reminders(today)
+
+    def send_due_reminders(self, today):
+        """The automatic campaigns (``remind_days_before`` of the policy) due today; a body
+        already reminded in a campaign is not reminded again, so running hourly is harmless."""
+        for code, campaign in self.db.run(domain.due_reminder_campaigns, today, commit=False):
+            result = self.db.run(domain.remind_bodies_without_participant, code, campaign)
+            if result["reminded"]:
+                log.info("reminded %d bodies of %s (campaign %s)", result["reminded"], code,
+                            campaign)
 
     # --- RPC ---------------------------------------------------------------------------------
 
@@ -122,6 +135,18 @@ class FundingService:
                                               "per_page": per_page})
         return self.db.run(domain.ledger_page, data["programme_code"], data["page"],
                            data["per_page"])
+
+    @rpc(OPERATOR)
+    def remind_bodies_without_participant(self, programme_code, campaign):
+        """On demand: every eligible body without a confirmed participant, once per campaign."""
+        self.operator.require()
+        data = load(schemas.RemindIn(), {"programme_code": programme_code, "campaign": campaign})
+        return self.db.run(domain.remind_bodies_without_participant, data["programme_code"],
+                           data["campaign"])
+
+    @rpc(OPERATOR)
+    def reminders(self, programme_code):
+        return self.db.run(domain.reminders, str(programme_code), commit=False)
 
     @rpc(OPERATOR)
     def commitments(self, programme_code):

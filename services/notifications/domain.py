@@ -340,6 +340,22 @@ def certificate_revoked(session: Session, payload: dict, event_id: str):
                            "reason": payload["reason"]}, now()))
 
 
+def body_reminded(session: Session, payload: dict, event_id: str) -> int:
+    """The reminder to a body still without a confirmed participant, to its contact. Keyed by
+    programme, campaign and body, so a body receives each campaign once even if funding's
+    event arrived twice. A body with no registered contact has nobody to write to: nothing is
+    sent (the office sees it in the coverage report as reminded without a contact)."""
+    who = _who_of(session.execute(_CONTACT, {"ags": payload["ags"]}).first())
+    if who is None:
+        return 0
+    context = {"municipality": who.municipality, "programme_name": payload["programme_name"],
+               "reserve_until": payload["reserve_until"], "ags": payload["ags"]}
+    key = f"reminder:{payload['programme_id']}:{payload['campaign']}:{payload['ags']}"
+    _write(session, [_notice(key, "body_reminded", "municipality", who.contact_email,
+                             who.contact_name, context, now())])
+    return 1
+
+
 def course_reminders(session: Session, today: date) -> int:
     """Remind confirmed participants in the week before their first module (once each)."""
     due = session.execute(select(KnownEnrolment).where(

@@ -245,6 +245,10 @@ class NotificationsService:
     def on_funding_converted(self, envelope):
         self._funding(envelope, "funding_converted")
 
+    @event_handler("funding", "body_reminded")
+    def on_body_reminded(self, envelope):
+        self._on(envelope, "body_reminded", domain.body_reminded)
+
     @event_handler("certificates", "certificate_issued")
     def on_certificate_issued(self, envelope):
         self._on(envelope, "certificate_issued", domain.certificate_issued)

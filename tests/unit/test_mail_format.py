@@ -20,7 +20,7 @@ COURSE = {"title": "Basisseminar „Digitale Verwaltung“ für Kommunen mit lan
                        "date": (date(2027, 2, 1) + timedelta(days=7 * n)).isoformat()}
                       for n in range(1, 4)]}
 SENDER = ("Programmbüro Kommunale Digitallotsen", "noreply@lotsen.example")
-TEMPLATES = ["enrolment_confirmed", "enrolment_waitlisted", "enrolment_promoted",
+TEMPLATES = ["body_reminded", "enrolment_confirmed", "enrolment_waitlisted", "enrolment_promoted",
              "enrolment_cancelled", "course_cancelled", "funding_granted", "funding_waiting",
              "funding_released", "course_reminder", "certificate_issued", "certificate_revoked"]
 
@@ -85,7 +85,8 @@ def context(role, to_name):
             "programme_name": COURSE["programme_name"], "waitlist_position": 3,
             "cancelled_by": "Ihre Kommune", "reason": "Dozent = erkrankt", "kind": "pool",
             "amount_cents": 50000, "amount": "500,00 €", "converted": False, "days": 5,
-            "number": "BW-DL-2027-000001", "verification_url": "https://x.example/verify/A=B"}
+            "number": "BW-DL-2027-000001", "verification_url": "https://x.example/verify/A=B",
+            "reserve_until": "2027-06-30"}
 
 
 def same(n, sender, ctx, attachment=None):
