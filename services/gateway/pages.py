@@ -81,7 +81,8 @@ _MESSAGES = [
                                            "des Programms nicht zustellen. Bitte geben Sie eine "
                                            "Adresse ohne Umlaute an."),
     (re.compile(r"IDNA|punycode"), "Diese E-Mail-Adresse ist so nicht zustellbar."),
-    (re.compile(r"Longer than maximum length (\d+)"), "Höchstens {0} Zeichen."),
+    (re.compile(r"Longer than maximum length (\d+)|Length must be between \d+ and (\d+)"),
+     "Höchstens {0} Zeichen."),
     (re.compile(r"already enrolled in this programme"),
      "Diese Person ist in diesem Programm bereits angemeldet."),
     (re.compile(r"has access already"), "Diese Adresse hat bereits Zugang zum Portal."),
@@ -106,25 +107,30 @@ def german(message: str) -> str:
     for pattern, text in _MESSAGES:
         found = pattern.search(str(message))
         if found:
-            return text.format(*found.groups())
+            return text.format(*[g for g in found.groups() if g is not None])
     return "Diese Angabe ist ungültig."
 
 
-def field_errors(fields: dict) -> dict[str, str]:
+def field_errors(fields: dict, values: dict | None = None) -> dict[str, str]:
     """The service's ``{"participant.email": ["..."]}`` as ``{"email": "<German>"}``; what
-    concerns no field of the form goes under ``_form``."""
+    concerns no field of the form goes under ``_form``. A field the form sent empty is asked
+    for, whatever the reason said (the service's length rule covers both ends)."""
     errors: dict[str, str] = {}
     for name, problems in (fields or {}).items():
         problems = problems if isinstance(problems, list) else [problems]
         target = FIELD_NAMES.get(name, "_form")
-        if target not in errors and problems:
+        if target in errors or not problems:
+            continue
+        if values is not None and target in values and not str(values[target] or "").strip():
+            errors[target] = "Bitte ausfüllen."
+        else:
             errors[target] = german(problems[0])
     return errors
 
 
-def row_problems(error: dict) -> dict[str, str]:
+def row_problems(error: dict, values: dict | None = None) -> dict[str, str]:
     """A batch row's error (``{"status", "title", "detail", "fields"}``) in German."""
-    found = field_errors(error.get("fields") or {})
+    found = field_errors(error.get("fields") or {}, values)
     if not found:
         if error.get("status") == 409:
             found["_form"] = ("Diese Zeile konnte wegen einer gleichzeitigen Änderung nicht "

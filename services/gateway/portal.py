@@ -9,6 +9,7 @@ here. Pages work without JavaScript and load nothing from elsewhere.
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 from datetime import datetime, timezone
 from urllib.parse import quote
@@ -118,7 +119,21 @@ class PageEntrypoint(ProblemHttpEntrypoint):
                           "versuchen Sie es später noch einmal.")
 
 
-page = PageEntrypoint.decorator
+def page(method: str, url: str, **kwargs):
+    """``@page("GET", "/portal/...")``: a portal page. Redirects and German error pages are
+    answers, not failures: they are turned into responses here, before nameko would log them
+    as errors."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(self, request, *args, **kw):
+            try:
+                return fn(self, request, *args, **kw)
+            except PageRedirect as exc:
+                return _redirect(exc.location, exc.cookies)
+            except PageError as exc:
+                return error_page(exc.status, exc.title, exc.message)
+        return PageEntrypoint.decorator(method, url, **kwargs)(wrapper)
+    return decorate
 
 
 class PortalSecrets(DependencyProvider):
@@ -356,7 +371,7 @@ class PortalPages:
         except LotsenError as exc:
             if exc.status not in (409, 422):
                 raise
-            errors = pages.field_errors(exc.fields)
+            errors = pages.field_errors(exc.fields, values)
             if "idempotency_key" in exc.fields:  # this form was sent before, with other data
                 key = str(uuid.uuid4())
                 errors = {"_form": "Dieses Formular wurde schon einmal gesendet. Bitte prüfen "
@@ -442,11 +457,11 @@ class PortalPages:
         for row, request_row, result in zip(rows, requests, checked["results"]):
             problems = dict(row.problems)
             if result["result"] == "error":
-                problems.update(pages.row_problems(result["error"]))
+                problems.update(pages.row_problems(result["error"], row.values))
             if "course_id" in problems and "_form" not in problems:
                 # The same for every row: say it once, at the course field.
                 errors["course_id"] = problems["course_id"]
-            shown.append({"line": row.line, "values": row.values, "problems": problems,
+            shown.append({"line": row.line, "cells": row.values, "problems": problems,
                           "enrolment": result.get("enrolment")})
             if not problems:
                 good.append(request_row)
@@ -514,7 +529,7 @@ class PortalPages:
         except LotsenError as exc:
             if exc.status not in (409, 422):
                 raise
-            return self._colleagues_page(visit, values, pages.field_errors(exc.fields) or {
+            return self._colleagues_page(visit, values, pages.field_errors(exc.fields, values) or {
                 "_form": "Die Einladung ist nicht möglich."}, 422)
         raise PageRedirect("/portal/kollegen?hinweis=eingeladen")
 
