@@ -172,7 +172,7 @@ def invite_colleague(session: Session, ags: str, session_id: str, name: str, ema
 def remove_colleague(session: Session, ags: str, session_id: str, colleague_id) -> dict:
     """Remove a colleague's access: their sessions end and their links stop working at once."""
     _as_contact(session, ags, session_id)
-    colleague = session.get(PortalColleague, colleague_id)
+    colleague = session.get(PortalColleague, uuid.UUID(str(colleague_id)))
     if colleague is None or colleague.ags != ags or colleague.removed_at is not None:
         raise NotFound("no such colleague", {"colleague_id": ["unknown colleague"]})
     moment: datetime = now()
