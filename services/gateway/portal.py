@@ -331,8 +331,9 @@ class PortalPages:
         visit = self._visit(request)
         municipality = self._for(visit, "municipality")
         enrolments = self._all_enrolments(visit)
+        places = {c["id"]: c["location"] for c in self._for(visit, "list_open_courses")}
         return visit.render("overview.html", title="Übersicht", nav="uebersicht",
-                            municipality=municipality, enrolments=enrolments)
+                            municipality=municipality, enrolments=enrolments, places=places)
 
     @page("GET", "/portal/kurse")
     def courses_page(self, request):
