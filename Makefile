@@ -25,6 +25,7 @@ run: install
 # Unit tests, then integration tests against the real RabbitMQ and PostgreSQL.
 test: install
 	@scripts/ensure-services
+	@scripts/ensure-browser
 	$(BIN)/python -m pytest
 
 test-unit: install

@@ -197,6 +197,33 @@ class CertificateRevokedV1(Schema):
     revoked_at = fields.AwareDateTime(required=True)
 
 
+# --- the municipality portal (published by enrolment) -------------------------------------------
+
+class SignInLinkRequestedV1(Schema):
+    """Someone asked to sign in to the portal with an address that may sign in for this body:
+    notifications mails the link. The link is a secret that works once, until ``expires_at``
+    (15 minutes); the enrolment service keeps only its hash."""
+
+    ags = ags_field(required=True)
+    municipality = fields.String(required=True)
+    email = fields.Email(required=True)
+    name = fields.String(required=True)
+    link = fields.String(required=True, validate=validate.Length(min=20, max=500))
+    expires_at = fields.AwareDateTime(required=True)
+
+
+class ColleagueInvitedV1(Schema):
+    """The body's contact invited a colleague to the portal: notifications tells the colleague
+    where to sign in (no link that signs in: that is asked for on the sign-in page)."""
+
+    ags = ags_field(required=True)
+    municipality = fields.String(required=True)
+    email = fields.Email(required=True)
+    name = fields.String(required=True)
+    invited_by = fields.String(required=True)
+    portal_url = fields.String(required=True, validate=validate.Length(min=8, max=500))
+
+
 # --- version 2: each event carries its subject's ``sequence`` ------------------------------------
 # Events about one enrolment (its funding, its certificates) can reach a consumer out of order:
 # a retried one after a newer one. ``sequence`` counts the changes of that enrolment (of its
@@ -247,6 +274,8 @@ CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("certificate_revoked", 1): CertificateRevokedV1,
     ("certificate_issued", 2): CertificateIssuedV2,
     ("certificate_revoked", 2): CertificateRevokedV2,
+    ("sign_in_link_requested", 1): SignInLinkRequestedV1,
+    ("colleague_invited", 1): ColleagueInvitedV1,
 }
 
 LATEST_VERSION = {}

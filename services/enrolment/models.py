@@ -206,3 +206,56 @@ class IdempotencyRecord(Base):
     response: Mapped[dict] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
+
+
+# --- the municipality portal: who may sign in, sign-in links, sessions -------------------------
+
+class PortalColleague(Base):
+    """A colleague the municipality's contact invited to the portal; removed ones are kept
+    (``removed_at``) so that their sessions and links stop working and the record says why."""
+
+    __tablename__ = "portal_colleagues"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    ags: Mapped[str] = mapped_column(ForeignKey("bodies.ags"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    email: Mapped[str] = mapped_column(String(254), nullable=False)
+    invited_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        # One active invitation per address and body.
+        Index("uq_active_portal_colleague", "ags", "email", unique=True,
+              postgresql_where=text("removed_at IS NULL"),
+              sqlite_where=text("removed_at IS NULL")),
+        Index("ix_portal_colleagues_email", "email"),
+    )
+
+
+class PortalSignInLink(Base):
+    """A single-use sign-in link (hash of its token only), valid for a few minutes."""
+
+    __tablename__ = "portal_sign_in_links"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ags: Mapped[str] = mapped_column(ForeignKey("bodies.ags"), nullable=False)
+    email: Mapped[str] = mapped_column(String(254), nullable=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PortalSession(Base):
+    """A signed-in clerk (hash of the session id the gateway's cookie carries). Ends when it
+    expires, at sign-out, or when the person loses access."""
+
+    __tablename__ = "portal_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ags: Mapped[str] = mapped_column(ForeignKey("bodies.ags"), nullable=False)
+    email: Mapped[str] = mapped_column(String(254), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (Index("ix_portal_sessions_ags_email", "ags", "email"),)

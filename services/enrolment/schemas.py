@@ -211,3 +211,62 @@ class ProgrammeOut(Schema):
     enrolment_opens_on = fields.Date()
     enrolment_closes_on = fields.Date()
     revision = fields.Integer()
+
+
+# --- the municipality portal ---------------------------------------------------------------------
+
+_URL = validate.Regexp(r"^https?://[^\s\x00]+$", error="must be an http(s) URL")
+
+
+class SignInRequestIn(Schema):
+    email = email_field(required=True)
+    # Where the link leads (the gateway's public address); the token is appended.
+    link_base = fields.String(required=True, validate=[validate.Length(max=300), _URL])
+
+    @post_load
+    def normalise(self, data, **kwargs):
+        data["email"] = data["email"].strip().lower()
+        return data
+
+
+class SecretIn(Schema):
+    """A sign-in token or a session id: long random strings of URL-safe characters."""
+
+    secret = fields.String(required=True, validate=[
+        validate.Length(min=20, max=100),
+        validate.Regexp(r"^[A-Za-z0-9_-]+$", error="not a token")])
+
+
+class ColleagueIn(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    email = email_field(required=True)
+    portal_url = fields.String(required=True, validate=[validate.Length(max=300), _URL])
+
+    @post_load
+    def normalise(self, data, **kwargs):
+        data["name"] = data["name"].strip()
+        if not data["name"]:
+            raise ValidationError("must not be blank", "name")
+        data["email"] = data["email"].strip().lower()
+        return data
+
+
+class ColleagueIdIn(Schema):
+    colleague_id = fields.UUID(required=True)
+
+
+class PortalPersonOut(Schema):
+    ags = fields.String()
+    municipality = fields.String()
+    email = fields.String()
+    name = fields.String()
+    role = fields.String()
+    expires_at = fields.AwareDateTime()
+    session_id = fields.String()
+
+
+class ColleagueOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    email = fields.String()
+    invited_at = fields.AwareDateTime()

@@ -15,7 +15,8 @@ from services.common.logs import LogContext
 from services.common.metrics import Metrics
 from services.common.outbox import handle_in_group
 from services.common.schemas import load, mail_smtputf8
-from services.enrolment import coverage, domain, schemas
+from services.common import config as cfg
+from services.enrolment import coverage, domain, portal, schemas
 from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
 
 AGS_SCHEMA = schemas.MunicipalityIn(only=("ags",))
@@ -27,6 +28,12 @@ ENROLMENT_ID_IN = schemas.CancelIn(only=("enrolment_id",))
 FILTERS_IN = schemas.EnrolmentFilterIn()
 BODY_OUT = schemas.BodyOut()
 COVERAGE_IN = schemas.CoverageIn()
+SIGN_IN_REQUEST_IN = schemas.SignInRequestIn()
+SECRET_IN = schemas.SecretIn()
+COLLEAGUE_IN = schemas.ColleagueIn()
+COLLEAGUE_ID_IN = schemas.ColleagueIdIn()
+PERSON_OUT = schemas.PortalPersonOut()
+COLLEAGUE_OUT = schemas.ColleagueOut()
 
 
 def enrolment_figures(session) -> dict:
@@ -230,6 +237,62 @@ class EnrolmentService:
     @rpc(MUNICIPALITY)
     def municipality(self, ags):
         return self.db.run(domain.municipality_overview, self._ags(ags))
+
+    # --- the municipality portal (the gateway; sessions and links live here) -----------------
+
+    def _secret(self, value, what: str) -> str:
+        return load(SECRET_IN, {"secret": value}, what)["secret"]
+
+    @rpc(GATEWAY)
+    def portal_request_sign_in(self, email, link_base):
+        """Mail a sign-in link if the address may sign in; the answer is the same either way."""
+        with self._mail_context():
+            data = load(SIGN_IN_REQUEST_IN, {"email": email, "link_base": link_base},
+                        "sign-in request")
+        self.db.run(portal.request_sign_in, data["email"], data["link_base"])
+        return {"requested": True}
+
+    @rpc(GATEWAY)
+    def portal_sign_in(self, token):
+        """Use a sign-in link once: the session (with its id, for the cookie) or
+        ``AuthenticationFailed``."""
+        token = self._secret(token, "sign-in link")
+        hours = float(cfg.setting(self.config.get("PORTAL") or {}, "session_hours", 8))
+        return PERSON_OUT.dump(self.db.run(portal.sign_in, token, hours))
+
+    @rpc(GATEWAY)
+    def portal_session(self, session_id):
+        """Who a live session belongs to; ``AuthenticationFailed`` once it has ended."""
+        session_id = self._secret(session_id, "session")
+        return PERSON_OUT.dump(self.db.run(portal.current, session_id))
+
+    @rpc(GATEWAY)
+    def portal_sign_out(self, session_id):
+        return self.db.run(portal.sign_out, self._secret(session_id, "session"))
+
+    @rpc(MUNICIPALITY)
+    def portal_colleagues(self, ags):
+        answer = self.db.run(portal.colleagues, self._ags(ags))
+        answer["colleagues"] = COLLEAGUE_OUT.dump(answer["colleagues"], many=True)
+        return answer
+
+    @rpc(MUNICIPALITY)
+    def portal_invite_colleague(self, ags, session_id, colleague):
+        """Only the body's contact may invite (its session says who is asking)."""
+        ags = self._ags(ags)
+        session_id = self._secret(session_id, "session")
+        with self._mail_context():
+            data = load(COLLEAGUE_IN, colleague, "colleague")
+        return COLLEAGUE_OUT.dump(self.db.run(portal.invite_colleague, ags, session_id,
+                                              data["name"], data["email"], data["portal_url"]))
+
+    @rpc(MUNICIPALITY)
+    def portal_remove_colleague(self, ags, session_id, colleague_id):
+        ags = self._ags(ags)
+        session_id = self._secret(session_id, "session")
+        data = load(COLLEAGUE_ID_IN, {"colleague_id": colleague_id}, "colleague")
+        return COLLEAGUE_OUT.dump(self.db.run(portal.remove_colleague, ags, session_id,
+                                              data["colleague_id"]))
 
     # --- operators (operator token in context data) ------------------------------------------
 

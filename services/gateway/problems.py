@@ -88,9 +88,12 @@ class ProblemHttpEntrypoint(HttpRequestHandler):
         try:
             web.read_body(request.environ, limit, timeout_s)
         except web.BodyRefused as exc:
-            return problem_response(exc.status, exc.title, exc.detail, headers={
-                "Retry-After": "5"} if exc.status == 503 else None)
+            return self.body_refused(exc)
         return super().handle_request(request)
+
+    def body_refused(self, exc: web.BodyRefused) -> Response:
+        return problem_response(exc.status, exc.title, exc.detail, headers={
+            "Retry-After": "5"} if exc.status == 503 else None)
 
     def response_from_exception(self, exc):
         return response_for(exc)

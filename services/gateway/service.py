@@ -22,6 +22,7 @@ from services.common.logs import LogContext
 from services.common.metrics import Metrics
 from services.gateway import openapi, verification
 from services.gateway.auth import RememberedKeys
+from services.gateway.portal import PortalPages
 from services.gateway.problems import HttpProblem, http
 
 JSON = "application/json"
@@ -38,7 +39,10 @@ def json_response(payload, status: int = 200, headers: dict | None = None) -> Re
                     content_type=f"{JSON}; charset=utf-8")
 
 
-class GatewayService:
+class GatewayService(PortalPages):
+    """The municipality API (JSON), the portal's pages (``PortalPages``) and the public
+    verification pages."""
+
     name = "gateway"
 
     log_context = LogContext()

@@ -11,6 +11,8 @@ sees it (it reads a body without ``Content-Length`` as empty)."""
 from __future__ import annotations
 
 import io
+import logging
+import re
 import socket
 
 import eventlet
@@ -29,6 +31,19 @@ def limits(config: dict) -> tuple[float, int]:
             int(cfg.setting(gateway, "max_body_bytes", 1_048_576)))
 
 
+LINK_TOKEN = re.compile(r"(/portal/link/)[^\s?\"]+")
+
+
+class HideLinkTokens(logging.Filter):
+    """Access log lines name the request's path: a portal sign-in link's token (a credential
+    until it is used) is replaced before the line is written."""
+
+    def filter(self, record):
+        if isinstance(record.msg, str) and "/portal/link/" in record.msg:
+            record.msg = LINK_TOKEN.sub(r"\1<token>", record.msg)
+        return True
+
+
 class GatewayWebServer(WebServer):
     """Every read and write on a client connection (request line, headers, body, answer, an
     idle keep-alive) gives up after ``GATEWAY.read_timeout_s``."""
@@ -36,6 +51,8 @@ class GatewayWebServer(WebServer):
     def get_wsgi_server(self, sock, wsgi_app, protocol=HttpOnlyProtocol, debug=False):
         server = super().get_wsgi_server(sock, wsgi_app, protocol=protocol, debug=debug)
         server.socket_timeout = limits(self.container.config)[0]
+        if not any(isinstance(f, HideLinkTokens) for f in server.log.filters):
+            server.log.addFilter(HideLinkTokens())
         return server
 
 

@@ -356,6 +356,30 @@ def body_reminded(session: Session, payload: dict, event_id: str) -> int:
     return 1
 
 
+# --- the municipality portal ---------------------------------------------------------------------
+
+PORTAL_SIGN_OFF = "Portal für Kommunen"
+
+
+def sign_in_link_requested(session: Session, payload: dict, event_id: str):
+    """The link mail, to the address that asked (and may sign in)."""
+    from zoneinfo import ZoneInfo
+    until = payload["expires_at"].astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M")
+    _write(session, [_notice(f"{event_id}:portal:sign_in_link", "sign_in_link", "municipality",
+                             payload["email"], payload["name"],
+                             {"municipality": payload["municipality"], "link": payload["link"],
+                              "valid_until": until, "programme_name": PORTAL_SIGN_OFF}, now())])
+
+
+def colleague_invited(session: Session, payload: dict, event_id: str):
+    _write(session, [_notice(f"{event_id}:portal:colleague_invited", "colleague_invited",
+                             "municipality", payload["email"], payload["name"],
+                             {"municipality": payload["municipality"],
+                              "invited_by": payload["invited_by"],
+                              "portal_url": payload["portal_url"],
+                              "programme_name": PORTAL_SIGN_OFF}, now())])
+
+
 def course_reminders(session: Session, today: date) -> int:
     """Remind confirmed participants in the week before their first module (once each)."""
     due = session.execute(select(KnownEnrolment).where(

@@ -257,6 +257,14 @@ class NotificationsService:
     def on_certificate_revoked(self, envelope):
         self._on(envelope, "certificate_revoked", domain.certificate_revoked)
 
+    @event_handler("enrolment", "sign_in_link_requested")
+    def on_sign_in_link_requested(self, envelope):
+        self._on(envelope, "sign_in_link_requested", domain.sign_in_link_requested)
+
+    @event_handler("enrolment", "colleague_invited")
+    def on_colleague_invited(self, envelope):
+        self._on(envelope, "colleague_invited", domain.colleague_invited)
+
     @timer(interval=3600)
     def course_reminder_timer(self):
         """Hourly; each participant is reminded once, in the week before the first module."""

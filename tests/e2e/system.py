@@ -46,7 +46,7 @@ SUBJECTS = {
     "cancelled": "Abmeldung", "course_cancelled": "Seminar abgesagt",
     "granted": "Förderung bewilligt", "waiting": "Förderung zurzeit nicht möglich",
     "released": "Förderung freigegeben", "certificate": "Herzlichen Glückwunsch",
-    "revoked": "Zertifikat ",
+    "revoked": "Zertifikat ", "sign_in": "Ihr Anmeldelink", "invited": "Einladung in das Portal",
 }
 
 
@@ -96,6 +96,10 @@ def expected_mails(events: list[tuple[str, dict]], complete: bool = True) -> Cou
                 expected[("certificate", enrolments[str(payload["enrolment_id"])][0])] += 1
         elif event_type == "certificate_revoked":
             both("revoked", payload["enrolment_id"])
+        elif event_type == "sign_in_link_requested":  # to the address that asked, only
+            expected[("sign_in", payload["email"])] += 1
+        elif event_type == "colleague_invited":
+            expected[("invited", payload["email"])] += 1
     return expected
 
 
