@@ -372,6 +372,52 @@ def coverage_command(obj: Context, codes, map_file, missing_csv, by):
                                newline="")
 
 
+@main.group("office")
+def office_group():
+    """Who may use the programme office's pages (/buero)."""
+
+
+@office_group.command("add")
+@click.argument("email")
+@click.option("--name", required=True, help="as the sign-in mail greets the person")
+@click.pass_obj
+def office_add(obj: Context, email, name):
+    """Let EMAIL sign in to the office's pages (again)."""
+    from marshmallow import Schema, fields, validate
+
+    from services.common.schemas import email_field, load
+    from services.enrolment import office
+
+    class StaffIn(Schema):
+        email = email_field(required=True)
+        name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    try:
+        data = load(StaffIn(), {"email": email.strip().lower(), "name": name.strip()},
+                    "office staff")
+    except LotsenError as exc:
+        _fail(exc)
+    obj.run(office.add_staff, data["email"], data["name"])
+    click.echo("added: the person can now ask for a sign-in link at /buero/anmelden")
+
+
+@office_group.command("remove")
+@click.argument("email")
+@click.pass_obj
+def office_remove(obj: Context, email):
+    """End EMAIL's access; its sessions end at once."""
+    from services.enrolment import office
+    obj.run(office.remove_staff, email.strip().lower())
+    click.echo("removed")
+
+
+@office_group.command("list")
+@click.pass_obj
+def office_list(obj: Context):
+    from services.enrolment import office
+    for member in obj.run(office.staff):
+        click.echo(f"{member['email']}  {member['name']}  since {_when(member['added_at'])}")
+
+
 @main.group("outreach")
 def outreach():
     """Reminders to eligible bodies that have no confirmed participant yet."""

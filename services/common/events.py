@@ -224,6 +224,16 @@ class ColleagueInvitedV1(Schema):
     portal_url = fields.String(required=True, validate=validate.Length(min=8, max=500))
 
 
+class OfficeSignInLinkRequestedV1(Schema):
+    """A member of the programme office asked to sign in to the office's pages: notifications
+    mails the single-use link (valid until ``expires_at``)."""
+
+    email = fields.Email(required=True)
+    name = fields.String(required=True)
+    link = fields.String(required=True, validate=validate.Length(min=20, max=500))
+    expires_at = fields.AwareDateTime(required=True)
+
+
 # --- version 2: each event carries its subject's ``sequence`` ------------------------------------
 # Events about one enrolment (its funding, its certificates) can reach a consumer out of order:
 # a retried one after a newer one. ``sequence`` counts the changes of that enrolment (of its
@@ -276,6 +286,7 @@ CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("certificate_revoked", 2): CertificateRevokedV2,
     ("sign_in_link_requested", 1): SignInLinkRequestedV1,
     ("colleague_invited", 1): ColleagueInvitedV1,
+    ("office_sign_in_link_requested", 1): OfficeSignInLinkRequestedV1,
 }
 
 LATEST_VERSION = {}

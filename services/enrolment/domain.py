@@ -638,21 +638,22 @@ def enrol_batch(session: Session, ags: str, rows: list, today: date | None = Non
     results = []
     for index, row in enumerate(rows):
         if isinstance(row, LotsenError):
-            results.append(_row_error(index, row))
+            results.append(row_error(index, row))
             continue
         try:
             with session.begin_nested():
                 results.append({"row": index, "result": "created",
                                 "enrolment": enrol(session, ags, row, today)})
         except LotsenError as exc:
-            results.append(_row_error(index, exc))
+            results.append(row_error(index, exc))
         except IntegrityError:
-            results.append(_row_error(index, Conflict(
+            results.append(row_error(index, Conflict(
                 "a concurrent request changed the same data; send this row again")))
     return results
 
 
-def _row_error(index: int, exc: LotsenError) -> dict:
+def row_error(index: int, exc: LotsenError) -> dict:
+    """A batch row's failure, as every batch answers it."""
     return {"row": index, "result": "error",
             "error": {"status": exc.status, "title": exc.title, "detail": exc.message,
                       "fields": exc.fields}}

@@ -259,3 +259,43 @@ class PortalSession(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (Index("ix_portal_sessions_ags_email", "ags", "email"),)
+
+
+# --- the programme office's pages: staff an operator registered, their links and sessions ------
+
+class OfficeStaff(Base):
+    """A member of the programme office who may use the office's pages (registered by an
+    operator with the CLI); removed ones are kept so the record says when access ended."""
+
+    __tablename__ = "office_staff"
+
+    email: Mapped[str] = mapped_column(String(254), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class OfficeSignInLink(Base):
+    """A single-use sign-in link for office staff (hash of its token only)."""
+
+    __tablename__ = "office_sign_in_links"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str] = mapped_column(ForeignKey("office_staff.email"), nullable=False,
+                                       index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class OfficeSession(Base):
+    """A signed-in member of the office (hash of the id the gateway's cookie carries)."""
+
+    __tablename__ = "office_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str] = mapped_column(ForeignKey("office_staff.email"), nullable=False,
+                                       index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

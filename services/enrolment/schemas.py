@@ -6,6 +6,7 @@ from marshmallow import (
     ValidationError,
     fields,
     post_load,
+    pre_load,
     validate,
     validates_schema,
 )
@@ -270,3 +271,31 @@ class ColleagueOut(Schema):
     name = fields.String()
     email = fields.String()
     invited_at = fields.AwareDateTime()
+
+
+class ContactRowIn(Schema):
+    """One row of the office's onboarding file."""
+    ags = ags_field(required=True)
+
+    @pre_load
+    def leading_zero(self, data, **kwargs):
+        """Excel drops the leading zero of an AGS such as 08226098: put it back."""
+        if isinstance(data, dict) and isinstance(data.get("ags"), str):
+            ags = data["ags"].strip()
+            data = dict(data, ags=ags.zfill(8) if ags.isdigit() and len(ags) == 7 else ags)
+        return data
+    contact_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    contact_email = email_field(required=True)
+
+    @post_load
+    def normalise(self, data, **kwargs):
+        data["contact_name"] = data["contact_name"].strip()
+        if not data["contact_name"]:
+            raise ValidationError("must not be blank", "contact_name")
+        data["contact_email"] = data["contact_email"].strip().lower()
+        return data
+
+
+class OnboardIn(Schema):
+    rows = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1, max=5000))
+    portal_url = fields.String(required=True, validate=[validate.Length(max=300), _URL])

@@ -16,7 +16,7 @@ from services.common.metrics import Metrics
 from services.common.outbox import handle_in_group
 from services.common.schemas import load, mail_smtputf8
 from services.common import config as cfg
-from services.enrolment import coverage, domain, portal, schemas
+from services.enrolment import coverage, domain, office, portal, schemas
 from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
 
 AGS_SCHEMA = schemas.MunicipalityIn(only=("ags",))
@@ -28,6 +28,8 @@ ENROLMENT_ID_IN = schemas.CancelIn(only=("enrolment_id",))
 FILTERS_IN = schemas.EnrolmentFilterIn()
 BODY_OUT = schemas.BodyOut()
 COVERAGE_IN = schemas.CoverageIn()
+CONTACT_ROW_IN = schemas.ContactRowIn()
+ONBOARD_IN = schemas.OnboardIn()
 SIGN_IN_REQUEST_IN = schemas.SignInRequestIn()
 SECRET_IN = schemas.SecretIn()
 COLLEAGUE_IN = schemas.ColleagueIn()
@@ -293,6 +295,68 @@ class EnrolmentService:
         data = load(COLLEAGUE_ID_IN, {"colleague_id": colleague_id}, "colleague")
         return COLLEAGUE_OUT.dump(self.db.run(portal.remove_colleague, ags, session_id,
                                               data["colleague_id"]))
+
+    # --- the programme office's pages (the gateway; office sessions live here) --------------
+
+    def _office(self, session_id) -> dict:
+        """The office member whose live session this is, or ``AuthenticationFailed``."""
+        return self.db.run(office.current, self._secret(session_id, "session"), commit=False)
+
+    @rpc(GATEWAY)
+    def office_request_sign_in(self, email, link_base):
+        """Mail a sign-in link if the address belongs to the office; the same answer always."""
+        with self._mail_context():
+            data = load(SIGN_IN_REQUEST_IN, {"email": email, "link_base": link_base},
+                        "sign-in request")
+        self.db.run(office.request_sign_in, data["email"], data["link_base"])
+        return {"requested": True}
+
+    @rpc(GATEWAY)
+    def office_sign_in(self, token):
+        token = self._secret(token, "sign-in link")
+        hours = float(cfg.setting(self.config.get("PORTAL") or {}, "session_hours", 8))
+        return PERSON_OUT.dump(self.db.run(office.sign_in, token, hours))
+
+    @rpc(GATEWAY)
+    def office_session(self, session_id):
+        return PERSON_OUT.dump(self._office(session_id))
+
+    @rpc(GATEWAY)
+    def office_sign_out(self, session_id):
+        return self.db.run(office.sign_out, self._secret(session_id, "session"))
+
+    @rpc(GATEWAY)
+    def office_coverage(self, session_id, programme_codes=None):
+        """``coverage`` for a signed-in member of the office."""
+        self._office(session_id)
+        data = load(COVERAGE_IN, {"programme_codes": programme_codes}, "coverage")
+        return self.db.run(coverage.coverage, data["programme_codes"], commit=False)
+
+    @rpc(GATEWAY)
+    def office_without_lotse_csv(self, session_id, programme_codes=None):
+        self._office(session_id)
+        data = load(COVERAGE_IN, {"programme_codes": programme_codes}, "coverage")
+        return coverage.without_lotse_csv(
+            self.db.run(coverage.coverage, data["programme_codes"], commit=False))
+
+    @rpc(GATEWAY)
+    def office_onboard(self, session_id, rows, portal_url):
+        """Register or update each row's municipality contact and invite it to the portal;
+        a report per row (``created``, ``updated``, ``unchanged`` or the error)."""
+        self._office(session_id)
+        data = load(ONBOARD_IN, {"rows": rows, "portal_url": portal_url}, "onboarding")
+        checked = []
+        with self._mail_context():
+            for index, row in enumerate(data["rows"]):
+                try:
+                    checked.append(load(CONTACT_ROW_IN, row, f"row {index}"))
+                except ValidationFailed as exc:
+                    checked.append(exc)
+        report = self.db.run(office.onboard_contacts, checked, data["portal_url"])
+        counts = {}
+        for entry in report:
+            counts[entry["result"]] = counts.get(entry["result"], 0) + 1
+        return {"counts": counts, "rows": report}
 
     # --- operators (operator token in context data) ------------------------------------------
 

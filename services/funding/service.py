@@ -10,7 +10,7 @@ from nameko.timer import timer
 from sqlalchemy import func, select, text
 
 from services.common.db import Database
-from services.common.callers import MUNICIPALITY, OPERATOR, PUBLIC
+from services.common.callers import GATEWAY, MUNICIPALITY, OPERATOR, PUBLIC
 from services.common.entrypoints import GroupCommits, Operator, event_handler, rpc
 from services.common.events import parse_event
 from services.common.logs import LogContext
@@ -120,7 +120,10 @@ class FundingService:
 
     # --- RPC ---------------------------------------------------------------------------------
 
-    @rpc(OPERATOR)
+    # Methods the office's pages read answer the gateway too: it calls them only for a member
+    # of the office whose session the enrolment service has just confirmed.
+
+    @rpc(OPERATOR, GATEWAY)
     def budget_state(self, programme_code):
         return self.db.run(domain.budget_state, str(programme_code))
 
@@ -136,23 +139,22 @@ class FundingService:
         return self.db.run(domain.ledger_page, data["programme_code"], data["page"],
                            data["per_page"])
 
-    @rpc(OPERATOR)
+    @rpc(OPERATOR, GATEWAY)
     def remind_bodies_without_participant(self, programme_code, campaign):
         """On demand: every eligible body without a confirmed participant, once per campaign."""
-        self.operator.require()
         data = load(schemas.RemindIn(), {"programme_code": programme_code, "campaign": campaign})
         return self.db.run(domain.remind_bodies_without_participant, data["programme_code"],
                            data["campaign"])
 
-    @rpc(OPERATOR)
+    @rpc(OPERATOR, GATEWAY)
     def reminders(self, programme_code):
         return self.db.run(domain.reminders, str(programme_code), commit=False)
 
-    @rpc(OPERATOR)
+    @rpc(OPERATOR, GATEWAY)
     def commitments(self, programme_code):
         return self.db.run(domain.commitments, str(programme_code), commit=False)
 
-    @rpc(OPERATOR)
+    @rpc(OPERATOR, GATEWAY)
     def ledger_csv(self, programme_code):
         return ledger_csv(self.db.run(domain.ledger_rows, str(programme_code)))
 

@@ -158,6 +158,9 @@ class PortalSecrets(DependencyProvider):
 class Visit:
     """One request's view of the portal: who is signed in, the CSRF token for its forms."""
 
+    path = "/portal"  # where the form cookie is sent
+    notice_texts = NOTICES  # what ``?hinweis=`` may show
+
     def __init__(self, secrets: PortalSecrets, request, person: dict | None):
         self.secrets, self.request, self.person = secrets, request, person
         self.cookies = []
@@ -171,7 +174,7 @@ class Visit:
                 value = auth.session_cookie(secrets.key, self.bound_to)
                 self.cookies.append(lambda r: r.set_cookie(
                     auth.FORM_COOKIE, value, httponly=True, secure=secrets.secure,
-                    samesite="Lax", path="/portal"))
+                    samesite="Lax", path=self.path))
 
     @property
     def csrf(self) -> str:
@@ -182,7 +185,7 @@ class Visit:
 
     def render(self, template: str, status: int = 200, **context) -> Response:
         hinweis = self.request.args.get("hinweis")
-        notices = [NOTICES[hinweis]] if hinweis in NOTICES else []
+        notices = [self.notice_texts[hinweis]] if hinweis in self.notice_texts else []
         context.setdefault("nav", "")
         context.setdefault("errors", {})
         response = page_response(pages.render(template, person=self.person, csrf=self.csrf,

@@ -21,6 +21,33 @@ COLUMN_TITLES = {"given_name": "Vorname", "family_name": "Nachname", "email": "E
                  "department": "Abteilung"}
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What a kind of file must hold: its columns (with the names clerks give them), which are
+    required, how the header reads in German, and how many rows one upload may have."""
+    columns: dict
+    required: tuple
+    titles: dict
+    example_header: str
+    max_rows: int
+    rows_are: str  # "Personen", "Kontakte": for the message about a file without rows
+
+
+ENROLMENTS = Layout(COLUMNS, REQUIRED, COLUMN_TITLES,
+                    "Vorname;Nachname;E-Mail;Abteilung (Abteilung ist freiwillig)", MAX_ROWS,
+                    "Personen")
+# The programme office's onboarding file: one municipality contact per row.
+CONTACTS = Layout(
+    {"ags": ("ags", "gemeindeschluessel", "gemeindeschlüssel", "amtlichergemeindeschluessel",
+             "amtlichergemeindeschlüssel", "schluessel", "schlüssel"),
+     "contact_name": ("kontakt", "kontaktname", "kontaktperson", "name", "ansprechperson",
+                      "ansprechpartner", "ansprechpartnerin"),
+     "contact_email": ("email", "emailadresse", "mail", "kontaktemail", "dienstlicheemail")},
+    ("ags", "contact_name", "contact_email"),
+    {"ags": "AGS", "contact_name": "Kontaktperson", "contact_email": "E-Mail"},
+    "AGS;Kontaktperson;E-Mail", 5000, "Kontakte")
+
+
 class UploadProblem(Exception):
     """The file as a whole cannot be read; the message is German, for the clerk."""
 
@@ -51,7 +78,7 @@ def _key(name: str) -> str:
     return "".join(c for c in name.strip().strip('"').lower() if c not in " -_.")
 
 
-def parse(raw: bytes) -> list[Row]:
+def parse(raw: bytes, layout: Layout = ENROLMENTS) -> list[Row]:
     text = decode(raw)
     if "\x00" in text:
         raise UploadProblem("Die Datei enthält Binärdaten. Bitte laden Sie eine CSV-Datei hoch "
@@ -75,19 +102,18 @@ def parse(raw: bytes) -> list[Row]:
         if counts[delimiter] == 0:
             raise UploadProblem("In der ersten Zeile sind keine Spalten zu erkennen. Die erste "
                                 "Zeile nennt die Spalten, getrennt durch Semikolon oder Komma: "
-                                "Vorname;Nachname;E-Mail;Abteilung")
+                                + layout.example_header.split(" ")[0])
     reader = csv.reader(io.StringIO("\n".join(lines[first:])), delimiter=delimiter)
     header = next(reader)
     positions = {}
     for index, name in enumerate(header):
-        for column, aliases in COLUMNS.items():
+        for column, aliases in layout.columns.items():
             if _key(name) in aliases and column not in positions:
                 positions[column] = index
-    missing = [COLUMN_TITLES[c] for c in REQUIRED if c not in positions]
+    missing = [layout.titles[c] for c in layout.required if c not in positions]
     if missing:
         raise UploadProblem("Die Kopfzeile nennt nicht alle Spalten; es fehlt: "
-                            + ", ".join(missing) + ". Erwartet: Vorname;Nachname;E-Mail;"
-                            "Abteilung (Abteilung ist freiwillig).")
+                            + ", ".join(missing) + f". Erwartet: {layout.example_header}.")
     rows = []
     for cells in reader:
         line = reader.line_num + first
@@ -100,11 +126,11 @@ def parse(raw: bytes) -> list[Row]:
             row.problems["_row"] = ("Die Zeile hat mehr Spalten als die Kopfzeile (ein "
                                     "Trennzeichen zu viel?).")
         rows.append(row)
-        if len(rows) > MAX_ROWS:
-            raise UploadProblem(f"Die Datei hat mehr als {MAX_ROWS} Zeilen. Bitte teilen Sie "
-                                "sie auf.")
+        if len(rows) > layout.max_rows:
+            raise UploadProblem(f"Die Datei hat mehr als {layout.max_rows} Zeilen. Bitte teilen "
+                                "Sie sie auf.")
     if not rows:
-        raise UploadProblem("Die Datei enthält nur die Kopfzeile, aber keine Personen.")
+        raise UploadProblem(f"Die Datei enthält nur die Kopfzeile, aber keine {layout.rows_are}.")
     return rows
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from uuid import uuid4
 from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
@@ -361,14 +362,24 @@ def body_reminded(session: Session, payload: dict, event_id: str) -> int:
 PORTAL_SIGN_OFF = "Portal für Kommunen"
 
 
-def sign_in_link_requested(session: Session, payload: dict, event_id: str):
-    """The link mail, to the address that asked (and may sign in)."""
-    from zoneinfo import ZoneInfo
+def _link_notice(key: str, template: str, payload: dict, municipality: str,
+                 sign_off: str) -> dict:
+    """A sign-in link's mail, to the address that asked (and may sign in)."""
     until = payload["expires_at"].astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M")
-    _write(session, [_notice(f"{event_id}:portal:sign_in_link", "sign_in_link", "municipality",
-                             payload["email"], payload["name"],
-                             {"municipality": payload["municipality"], "link": payload["link"],
-                              "valid_until": until, "programme_name": PORTAL_SIGN_OFF}, now())])
+    return _notice(key, template, "municipality", payload["email"], payload["name"],
+                   {"municipality": municipality, "link": payload["link"],
+                    "valid_until": until, "programme_name": sign_off}, now())
+
+
+def sign_in_link_requested(session: Session, payload: dict, event_id: str):
+    _write(session, [_link_notice(f"{event_id}:portal:sign_in_link", "sign_in_link", payload,
+                                  payload["municipality"], PORTAL_SIGN_OFF)])
+
+
+def office_sign_in_link_requested(session: Session, payload: dict, event_id: str):
+    """The link mail for a member of the programme office."""
+    _write(session, [_link_notice(f"{event_id}:office:sign_in_link", "office_sign_in_link",
+                                  payload, "Programmbüro", "Seiten des Programmbüros")])
 
 
 def colleague_invited(session: Session, payload: dict, event_id: str):

@@ -261,6 +261,11 @@ class NotificationsService:
     def on_sign_in_link_requested(self, envelope):
         self._on(envelope, "sign_in_link_requested", domain.sign_in_link_requested)
 
+    @event_handler("enrolment", "office_sign_in_link_requested")
+    def on_office_sign_in_link_requested(self, envelope):
+        self._on(envelope, "office_sign_in_link_requested",
+                 domain.office_sign_in_link_requested)
+
     @event_handler("enrolment", "colleague_invited")
     def on_colleague_invited(self, envelope):
         self._on(envelope, "colleague_invited", domain.colleague_invited)

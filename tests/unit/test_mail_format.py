@@ -20,7 +20,8 @@ COURSE = {"title": "Basisseminar „Digitale Verwaltung“ für Kommunen mit lan
                        "date": (date(2027, 2, 1) + timedelta(days=7 * n)).isoformat()}
                       for n in range(1, 4)]}
 SENDER = ("Programmbüro Kommunale Digitallotsen", "noreply@lotsen.example")
-TEMPLATES = ["body_reminded", "enrolment_confirmed", "enrolment_waitlisted", "enrolment_promoted",
+TEMPLATES = ["body_reminded", "sign_in_link", "office_sign_in_link", "colleague_invited",
+             "enrolment_confirmed", "enrolment_waitlisted", "enrolment_promoted",
              "enrolment_cancelled", "course_cancelled", "funding_granted", "funding_waiting",
              "funding_released", "course_reminder", "certificate_issued", "certificate_revoked"]
 
@@ -86,7 +87,9 @@ def context(role, to_name):
             "cancelled_by": "Ihre Kommune", "reason": "Dozent = erkrankt", "kind": "pool",
             "amount_cents": 50000, "amount": "500,00 €", "converted": False, "days": 5,
             "number": "BW-DL-2027-000001", "verification_url": "https://x.example/verify/A=B",
-            "reserve_until": "2027-06-30"}
+            "reserve_until": "2027-06-30", "link": "https://x.example/portal/link/abc",
+            "valid_until": "14:15", "invited_by": "Das Programmbüro",
+            "portal_url": "https://x.example/portal"}
 
 
 def same(n, sender, ctx, attachment=None):

@@ -1,0 +1,367 @@
+"""The programme office's pages: coverage, map, budget, onboarding and outreach.
+
+As thin as the portal: the enrolment service keeps the office's sessions and answers coverage
+and onboarding for a live session; funding answers money and reminders once enrolment has
+confirmed the session (the gateway calls funding with its own credential). Here the answers are
+only sorted, filtered and drawn. Same rules as the portal: sign-in by a single-use link, the
+session id in a signed HttpOnly cookie (path ``/buero``), a CSRF token on every form, German
+pages that work without JavaScript and load nothing from elsewhere.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from urllib.parse import urlencode
+
+from markupsafe import Markup
+from werkzeug.wrappers import Response
+
+from services.common.broker import RpcProxy
+from services.common.errors import LotsenError
+from services.gateway import charts, pages, upload
+from services.gateway import portal_auth as auth
+from services.gateway.portal import (
+    NOTICES,
+    PageError,
+    PageRedirect,
+    Visit,
+    _form,
+    _nul_free,
+    page,
+)
+
+COOKIE = "lotsen_buero"
+MENU = [("abdeckung", "/buero/abdeckung", "Abdeckung"), ("karte", "/buero/karte", "Karte"),
+        ("budget", "/buero/budget", "Budget"), ("kontakte", "/buero/kontakte", "Kontakte"),
+        ("erinnerungen", "/buero/erinnerungen", "Erinnerungen")]
+LEVELS = {"land": ("per_land", "Land"), "bezirk": ("per_bezirk", "Regierungsbezirk"),
+          "kreis": ("per_kreis", "Kreis")}
+SORTS = {"name": lambda r: r["name"], "anteil": lambda r: (r["covered_percent"], r["name"]),
+         "ohne": lambda r: (-r["none"] - r["waitlisted"], r["name"]),
+         "berechtigt": lambda r: (-r["eligible"], r["name"])}
+ALL = "alle"
+SHOWN_BODIES = 300  # bodies without a Lotse listed on the page; the CSV has all of them
+OFFICE_NOTICES = dict(
+    NOTICES, erinnert="Die Erinnerungen sind verschickt. Jede Kommune erhält eine Kampagne "
+                      "nur einmal, auch wenn sie noch einmal gestartet wird.",
+    link="Wenn diese Adresse für die Seiten des Programmbüros freigeschaltet ist, ist eine "
+         "E-Mail mit einem Anmeldelink unterwegs. Der Link gilt 15 Minuten und nur einmal.")
+
+
+class OfficeVisit(Visit):
+    path = "/buero"
+    notice_texts = OFFICE_NOTICES
+
+    def render(self, template: str, status: int = 200, **context) -> Response:
+        context.setdefault("menu", MENU)
+        context.setdefault("layout", "office_base.html")
+        return super().render(template, status, **context)
+
+
+def euros(cents) -> str:
+    if cents is None:
+        return "–"
+    whole, rest = divmod(abs(int(cents)), 100)
+    sign = "−" if int(cents) < 0 else ""
+    return f"{sign}{whole:,}".replace(",", ".") + f",{rest:02d} €"
+
+
+def _download(text: str, name: str) -> Response:
+    """A CSV file to save (the name made of letters, digits and '-' only)."""
+    safe = re.sub(r"[^A-Za-z0-9-]", "", name) or "liste"
+    return Response(text.encode("utf-8"), content_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="{safe}.csv"',
+        "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+
+def _codes(programme: str) -> list[str] | None:
+    return None if programme in ("", ALL) else [programme[:40]]
+
+
+class OfficePages:
+    """The office's entrypoints; mixed into ``GatewayService`` (its ``_call`` and secrets)."""
+
+    funding = RpcProxy("funding")
+
+    def _office_person(self, request) -> dict | None:
+        session_id = auth.session_id_from(self.portal.key, request.cookies.get(COOKIE))
+        if session_id is None:
+            return None
+        try:
+            person = self._call("office_session", session_id)
+        except LotsenError as exc:
+            if exc.status in (401, 422):
+                return None
+            raise
+        return dict(person, session_id=session_id)
+
+    def _office_visit(self, request, signed_in: bool = True) -> OfficeVisit:
+        person = self._office_person(request)
+        if signed_in and person is None:
+            expired = request.cookies.get(COOKIE)
+            raise PageRedirect("/buero/anmelden" + ("?hinweis=abgelaufen" if expired else ""),
+                               [lambda r: r.delete_cookie(COOKIE, path="/buero")]
+                               if expired else [])
+        return OfficeVisit(self.portal, request, person)
+
+    def _office_post(self, request, signed_in: bool = True) -> OfficeVisit:
+        visit = self._office_visit(request, signed_in)
+        if not visit.form_is_ours():
+            raise PageError(403, "Formular abgelaufen", "Dieses Formular ist abgelaufen oder "
+                            "kam nicht von dieser Seite. Bitte laden Sie die Seite neu.")
+        return visit
+
+    def _coverage(self, visit: OfficeVisit, programme: str) -> dict:
+        return self._call("office_coverage", visit.person["session_id"], _codes(programme),
+                          timeout=30)
+
+    @staticmethod
+    def _programme_of(request, report: dict | None = None) -> str:
+        chosen = request.args.get("programm", "")[:40]
+        if chosen:
+            return chosen
+        return report["programmes"][0]["code"] if report and report["programmes"] else ALL
+
+    # --- the way in -----------------------------------------------------------------------
+
+    @page("GET", "/buero")
+    def office_home(self, request):
+        raise PageRedirect("/buero/abdeckung" if self._office_person(request)
+                           else "/buero/anmelden")
+
+    @page("GET", "/buero/anmelden")
+    def office_sign_in_form(self, request):
+        visit = self._office_visit(request, signed_in=False)
+        if visit.person is not None:
+            raise PageRedirect("/buero/abdeckung")
+        return visit.render("office_sign_in.html", title="Anmelden", values={"email": ""},
+                            menu=[])
+
+    @page("POST", "/buero/anmelden")
+    def office_sign_in_request(self, request):
+        visit = self._office_visit(request, signed_in=False)
+        values = _nul_free(_form(request, "email"))
+        if not visit.form_is_ours():
+            return visit.render("office_sign_in.html", 400, title="Anmelden", values=values,
+                                menu=[], errors={"_form": "Das Formular war abgelaufen. Bitte "
+                                                          "senden Sie es noch einmal."})
+        if not values["email"]:
+            return visit.render("office_sign_in.html", 422, title="Anmelden", values=values,
+                                menu=[], errors={"email": "Bitte geben Sie Ihre E-Mail-Adresse "
+                                                          "ein."})
+        try:
+            self._call("office_request_sign_in", values["email"],
+                       self.portal.public_url + "/buero/link/")
+        except LotsenError as exc:
+            if exc.status != 422:
+                raise
+            return visit.render("office_sign_in.html", 422, title="Anmelden", values=values,
+                                menu=[], errors={"email": "Bitte geben Sie eine gültige "
+                                                          "E-Mail-Adresse an."})
+        raise PageRedirect("/buero/anmelden?hinweis=link", visit.cookies)
+
+    @page("GET", "/buero/link/<token>")
+    def office_link_page(self, request, token):
+        visit = self._office_visit(request, signed_in=False)
+        return visit.render("link.html", title="Anmeldung bestätigen", token=token[:100],
+                            action="/buero/link", menu=[])
+
+    @page("POST", "/buero/link")
+    def office_link_use(self, request):
+        visit = self._office_post(request, signed_in=False)
+        try:
+            person = self._call("office_sign_in", request.form.get("token", "")[:200])
+        except LotsenError as exc:
+            if exc.status not in (401, 422):
+                raise
+            return visit.render("link_invalid.html", 400, title="Link ungültig", menu=[],
+                                again="/buero/anmelden")
+        value = auth.session_cookie(self.portal.key, person["session_id"])
+        seconds = int((datetime.fromisoformat(person["expires_at"])
+                       - datetime.now(timezone.utc)).total_seconds())
+        raise PageRedirect("/buero/abdeckung", [lambda r: r.set_cookie(
+            COOKIE, value, max_age=max(seconds, 0), httponly=True, secure=self.portal.secure,
+            samesite="Lax", path="/buero")])
+
+    @page("POST", "/buero/abmelden")
+    def office_sign_out(self, request):
+        visit = self._office_post(request)
+        self._call("office_sign_out", visit.person["session_id"])
+        raise PageRedirect("/buero/anmelden?hinweis=abgemeldet", [
+            lambda r: r.delete_cookie(COOKIE, path="/buero")])
+
+    # --- coverage and map -----------------------------------------------------------------
+
+    @page("GET", "/buero/abdeckung")
+    def office_coverage(self, request):
+        visit = self._office_visit(request)
+        programme = self._programme_of(request)
+        report = self._coverage(visit, programme)
+        level = request.args.get("ebene", "kreis")
+        level = level if level in LEVELS else "kreis"
+        sort = request.args.get("sortierung", "ohne")
+        sort = sort if sort in SORTS else "ohne"
+        search = request.args.get("suche", "").strip()[:80]
+        areas = [r for r in report[LEVELS[level][0]]
+                 if not search or search.lower() in r["name"].lower() or r["ags"] == search]
+        areas.sort(key=SORTS[sort])
+        area = request.args.get("gebiet", "")[:8]
+        missing = [b for b in report["bodies"] if b["status"] not in ("completed", "confirmed")
+                   and (not area or area in (b["kreis_ags"], b["bezirk_ags"], b["land"]))
+                   and (not search or area or search.lower() in b["name"].lower())]
+        reminded = self._reminders(report)
+        area_name = next((r["name"] for key in ("per_kreis", "per_bezirk", "per_land")
+                          for r in report[key] if r["ags"] == area), "")
+        chart = charts.weekly_chart(
+            report["weekly"], [("covered", "Kommunen mit Lotse (angemeldet oder ausgebildet)",
+                                "#0072B2")], "Kommunen mit Lotse je Woche seit Programmbeginn")
+
+        def link(**changes):
+            query = {"programm": programme, "ebene": level, "sortierung": sort, "suche": search,
+                     "gebiet": area}
+            query.update(changes)
+            return "/buero/abdeckung?" + urlencode({k: v for k, v in query.items() if v})
+        return visit.render(
+            "office_coverage.html", title="Abdeckung", nav="abdeckung", report=report,
+            programme=programme, level=level, level_name=LEVELS[level][1], levels=LEVELS,
+            sort=sort, search=search, areas=areas, missing=missing[:SHOWN_BODIES],
+            missing_total=len(missing), area=area, area_name=area_name, reminded=reminded,
+            chart=Markup(chart), link=link, values={"suche": search})
+
+    def _reminder_rows(self, report: dict):
+        """(programme code, reminder) over the report's programmes."""
+        for programme in report["programmes"]:
+            try:
+                rows = self._call("reminders", programme["code"], service="funding")
+            except LotsenError as exc:
+                if exc.status != 404:  # a programme funding does not know: nobody reminded
+                    raise
+                continue
+            for row in rows:
+                yield programme["code"], row
+
+    def _reminders(self, report: dict) -> dict:
+        """AGS -> [(campaign, when)] over the report's programmes."""
+        found: dict[str, list] = {}
+        for _, row in self._reminder_rows(report):
+            found.setdefault(row["ags"], []).append((row["campaign"], row["reminded_at"]))
+        return found
+
+    @page("GET", "/buero/ohne-lotse.csv")
+    def office_missing_csv(self, request):
+        visit = self._office_visit(request)
+        programme = self._programme_of(request)
+        return _download(self._call("office_without_lotse_csv", visit.person["session_id"],
+                                    _codes(programme), timeout=30), f"ohne-lotse-{programme}")
+
+    @page("GET", "/buero/karte")
+    def office_map(self, request):
+        visit = self._office_visit(request)
+        programme = self._programme_of(request)
+        report = self._coverage(visit, programme)
+        names = ", ".join(p["land_name"] for p in report["programmes"])
+        svg = charts.coverage_map(report["bodies"], f"Förderfähige Kommunen: {names}")
+        return visit.render("office_map.html", title="Karte", nav="karte", report=report,
+                            programme=programme, svg=Markup(svg))
+
+    # --- budget -----------------------------------------------------------------------------
+
+    @page("GET", "/buero/budget")
+    def office_budget(self, request):
+        visit = self._office_visit(request)
+        report = self._coverage(visit, ALL)
+        codes = [p["code"] for p in report["programmes"]]
+        programme = request.args.get("programm", "")[:40] or (codes[0] if codes else "")
+        if programme not in codes:
+            raise PageError(404, "Nicht gefunden", "Dieses Programm gibt es nicht.")
+        try:
+            state = self._call("budget_state", programme, service="funding")
+        except LotsenError as exc:
+            if exc.status not in (404, 409, 422):
+                raise
+            state = None  # no funding for this programme (or not set up yet)
+        money = self._call("commitments", programme, service="funding") if state else None
+        chart = Markup(charts.weekly_chart(
+            money["weekly"], [("committed_cents", "Bewilligt insgesamt", "#0072B2"),
+                              ("guaranteed_cents", "davon garantierte Plätze", "#009E73"),
+                              ("pool_cents", "davon weitere Plätze", "#E69F00")],
+            "Bewilligte Mittel je Woche", unit=euros)) if money and money["weekly"] else None
+        return visit.render("office_budget.html", title="Budget", nav="budget",
+                            programmes=report["programmes"], programme=programme, state=state,
+                            chart=chart, euros=euros)
+
+    @page("GET", "/buero/ledger.csv")
+    def office_ledger_csv(self, request):
+        self._office_visit(request)
+        programme = request.args.get("programm", "")[:40]
+        return _download(self._call("ledger_csv", programme, service="funding", timeout=30),
+                         f"ledger-{programme}")
+
+    # --- onboarding -------------------------------------------------------------------------
+
+    @page("GET", "/buero/kontakte")
+    def office_contacts_form(self, request):
+        visit = self._office_visit(request)
+        return visit.render("office_contacts.html", title="Kontakte eintragen", nav="kontakte")
+
+    @page("POST", "/buero/kontakte")
+    def office_contacts_upload(self, request):
+        visit = self._office_post(request)
+        file = request.files.get("datei")
+        try:
+            if file is None or not file.filename:
+                raise upload.UploadProblem("Bitte wählen Sie eine CSV-Datei aus.")
+            rows = upload.parse(file.read(), upload.CONTACTS)
+        except upload.UploadProblem as exc:
+            return visit.render("office_contacts.html", 422, title="Kontakte eintragen",
+                                nav="kontakte", errors={"datei": str(exc)})
+        answer = self._call("office_onboard", visit.person["session_id"],
+                            [r.values for r in rows], self.portal.public_url + "/portal",
+                            timeout=120)
+        report = []
+        for row, result in zip(rows, answer["rows"]):
+            problems = (pages.row_problems(result["error"], None).values()
+                        if result["result"] == "error" else [])
+            report.append({"line": row.line, "cells": row.values, "result": result["result"],
+                           "problems": " ".join(problems)})
+        return visit.render("office_contacts_report.html", title="Kontakte eingetragen",
+                            nav="kontakte", report=report, counts=answer["counts"])
+
+    # --- outreach ---------------------------------------------------------------------------
+
+    @page("GET", "/buero/erinnerungen")
+    def office_reminders(self, request):
+        visit = self._office_visit(request)
+        report = self._coverage(visit, ALL)
+        return self._reminders_page(visit, report, {"kampagne": "", "programm": ""}, {})
+
+    def _reminders_page(self, visit, report, values, errors, status=200):
+        campaigns: dict[tuple, int] = {}
+        for code, row in self._reminder_rows(report):
+            campaigns[(code, row["campaign"])] = campaigns.get((code, row["campaign"]), 0) + 1
+        return visit.render("office_reminders.html", status, title="Erinnerungen",
+                            nav="erinnerungen", programmes=report["programmes"],
+                            campaigns=sorted(campaigns.items()), values=values, errors=errors)
+
+    @page("POST", "/buero/erinnerungen")
+    def office_send_reminders(self, request):
+        visit = self._office_post(request)
+        values = _nul_free(_form(request, "programm", "kampagne"))
+        try:
+            self._call("remind_bodies_without_participant", values["programm"],
+                       values["kampagne"], service="funding", timeout=60)
+        except LotsenError as exc:
+            if exc.status not in (404, 409, 422):
+                raise
+            errors = {}
+            fields = exc.fields or {}
+            if "campaign" in fields:
+                errors["kampagne"] = ("Bitte nur Kleinbuchstaben, Ziffern und Bindestriche, "
+                                      "mindestens 3 Zeichen, zum Beispiel erinnerung-2027-05.")
+            if "programme_code" in fields:
+                errors["programm"] = ("Für dieses Programm sind keine Erinnerungen möglich "
+                                      "(keine Förderung oder die Reservierungsfrist ist vorbei).")
+            report = self._coverage(visit, ALL)
+            return self._reminders_page(visit, report, values, errors or {
+                "_form": "Die Erinnerungen konnten nicht verschickt werden."}, 422)
+        raise PageRedirect("/buero/erinnerungen?hinweis=erinnert")
