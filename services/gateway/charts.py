@@ -4,11 +4,14 @@ No tiles, no scripts, nothing loaded from outside: the shape of a Land emerges f
 Gemeinden' points. Colours are the Okabe-Ito palette (told apart with colour blindness) and
 each status has its own shape as well, so the map also reads in black and white. Every point
 carries a ``<title>`` (the body's name and status), which browsers show on hover and screen
-readers can reach; the ``<desc>`` says in words what the map shows.
+readers can reach; the ``<desc>`` says in words what the map shows. Styles are presentation
+attributes, not a ``<style>`` element: the pages' Content-Security-Policy allows no inline
+styles, and an SVG saved on its own looks the same.
 """
 from __future__ import annotations
 
 import math
+from datetime import date
 from html import escape
 
 STATUS_STYLE = {  # drawn in this order: the bodies still without a Lotse on top
@@ -41,17 +44,19 @@ def _projection(points: list[tuple[float, float]], width: float, margin: float,
 
 def _mark(status: str, kind: str, x: float, y: float, r: float, title: str) -> str:
     tip = f"<title>{escape(title)}</title>"
+    paint = f'class="{status}" fill="{STATUS_STYLE[status][0]}"'
     if kind != "gemeinde":  # a Kreis or Bezirk: a larger square at the centre of its Gemeinden
         s = r * 1.9
-        return (f'<rect class="{status} area" x="{x - s:.1f}" y="{y - s:.1f}" '
-                f'width="{2 * s:.1f}" height="{2 * s:.1f}">{tip}</rect>')
+        return (f'<rect {paint} stroke="#222" stroke-width=".8" x="{x - s:.1f}" '
+                f'y="{y - s:.1f}" width="{2 * s:.1f}" height="{2 * s:.1f}">{tip}</rect>')
     if status == "none":
-        return f'<circle class="none" cx="{x:.1f}" cy="{y:.1f}" r="{r * 1.15:.2f}">{tip}</circle>'
+        return (f'<circle {paint} stroke="#fff" stroke-width=".4" cx="{x:.1f}" cy="{y:.1f}" '
+                f'r="{r * 1.15:.2f}">{tip}</circle>')
     if status == "waitlisted":
         s = r * 1.2
-        return (f'<path class="waitlisted" d="M{x:.1f} {y - s:.1f}l{s:.1f} {2 * s:.1f}'
+        return (f'<path {paint} d="M{x:.1f} {y - s:.1f}l{s:.1f} {2 * s:.1f}'
                 f'h{-2 * s:.1f}z">{tip}</path>')
-    return f'<circle class="{status}" cx="{x:.1f}" cy="{y:.1f}" r="{r:.2f}">{tip}</circle>'
+    return f'<circle {paint} cx="{x:.1f}" cy="{y:.1f}" r="{r:.2f}">{tip}</circle>'
 
 
 def coverage_map(bodies: list[dict], title: str, width: int = 720, max_height: int = 900) -> str:
@@ -71,9 +76,6 @@ def coverage_map(bodies: list[dict], title: str, width: int = 720, max_height: i
             f"{len(bodies)} förderfähige Kommunen als Punkte an ihrer Lage; "
             + "; ".join(f"{counts[s]} {label}" for s, (_, label) in STATUS_STYLE.items())
             + ". Kreise als Quadrate in der Mitte ihrer Gemeinden.") + "</desc>",
-        "<style>" + "".join(f".{s}{{fill:{colour}}}" for s, (colour, _) in STATUS_STYLE.items())
-        + ".area{stroke:#222;stroke-width:.8}.none{stroke:#fff;stroke-width:.4}"
-        ".legend text{font:14px sans-serif;fill:#222}</style>",
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fbfbf8"/>',
     ]
     if placed:
@@ -83,7 +85,8 @@ def coverage_map(bodies: list[dict], title: str, width: int = 720, max_height: i
             x, y = project(body["longitude"], body["latitude"])
             label = f'{body["name"]} ({body["ags"]}): {STATUS_STYLE[body["status"]][1]}'
             parts.append(_mark(body["status"], body["kind"], x, y, radius, label))
-    parts.append(f'<g class="legend" transform="translate(16 {height + 12})">')
+    parts.append(f'<g class="legend" font-family="sans-serif" font-size="14" fill="#222" '
+                 f'transform="translate(16 {height + 12})">')
     for row, (status, (_, label)) in enumerate(STATUS_STYLE.items()):
         y = row * 28 + 10
         parts.append(_mark(status, "gemeinde", 8, y, 5, label))
@@ -94,6 +97,10 @@ def coverage_map(bodies: list[dict], title: str, width: int = 720, max_height: i
                  f'Gemeinden</text>')
     parts.append("</g></svg>")
     return "".join(parts)
+
+
+def _german(iso_day: str) -> str:
+    return date.fromisoformat(iso_day).strftime("%d.%m.%Y")
 
 
 def weekly_chart(series: list[dict], lines: list[tuple[str, str, str]], title: str,
@@ -107,10 +114,10 @@ def weekly_chart(series: list[dict], lines: list[tuple[str, str, str]], title: s
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height + 24 * len(lines)}" '
         f'width="100%" role="img" aria-labelledby="chart-title" class="chart">',
         f'<title id="chart-title">{escape(title)}</title>',
-        "<style>text{font:13px sans-serif;fill:#222}.axis{stroke:#555;stroke-width:1}"
-        ".line{fill:none;stroke-width:2.5}</style>",
-        f'<line class="axis" x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}"/>',
-        f'<line class="axis" x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}"/>',
+        '<g font-family="sans-serif" font-size="13" fill="#222">',
+        f'<line stroke="#555" x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" '
+        f'y2="{top + plot_h}"/>',
+        f'<line stroke="#555" x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}"/>',
         f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end">{escape(unit(0))}</text>',
         f'<text x="{left - 6}" y="{top + 10}" text-anchor="end">{escape(unit(peak))}</text>',
     ]
@@ -119,14 +126,18 @@ def weekly_chart(series: list[dict], lines: list[tuple[str, str, str]], title: s
     for index in sorted({0, n // 2, n - 1}) if n else []:
         x = left + index * step
         parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 20}" text-anchor="middle">'
-                     f'{escape(series[index]["week_starting"])}</text>')
+                     f'{_german(series[index]["week_starting"])}</text>')
     for row, (key, label, colour) in enumerate(lines):
         points = " ".join(f"{left + i * step:.1f},{top + plot_h - r[key] / peak * plot_h:.1f}"
                           for i, r in enumerate(series))
-        if points:
-            parts.append(f'<polyline class="line" stroke="{colour}" points="{points}"/>')
+        if n > 1:
+            parts.append(f'<polyline fill="none" stroke-width="2.5" stroke="{colour}" '
+                         f'points="{points}"/>')
+        elif n == 1:  # one week so far: a dot, as a line needs two
+            x, y = points.split(",")
+            parts.append(f'<circle cx="{x}" cy="{y}" r="4" fill="{colour}"/>')
         y = height + 24 * row + 8
         parts.append(f'<rect x="{left}" y="{y - 10}" width="18" height="6" fill="{colour}"/>'
                      f'<text x="{left + 26}" y="{y}">{escape(label)}</text>')
-    parts.append("</svg>")
+    parts.append("</g></svg>")
     return "".join(parts)

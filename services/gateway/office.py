@@ -40,7 +40,7 @@ SORTS = {"name": lambda r: r["name"], "anteil": lambda r: (r["covered_percent"],
          "ohne": lambda r: (-r["none"] - r["waitlisted"], r["name"]),
          "berechtigt": lambda r: (-r["eligible"], r["name"])}
 ALL = "alle"
-SHOWN_BODIES = 300  # bodies without a Lotse listed on the page; the CSV has all of them
+SHOWN_BODIES = 100  # bodies without a Lotse listed on the page; the CSV has all of them
 OFFICE_NOTICES = dict(
     NOTICES, erinnert="Die Erinnerungen sind verschickt. Jede Kommune erhält eine Kampagne "
                       "nur einmal, auch wenn sie noch einmal gestartet wird.",

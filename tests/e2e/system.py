@@ -41,7 +41,9 @@ FEE = 50_000
 TALLIES: list[str] = []  # one line per settled run, printed at the end of the test session
 
 # Subjects of the German notices, to sort received mail by what it says.
-SUBJECTS = {
+SUBJECTS = {  # the first prefix that matches names the kind
+    "office_sign_in": "Ihr Anmeldelink für die Seiten des Programmbüros",
+    "reminder": "Noch kein geförderter Platz",
     "confirmed": "Anmeldung bestätigt", "waitlisted": "Warteliste", "promoted": "Nachgerückt",
     "cancelled": "Abmeldung", "course_cancelled": "Seminar abgesagt",
     "granted": "Förderung bewilligt", "waiting": "Förderung zurzeit nicht möglich",
@@ -100,6 +102,10 @@ def expected_mails(events: list[tuple[str, dict]], complete: bool = True) -> Cou
             expected[("sign_in", payload["email"])] += 1
         elif event_type == "colleague_invited":
             expected[("invited", payload["email"])] += 1
+        elif event_type == "office_sign_in_link_requested":
+            expected[("office_sign_in", payload["email"])] += 1
+        elif event_type == "body_reminded" and payload["ags"] in contacts:
+            expected[("reminder", contacts[payload["ags"]])] += 1
     return expected
 
 

@@ -139,6 +139,8 @@ def test_map_has_a_mark_per_body_shaped_and_coloured_by_status(db):
     assert top_x < float(wiesloch.get("cx")) and top_y < float(wiesloch.get("cy"))
     assert "noch niemand: 1134" in "".join(t.text for t in legend.iter(f"{ns}text"))
     assert "http" not in svg.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "<style" not in svg  # the pages' CSP allows no inline styles: attributes only
+    assert wiesloch.get("fill") == "#0072B2" and walldorf.get("fill") == "#E69F00"
 
 
 def test_weekly_chart_draws_one_point_per_week():
@@ -148,3 +150,5 @@ def test_weekly_chart_draws_one_point_per_week():
     [line] = root.iter("{http://www.w3.org/2000/svg}polyline")
     ys = [float(p.split(",")[1]) for p in line.get("points").split()]
     assert len(ys) == 3 and ys[0] > ys[1] > ys[2]  # rising: smaller y is higher up
+    assert line.get("fill") == "none" and "<style" not in svg
+    assert "01.03.2026" in svg  # the last week, as German dates are written
