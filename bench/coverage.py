@@ -7,8 +7,12 @@ What is measured, and how:
   completed, 10 % waitlisted), written straight into a fresh PostgreSQL database;
 * the enrolment service in its own process (``lotsen run --service enrolment``) and the no-op
   service in another, on a vhost of their own;
+* the gateway and the funding service in their own processes too, for the office's pages;
 * each figure is the median (and the slowest) of ``--repeat`` calls, one after the other:
-  the no-op RPC; the coverage RPC for all programmes (query, aggregation, JSON over RabbitMQ);
+  the no-op RPC; the coverage page for the whole register as the office's browser gets it
+  (``GET /buero/abdeckung?programm=alle``: session check, coverage RPC, reminders from funding
+  for each programme, sorting, rendering the HTML) and the map page;
+  the coverage RPC for all programmes (query, aggregation, JSON over RabbitMQ);
   the same report computed in this process without RPC (database and aggregation alone); the
   map of every body as SVG, for the whole country and for Baden-Württemberg; the CSV of bodies
   without a Lotse.
@@ -32,6 +36,7 @@ from common import checkout_from_argv  # noqa: E402
 
 ROOT = checkout_from_argv()
 
+import requests  # noqa: E402
 import yaml  # noqa: E402
 
 import common  # noqa: E402
@@ -107,6 +112,24 @@ def seed(handle, enrolments: int, rng: random.Random) -> dict:
     return {"eligible": len(eligible), "enrolments": enrolments}
 
 
+def office_cookie(handle, config) -> str:
+    """A signed-in member of the office, as the browser holds it after using a mailed link."""
+    from sqlalchemy import select
+
+    from services.common import callers
+    from services.enrolment import office
+    from services.enrolment.models import OutboxMessage
+    from services.gateway import portal_auth
+
+    handle.run(office.add_staff, "bench@buero.example", "Bench")
+    handle.run(office.request_sign_in, "bench@buero.example", "http://bench/buero/link/")
+    link = handle.run(lambda s: [m.envelope["payload"]["link"] for m in s.scalars(
+        select(OutboxMessage)) if m.envelope["event_type"] == "office_sign_in_link_requested"])
+    session_id = handle.run(office.sign_in, link[-1].rsplit("/", 1)[1], 8)["session_id"]
+    key = portal_auth.portal_key(callers.service_key(config))
+    return portal_auth.session_cookie(key, session_id)
+
+
 def measure(args) -> list[tuple[str, str]]:
     from nameko.standalone.rpc import ServiceRpcProxy
 
@@ -117,9 +140,13 @@ def measure(args) -> list[tuple[str, str]]:
 
     rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="lotsen-coverage-"))
-    with Vhost("lotsen_bench") as vhost, Databases("lotsen_bench", ["enrolment"]) as dbs:
-        config = {"AMQP_URI": vhost.uri, "max_workers": 10,
-                  "DATABASES": {"enrolment": dbs.urls["enrolment"]},
+    port = common.free_port()
+    base = f"http://127.0.0.1:{port}"
+    with Vhost("lotsen_bench") as vhost, \
+            Databases("lotsen_bench", ["enrolment", "funding"]) as dbs:
+        config = {"AMQP_URI": vhost.uri, "max_workers": 10, "DATABASES": dict(dbs.urls),
+                  "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}",
+                  "GATEWAY": {"rpc_timeout_s": 60}, "PORTAL": {"public_url": base},
                   "LOTSEN_HOME": str(workdir), "SERVICE_KEY": "bench-service-key-" + "k" * 32,
                   "OPERATOR_TOKEN": OPERATOR_TOKEN, "LOG_FORMAT": "json",
                   "LOG_LEVEL": "WARNING", "SHUTDOWN_GRACE_S": 5}
@@ -129,11 +156,15 @@ def measure(args) -> list[tuple[str, str]]:
                         "migrate"], cwd=ROOT, check=True, capture_output=True)
         handle = open_database(config, "enrolment", OutboxMessage, InboxRecord)
         sizes = seed(handle, args.enrolments, rng)
-        processes = [ServiceProcess(ROOT, config_path, "enrolment", workdir),
+        cookie = office_cookie(handle, config)
+        processes = [ServiceProcess(ROOT, config_path, service, workdir)
+                     for service in ("enrolment", "funding", "gateway")] + [
                      ServiceProcess(ROOT, config_path, "noop", workdir,
                                     module_args=[str(BENCH / "noop.py"), str(config_path),
                                                  "Noop"])]
         try:
+            wait(lambda: requests.get(base + "/health/ready", timeout=5).status_code == 200,
+                 "the gateway", 120)
             for process in processes:
                 time.sleep(0.5)
                 if not process.alive():
@@ -152,6 +183,20 @@ def measure(args) -> list[tuple[str, str]]:
                          f"{sizes['eligible']:,} / {sizes['enrolments']:,}")]
                 noop_ms = timed(lambda: noop.call("ok"), args.repeat)
                 rows.append(("no-op RPC, median / slowest ms", f"{noop_ms[0]:.1f} / {noop_ms[1]:.1f}"))
+                browser = requests.Session()
+                browser.cookies.set("lotsen_buero", cookie, path="/buero")
+
+                def page(path):
+                    answer = browser.get(base + path, timeout=60, allow_redirects=False)
+                    assert answer.status_code == 200, (answer.status_code, answer.text[:300])
+                    return answer.content
+                page("/buero/abdeckung?programm=alle")  # warm
+                shown = timed(lambda: page("/buero/abdeckung?programm=alle"), args.repeat)
+                rows.append(("coverage page, whole register, median / slowest ms",
+                             f"{shown[0]:.0f} / {shown[1]:.0f} ({len(shown[2]) / 1e3:.0f} kB)"))
+                shown = timed(lambda: page("/buero/karte?programm=alle"), args.repeat)
+                rows.append(("map page, whole register, median / slowest ms",
+                             f"{shown[0]:.0f} / {shown[1]:.0f} ({len(shown[2]) / 1e6:.1f} MB)"))
                 rpc_ms = timed(lambda: office.coverage(None), args.repeat)
                 report = rpc_ms[2]
                 rows.append(("coverage RPC, all programmes, median / slowest ms",
@@ -173,7 +218,6 @@ def measure(args) -> list[tuple[str, str]]:
                 missing = timed(lambda: coverage.without_lotse_csv(report), args.repeat)
                 rows.append(("CSV of bodies without a Lotse, ms",
                              f"{missing[0]:.0f} / {missing[1]:.0f}"))
-                rows.append(("RPC + national map, median ms", f"{rpc_ms[0] + national[0]:.0f}"))
                 totals = report["totals"]
                 rows.append(("covered / waitlisted only / none",
                              f"{totals['covered']:,} / {totals['waitlisted']:,} / "
