@@ -49,6 +49,9 @@ PAST_PARTICIPANTS = {
 }
 
 
+DEMO_OFFICE = "buero@lotsen.example"  # may sign in to the programme office's pages
+
+
 def _modules(first: date) -> list[dict]:
     return [{"number": n, "title": title, "date": first + timedelta(days=7 * (n - 1))}
             for n, title in enumerate(MODULES, start=1)]
@@ -113,7 +116,9 @@ def load_demo(handle, register_file: Path | None, credentials_path: Path,
                 "department": department}})
             enrolment_ids.append(enrolment["id"])
         domain.change_course_status(session, provider, past.id, "close")
-        return {"provider": {"name": provider.name, "token": token}, "courses": courses,
+        from services.enrolment import office
+        office.add_staff(session, DEMO_OFFICE, "Programmbüro (Demo)")
+        return {"office": DEMO_OFFICE, "provider": {"name": provider.name, "token": token}, "courses": courses,
                 "course_that_took_place": {
                     "id": str(past.id), "location": "Heidelberg",
                     "modules": [{"number": m.number, "date": m.date.isoformat()}
