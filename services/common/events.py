@@ -234,6 +234,66 @@ class OfficeSignInLinkRequestedV1(Schema):
     expires_at = fields.AwareDateTime(required=True)
 
 
+# --- coaching programmes (published by enrolment) ------------------------------------------------
+
+class NavigatorNamedV1(Schema):
+    """A municipality named its Navigator for a coaching programme (``replaces_id``: the one
+    whose term this ends)."""
+
+    navigator_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    programme_name = fields.String(required=True)
+    ags = ags_field(required=True)
+    municipality = fields.String(required=True)
+    participant = fields.Nested(ParticipantSchema, required=True)
+    named_at = fields.AwareDateTime(required=True)
+    replaces_id = fields.UUID(allow_none=True, load_default=None)
+    sequence = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class CoachingPairedV1(Schema):
+    """The office paired a Navigator with a coach; coaching (and the milestones' clock)
+    starts ``started_on``."""
+
+    navigator_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    programme_name = fields.String(required=True)
+    ags = ags_field(required=True)
+    municipality = fields.String(required=True)
+    participant = fields.Nested(ParticipantSchema, required=True)
+    coach_id = fields.UUID(required=True)
+    coach_name = fields.String(required=True)
+    coach_email = fields.Email(required=True)
+    started_on = fields.Date(required=True)
+    sequence = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class MilestoneReachedV1(Schema):
+    navigator_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    ags = ags_field(required=True)
+    key = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    title = fields.String(required=True)
+    reached_on = fields.Date(required=True)
+    document_ref = fields.String(allow_none=True, load_default=None)
+    sequence = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class MilestoneOverdueV1(Schema):
+    """A milestone passed its due day unreached: the Navigator and the coach are reminded
+    (once per Navigator and milestone)."""
+
+    navigator_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    ags = ags_field(required=True)
+    key = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    title = fields.String(required=True)
+    due_on = fields.Date(required=True)
+    participant = fields.Nested(ParticipantSchema, required=True)
+    coach_name = fields.String(required=True)
+    coach_email = fields.Email(required=True)
+
+
 # --- version 2: each event carries its subject's ``sequence`` ------------------------------------
 # Events about one enrolment (its funding, its certificates) can reach a consumer out of order:
 # a retried one after a newer one. ``sequence`` counts the changes of that enrolment (of its
@@ -287,6 +347,10 @@ CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("sign_in_link_requested", 1): SignInLinkRequestedV1,
     ("colleague_invited", 1): ColleagueInvitedV1,
     ("office_sign_in_link_requested", 1): OfficeSignInLinkRequestedV1,
+    ("navigator_named", 1): NavigatorNamedV1,
+    ("coaching_paired", 1): CoachingPairedV1,
+    ("milestone_reached", 1): MilestoneReachedV1,
+    ("milestone_overdue", 1): MilestoneOverdueV1,
 }
 
 LATEST_VERSION = {}

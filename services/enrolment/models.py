@@ -299,3 +299,85 @@ class OfficeSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+# --- coaching programmes (Sachsen's Digital-Navigatoren) ----------------------------------------
+
+class CoachingProgramme(Base):
+    """A programme run as coaching: its milestones, each due some days after a Navigator's
+    coaching starts (``[{"key", "title", "due_days", "document"}]``)."""
+
+    __tablename__ = "coaching_programmes"
+
+    programme_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programmes.id"),
+                                                    primary_key=True)
+    milestones: Mapped[list] = mapped_column(JSON, nullable=False)
+
+
+class Coach(Base):
+    """A Lotse who coaches Navigators, at most ``max_navigators`` at a time."""
+
+    __tablename__ = "coaches"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    programme_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programmes.id"), nullable=False,
+                                                    index=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    email: Mapped[str] = mapped_column(String(254), nullable=False)
+    max_navigators: Mapped[int] = mapped_column(Integer, nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Navigator(Base):
+    """The one person a municipality names for a coaching programme. Replacing one keeps the
+    old row (``replaced_at``), so the history stays."""
+
+    __tablename__ = "navigators"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    programme_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("programmes.id"), nullable=False)
+    ags: Mapped[str] = mapped_column(ForeignKey("bodies.ags"), nullable=False)
+    given_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    family_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    email: Mapped[str] = mapped_column(String(254), nullable=False)
+    department: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    named_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    replaced_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    replaces_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    coach_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("coaches.id"), nullable=True,
+                                                       index=True)
+    coaching_started_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+    __table_args__ = (
+        Index("uq_active_navigator", "programme_id", "ags", unique=True,
+              postgresql_where=text("replaced_at IS NULL"),
+              sqlite_where=text("replaced_at IS NULL")),
+    )
+
+
+class MilestoneRecord(Base):
+    """A milestone a Navigator reached, as their coach recorded it."""
+
+    __tablename__ = "milestone_records"
+
+    navigator_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("navigators.id"),
+                                                    primary_key=True)
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    reached_on: Mapped[date] = mapped_column(Date, nullable=False)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    document_ref: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    recorded_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("coaches.id"), nullable=False)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class MilestoneOverdue(Base):
+    """That a milestone's reminder went out (once per Navigator and milestone)."""
+
+    __tablename__ = "milestones_overdue"
+
+    navigator_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("navigators.id"),
+                                                    primary_key=True)
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

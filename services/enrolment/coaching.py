@@ -1,0 +1,327 @@
+"""Coaching programmes: each municipality names one Navigator, the office pairs Navigators with
+coaches (the Lotsen), coaches record milestones, overdue milestones are reminded of.
+
+Plain functions, no nameko. Sachsen runs its Digital-Lotsen this way: a few Lotsen at the
+Städte- und Gemeindetag coach one Navigator per municipality, who records the situation on
+site, writes a Digitale Agenda after three to four months and starts a first project. A
+milestone is due ``due_days`` after the Navigator's coaching started (the day of pairing, or
+the day the office gives). Every step is an event (contracts in ``services.common.events``);
+notifications tells the people concerned.
+"""
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import date, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.common.errors import AuthenticationFailed, Conflict, NotFound, RuleViolation
+from services.common.outbox import emit, emit_numbered
+from services.enrolment.domain import eligible, hash_secret, now, programme_by_code
+from services.enrolment.models import (
+    Body,
+    Coach,
+    CoachingProgramme,
+    MilestoneOverdue,
+    MilestoneRecord,
+    Navigator,
+    Programme,
+)
+
+
+def define(session: Session, programme: Programme, milestones: list[dict]) -> CoachingProgramme:
+    """Make ``programme`` a coaching programme with these milestones (``key``, ``title``,
+    ``due_days``, ``document``: whether the record names a document, as the Agenda does)."""
+    keys = [m["key"] for m in milestones]
+    if len(set(keys)) != len(keys):
+        raise RuleViolation("every milestone needs its own key", {"milestones": ["keys repeat"]})
+    coaching = CoachingProgramme(programme_id=programme.id, milestones=[
+        {"key": m["key"], "title": m["title"], "due_days": m["due_days"],
+         "document": bool(m.get("document"))} for m in milestones])
+    session.add(coaching)
+    session.flush()
+    return coaching
+
+
+def _coaching(session: Session, code: str) -> tuple[Programme, CoachingProgramme]:
+    programme = programme_by_code(session, code)
+    coaching = session.get(CoachingProgramme, programme.id)
+    if coaching is None:
+        raise RuleViolation(f"{code} is not a coaching programme",
+                            {"programme_code": ["not a coaching programme"]})
+    return programme, coaching
+
+
+def _person(navigator: Navigator) -> dict:
+    return {"given_name": navigator.given_name, "family_name": navigator.family_name,
+            "email": navigator.email, "department": navigator.department}
+
+
+def _addressed(navigator: Navigator) -> dict:
+    """What the events carry of the Navigator: enough to write to them."""
+    return {"given_name": navigator.given_name, "family_name": navigator.family_name,
+            "email": navigator.email}
+
+
+def navigator_out(navigator: Navigator, coaching: CoachingProgramme | None = None,
+                  reached: dict | None = None, today: date | None = None) -> dict:
+    out = {"id": str(navigator.id), "ags": navigator.ags, "participant": _person(navigator),
+           "named_at": navigator.named_at, "replaced_at": navigator.replaced_at,
+           "replaces_id": str(navigator.replaces_id) if navigator.replaces_id else None,
+           "coach_id": str(navigator.coach_id) if navigator.coach_id else None,
+           "coaching_started_on": navigator.coaching_started_on}
+    if coaching is not None:
+        out["milestones"] = milestone_states(coaching, navigator, reached or {}, today)
+    return out
+
+
+def milestone_states(coaching: CoachingProgramme, navigator: Navigator, reached: dict,
+                     today: date | None) -> list[dict]:
+    """Each milestone: due when, reached when (with its note and document), or overdue."""
+    today = today or now().date()
+    states = []
+    for milestone in coaching.milestones:
+        record = reached.get(milestone["key"])
+        due = (navigator.coaching_started_on + timedelta(days=milestone["due_days"])
+               if navigator.coaching_started_on else None)
+        states.append({
+            "key": milestone["key"], "title": milestone["title"], "due_on": due,
+            "reached_on": record.reached_on if record else None,
+            "note": record.note if record else None,
+            "document_ref": record.document_ref if record else None,
+            "overdue": record is None and due is not None and due < today})
+    return states
+
+
+# --- the municipality names its Navigator --------------------------------------------------------
+
+def active_navigator(session: Session, programme_id, ags: str) -> Navigator | None:
+    return session.scalar(select(Navigator).where(
+        Navigator.programme_id == programme_id, Navigator.ags == ags,
+        Navigator.replaced_at.is_(None)))
+
+
+def name_navigator(session: Session, ags: str, code: str, person: dict,
+                   replace: bool = False) -> dict:
+    """Name the body's Navigator; a second active one is refused unless ``replace``, which
+    ends the current one's term (kept, with its milestones) and passes its coach on."""
+    programme, coaching = _coaching(session, code)
+    body = session.get(Body, ags)
+    if body is None or not eligible(body, programme):
+        raise RuleViolation("programme not open to this body", {"ags": ["not eligible"]})
+    today = now().date()
+    if not programme.enrolment_opens_on <= today <= programme.enrolment_closes_on:
+        raise RuleViolation("enrolment window closed", {"programme_code": ["not open now"]})
+    # The lock on the body's row makes two namings at once take turns.
+    session.execute(select(Body.ags).where(Body.ags == ags).with_for_update())
+    current = active_navigator(session, programme.id, ags)
+    if current is not None and not replace:
+        raise Conflict("this municipality has named its Navigator already; replace them "
+                       "instead", {"navigator": ["already named"]})
+    moment = now()
+    navigator = Navigator(id=uuid.uuid4(), programme_id=programme.id, ags=ags,
+                          given_name=person["given_name"], family_name=person["family_name"],
+                          email=person["email"], department=person.get("department"),
+                          named_at=moment, version=0)
+    if current is not None:
+        if (current.given_name, current.family_name, current.email) == (
+                navigator.given_name, navigator.family_name, navigator.email):
+            raise Conflict("this person is the Navigator already", {"email": ["same person"]})
+        current.replaced_at = moment
+        navigator.replaces_id = current.id
+        navigator.coach_id = current.coach_id
+        navigator.coaching_started_on = moment.date() if current.coach_id else None
+        session.flush()
+    session.add(navigator)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict("this municipality has named its Navigator already",
+                       {"navigator": ["already named"]}) from None
+    emit_numbered(session, navigator, "navigator_named", {
+        "navigator_id": navigator.id, "programme_id": programme.id,
+        "programme_name": programme.name, "ags": ags, "municipality": body.name,
+        "participant": _addressed(navigator), "named_at": moment,
+        "replaces_id": current.id if current is not None else None})
+    return navigator_out(navigator, coaching, {}, moment.date())
+
+
+def navigators_of(session: Session, ags: str, code: str) -> list[dict]:
+    """The body's Navigators in this programme, the active one first, then the history."""
+    programme, coaching = _coaching(session, code)
+    rows = session.scalars(select(Navigator).where(
+        Navigator.programme_id == programme.id, Navigator.ags == ags)
+        .order_by(Navigator.replaced_at.is_not(None), Navigator.named_at.desc())).all()
+    return [navigator_out(n, coaching, _reached(session, n.id)) for n in rows]
+
+
+def _reached(session: Session, navigator_id) -> dict:
+    return {r.key: r for r in session.scalars(select(MilestoneRecord).where(
+        MilestoneRecord.navigator_id == navigator_id))}
+
+
+# --- coaches and pairing (the office) ------------------------------------------------------------
+
+def register_coach(session: Session, code: str, name: str, email: str,
+                   max_navigators: int) -> tuple[Coach, str]:
+    programme, _ = _coaching(session, code)
+    token = f"ct_{secrets.token_urlsafe(32)}"
+    coach = Coach(id=uuid.uuid4(), programme_id=programme.id, name=name, email=email,
+                  max_navigators=max_navigators, token_hash=hash_secret(token),
+                  created_at=now())
+    session.add(coach)
+    session.flush()
+    return coach, token
+
+
+def coach_by_token(session: Session, token: str | None) -> Coach:
+    coach = session.scalar(select(Coach).where(Coach.token_hash == hash_secret(token or "")))
+    if coach is None:
+        raise AuthenticationFailed("unknown coach token", {"caller": ["unknown_coach"]})
+    return coach
+
+
+def _load(session: Session, coach_id) -> int:
+    return session.scalar(select(func.count()).select_from(Navigator).where(
+        Navigator.coach_id == coach_id, Navigator.replaced_at.is_(None))) or 0
+
+
+def pair(session: Session, navigator_id, coach_id, started_on: date | None = None) -> dict:
+    """Pair a Navigator with a coach of the same programme, within the coach's maximum (the
+    coach's row is locked, so two pairings at once cannot both take the last place)."""
+    coach = session.scalar(select(Coach).where(Coach.id == coach_id).with_for_update())
+    navigator = session.scalar(select(Navigator).where(Navigator.id == navigator_id)
+                               .with_for_update())
+    if coach is None:
+        raise NotFound("no such coach", {"coach_id": ["unknown coach"]})
+    if navigator is None or navigator.replaced_at is not None:
+        raise NotFound("no such active Navigator", {"navigator_id": ["unknown or replaced"]})
+    if coach.programme_id != navigator.programme_id:
+        raise RuleViolation("the coach works in another programme",
+                            {"coach_id": ["other programme"]})
+    if navigator.coach_id == coach.id:
+        return navigator_out(navigator)
+    if _load(session, coach.id) >= coach.max_navigators:
+        raise RuleViolation(f"{coach.name} coaches {coach.max_navigators} Navigators already",
+                            {"coach_id": ["at the maximum"]})
+    navigator.coach_id = coach.id
+    navigator.coaching_started_on = navigator.coaching_started_on or started_on or now().date()
+    session.flush()
+    body = session.get(Body, navigator.ags)
+    programme = session.get(Programme, navigator.programme_id)
+    emit_numbered(session, navigator, "coaching_paired", {
+        "navigator_id": navigator.id, "programme_id": programme.id,
+        "programme_name": programme.name, "ags": navigator.ags, "municipality": body.name,
+        "participant": _addressed(navigator), "coach_id": coach.id, "coach_name": coach.name,
+        "coach_email": coach.email, "started_on": navigator.coaching_started_on})
+    return navigator_out(navigator)
+
+
+# --- coaches record milestones -------------------------------------------------------------------
+
+def coach_navigators(session: Session, coach: Coach, today: date | None = None) -> dict:
+    coaching = session.get(CoachingProgramme, coach.programme_id)
+    rows = session.scalars(select(Navigator).where(
+        Navigator.coach_id == coach.id, Navigator.replaced_at.is_(None))
+        .order_by(Navigator.ags)).all()
+    return {"coach": {"id": str(coach.id), "name": coach.name,
+                      "max_navigators": coach.max_navigators, "load": len(rows)},
+            "navigators": [navigator_out(n, coaching, _reached(session, n.id), today)
+                           for n in rows]}
+
+
+def record_milestone(session: Session, coach: Coach, navigator_id, key: str, reached_on: date,
+                     note: str | None, document_ref: str | None) -> dict:
+    navigator = session.scalar(select(Navigator).where(Navigator.id == navigator_id)
+                               .with_for_update())
+    if navigator is None or navigator.coach_id != coach.id or navigator.replaced_at is not None:
+        raise NotFound("no such Navigator of yours", {"navigator_id": ["not coached by you"]})
+    coaching = session.get(CoachingProgramme, navigator.programme_id)
+    milestone = next((m for m in coaching.milestones if m["key"] == key), None)
+    if milestone is None:
+        raise RuleViolation("no such milestone in this programme",
+                            {"key": [f"one of {', '.join(m['key'] for m in coaching.milestones)}"]})
+    if milestone["document"] and not document_ref:
+        raise RuleViolation("this milestone is recorded with its document",
+                            {"document_ref": ["the document's reference or an uploaded PDF"]})
+    if reached_on > now().date() or (navigator.coaching_started_on
+                                     and reached_on < navigator.coaching_started_on):
+        raise RuleViolation("a milestone is reached between the start of coaching and today",
+                            {"reached_on": ["not in the coaching's time"]})
+    existing = session.get(MilestoneRecord, (navigator.id, key))
+    if existing is not None:
+        if (existing.reached_on, existing.note, existing.document_ref) == (
+                reached_on, note, document_ref):
+            return navigator_out(navigator, coaching, _reached(session, navigator.id))
+        raise Conflict("this milestone is recorded already", {"key": ["recorded already"]})
+    session.add(MilestoneRecord(navigator_id=navigator.id, key=key, reached_on=reached_on,
+                                note=note, document_ref=document_ref, recorded_by=coach.id,
+                                recorded_at=now()))
+    session.flush()
+    emit_numbered(session, navigator, "milestone_reached", {
+        "navigator_id": navigator.id, "programme_id": navigator.programme_id,
+        "ags": navigator.ags, "key": key, "title": milestone["title"],
+        "reached_on": reached_on, "document_ref": document_ref})
+    return navigator_out(navigator, coaching, _reached(session, navigator.id))
+
+
+# --- overdue milestones --------------------------------------------------------------------------
+
+def report_overdue(session: Session, today: date | None = None) -> int:
+    """A ``milestone_overdue`` for each milestone now past its due day and not reached, once
+    per Navigator and milestone (a replaced Navigator's are no longer reminded of)."""
+    today = today or now().date()
+    reported = 0
+    coachings = {c.programme_id: c for c in session.scalars(select(CoachingProgramme))}
+    rows = session.execute(
+        select(Navigator, Coach).join(Coach, Coach.id == Navigator.coach_id)
+        .where(Navigator.replaced_at.is_(None), Navigator.coaching_started_on.is_not(None))
+        .order_by(Navigator.ags)).all()
+    for navigator, coach in rows:
+        reached = _reached(session, navigator.id)
+        told = set(session.scalars(select(MilestoneOverdue.key).where(
+            MilestoneOverdue.navigator_id == navigator.id)))
+        for state in milestone_states(coachings[navigator.programme_id], navigator, reached,
+                                      today):
+            if not state["overdue"] or state["key"] in told:
+                continue
+            session.add(MilestoneOverdue(navigator_id=navigator.id, key=state["key"],
+                                         reported_at=now()))
+            emit(session, "milestone_overdue", {
+                "navigator_id": navigator.id, "programme_id": navigator.programme_id,
+                "ags": navigator.ags, "key": state["key"], "title": state["title"],
+                "due_on": state["due_on"], "participant": _addressed(navigator),
+                "coach_name": coach.name, "coach_email": coach.email})
+            reported += 1
+    session.flush()
+    return reported
+
+
+# --- what the office sees ------------------------------------------------------------------------
+
+def overview(session: Session, code: str, today: date | None = None) -> dict:
+    """Municipalities with a Navigator, with an Agenda (the milestone that names a document),
+    with something overdue; each coach's load."""
+    programme, coaching = _coaching(session, code)
+    today = today or now().date()
+    bodies = [b for b in session.scalars(select(Body).where(Body.land == programme.land))
+              if eligible(b, programme)]
+    navigators = session.scalars(select(Navigator).where(
+        Navigator.programme_id == programme.id, Navigator.replaced_at.is_(None))).all()
+    document_keys = {m["key"] for m in coaching.milestones if m["document"]}
+    with_agenda = overdue = 0
+    for navigator in navigators:
+        states = milestone_states(coaching, navigator, _reached(session, navigator.id), today)
+        with_agenda += any(s["key"] in document_keys and s["reached_on"] for s in states)
+        overdue += any(s["overdue"] for s in states)
+    coaches = session.scalars(select(Coach).where(Coach.programme_id == programme.id)
+                              .order_by(Coach.name)).all()
+    return {"programme_code": code, "eligible": len(bodies),
+            "with_navigator": len(navigators), "paired": sum(1 for n in navigators
+                                                             if n.coach_id),
+            "with_agenda": with_agenda, "overdue": overdue,
+            "coaches": [{"id": str(c.id), "name": c.name, "max_navigators": c.max_navigators,
+                         "load": _load(session, c.id)} for c in coaches]}

@@ -1,0 +1,135 @@
+"""Sachsen's coaching programme on the real register (429 eligible bodies), on SQLite: one
+Navigator per municipality, pairing within each coach's maximum, milestones reached and
+overdue with a clock the test sets."""
+import uuid
+from datetime import date, timedelta
+
+import pytest
+
+from services.common.errors import Conflict, NotFound, RuleViolation
+from services.enrolment import coaching, domain
+from services.enrolment.models import InboxRecord, OutboxMessage
+from services.enrolment.register import import_register, parse_register
+from tests.sqlite_support import migrated_sqlite
+
+MILESTONES = [
+    {"key": "situation", "title": "Situation vor Ort erfasst", "due_days": 42},
+    {"key": "agenda", "title": "Digitale Agenda geschrieben", "due_days": 112, "document": True},
+    {"key": "projekt", "title": "Erstes Projekt begonnen", "due_days": 168},
+]
+DRESDEN, LEIPZIG, GOERLITZ_KREIS, PIRNA = "14612000", "14713000", "14626000", "14628270"
+
+
+@pytest.fixture(scope="module")
+def saxony(register_file):
+    return [b for b in parse_register(register_file) if b.land == "14"]
+
+
+@pytest.fixture
+def db(tmp_path, saxony):
+    def seed(session):
+        import_register(session, saxony)
+        programme = domain.create_programme(session, {
+            "code": "SN-DN", "name": "Digital-Navigatoren Sachsen", "land": "14",
+            "role_name": "Digital-Navigator", "eligible_kinds": ["gemeinde", "kreis"],
+            "enrolment_opens_on": date.today() - timedelta(days=10),
+            "enrolment_closes_on": date(2099, 1, 1)})
+        coaching.define(session, programme, MILESTONES)
+    handle = migrated_sqlite(tmp_path, "enrolment", OutboxMessage, InboxRecord, seed)
+    yield handle
+    handle.dispose()
+
+
+def person(n):
+    return {"given_name": f"Karin{n}", "family_name": f"Krause{n}",
+            "email": f"navigator{n}@sachsen.example", "department": "Hauptamt"}
+
+
+def events(db, event_type):
+    return db.run(lambda s: [m.envelope["payload"] for m in s.query(OutboxMessage)
+                             if m.envelope["event_type"] == event_type])
+
+
+def test_429_bodies_may_name_one_navigator_each_and_replacing_keeps_the_history(db):
+    published = events(db, "programme_published")[0]
+    assert len(published["eligible_bodies"]) == 429  # 419 Gemeinden and 10 Landkreise
+    first = db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(1))
+    db.run(coaching.name_navigator, LEIPZIG, "SN-DN", person(2))
+    db.run(coaching.name_navigator, GOERLITZ_KREIS, "SN-DN", person(3))
+    with pytest.raises(Conflict) as refused:
+        db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(4))
+    assert refused.value.fields == {"navigator": ["already named"]}
+    second = db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(4), replace=True)
+    assert second["replaces_id"] == first["id"]
+    history = db.run(coaching.navigators_of, DRESDEN, "SN-DN")
+    assert [n["participant"]["email"] for n in history] == ["navigator4@sachsen.example",
+                                                           "navigator1@sachsen.example"]
+    assert history[0]["replaced_at"] is None and history[1]["replaced_at"] is not None
+    named = events(db, "navigator_named")
+    assert len(named) == 4 and named[-1]["replaces_id"] == first["id"]
+    with pytest.raises(RuleViolation):  # a body of another Land
+        db.run(coaching.name_navigator, "08226098", "SN-DN", person(5))
+
+
+def test_pairing_respects_each_coachs_maximum(db):
+    coach, token = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann",
+                          "lehmann@ssg.example", 2)
+    navigators = [db.run(coaching.name_navigator, ags, "SN-DN", person(n))
+                  for n, ags in enumerate((DRESDEN, LEIPZIG, PIRNA))]
+    for navigator in navigators[:2]:
+        db.run(coaching.pair, uuid.UUID(navigator["id"]), coach.id)
+    with pytest.raises(RuleViolation) as full:
+        db.run(coaching.pair, uuid.UUID(navigators[2]["id"]), coach.id)
+    assert full.value.fields == {"coach_id": ["at the maximum"]}
+    # Replacing a paired Navigator passes the coach on and keeps the load at two.
+    db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(9), replace=True)
+    seen = db.run(lambda s: coaching.coach_navigators(s, coaching.coach_by_token(s, token)))
+    assert seen["coach"]["load"] == 2
+    assert {n["participant"]["email"] for n in seen["navigators"]} == {
+        "navigator9@sachsen.example", "navigator1@sachsen.example"}
+    assert len(events(db, "coaching_paired")) == 2
+
+
+def test_milestones_reached_and_overdue_once_each(db):
+    coach, token = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann",
+                          "lehmann@ssg.example", 5)
+    navigator = db.run(coaching.name_navigator, LEIPZIG, "SN-DN", person(1))
+    start = date.today() - timedelta(days=50)
+    db.run(coaching.pair, uuid.UUID(navigator["id"]), coach.id, start)
+
+    def record(key, reached_on, document_ref=None):
+        return db.run(lambda s: coaching.record_milestone(
+            s, coaching.coach_by_token(s, token), uuid.UUID(navigator["id"]), key, reached_on,
+            "vor Ort besprochen", document_ref))
+    with pytest.raises(RuleViolation) as needs_document:
+        record("agenda", date.today())
+    assert "document_ref" in needs_document.value.fields
+    # Day 50: the situation (due day 42) is overdue; reported once however often it runs.
+    assert db.run(coaching.report_overdue, date.today()) == 1
+    assert db.run(coaching.report_overdue, date.today()) == 0
+    [overdue] = events(db, "milestone_overdue")
+    assert (overdue["key"], overdue["due_on"]) == ("situation",
+                                                   (start + timedelta(days=42)).isoformat())
+    assert overdue["coach_email"] == "lehmann@ssg.example"
+    after = record("situation", date.today() - timedelta(days=1))
+    assert [m["reached_on"] for m in after["milestones"]][0] == date.today() - timedelta(days=1)
+    assert record("situation", date.today() - timedelta(days=1)) == after  # repeated: same
+    with pytest.raises(Conflict):
+        record("situation", date.today())
+    # Day 113 (the Agenda due on day 112): one more reminder, the situation is done.
+    later = start + timedelta(days=113)
+    assert db.run(coaching.report_overdue, later) == 1
+    assert [e["key"] for e in events(db, "milestone_overdue")] == ["situation", "agenda"]
+    record("agenda", date.today(), "Ratsbeschluss 2026/117")
+    view = db.run(coaching.overview, "SN-DN", later)
+    assert (view["eligible"], view["with_navigator"], view["paired"], view["with_agenda"]) == (
+        429, 1, 1, 1)
+    assert view["coaches"] == [{"id": str(coach.id), "name": "Lotse Lehmann",
+                                "max_navigators": 5, "load": 1}]
+    with pytest.raises(NotFound):  # another coach cannot record for this Navigator
+        other, other_token = db.run(coaching.register_coach, "SN-DN", "Lotsin Lange",
+                                    "lange@ssg.example", 5)
+        db.run(lambda s: coaching.record_milestone(
+            s, coaching.coach_by_token(s, other_token), uuid.UUID(navigator["id"]), "projekt",
+            date.today(), None, None))
+    assert [e["key"] for e in events(db, "milestone_reached")] == ["situation", "agenda"]
