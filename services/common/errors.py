@@ -62,6 +62,14 @@ class PermissionDenied(LotsenError):
     title = "Not allowed"
 
 
+class Gone(LotsenError):
+    """It existed, and is no longer given out (a certificate's PDF after its holder's data
+    was erased)."""
+
+    status = 410
+    title = "Gone"
+
+
 class Conflict(LotsenError):
     status = 409
     title = "Conflict"

@@ -185,6 +185,31 @@ class CertificateRevokedV1(Schema):
     revoked_at = fields.AwareDateTime(required=True)
 
 
+# --- data protection (published by the enrolment service) ----------------------------------------
+
+class ErasedEnrolmentSchema(Schema):
+    """An enrolment whose participant's data is erased: ids only, so a consumer that never
+    heard of the enrolment can still keep a marker (and a late event finds it)."""
+
+    enrolment_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    course_id = fields.UUID(required=True)
+    ags = ags_field(required=True)
+
+
+class ParticipantErasedV1(Schema):
+    """A participant's identifying data is erased (Art. 17 DSGVO or the end of the retention
+    period). It names no one: consumers find what they hold by the enrolment ids and replace
+    it with ``pseudonym``."""
+
+    erasure_id = fields.UUID(required=True)
+    pseudonym = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9-]{8,40}$"))
+    cause = fields.String(required=True, validate=validate.OneOf(["request", "retention"]))
+    erased_at = fields.AwareDateTime(required=True)
+    enrolments = fields.List(fields.Nested(ErasedEnrolmentSchema), required=True,
+                             validate=validate.Length(min=1, max=1000))
+
+
 # --- version 2: each event carries its subject's ``sequence`` ------------------------------------
 # Events about one enrolment (its funding, its certificates) can reach a consumer out of order:
 # a retried one after a newer one. ``sequence`` counts the changes of that enrolment (of its
@@ -234,6 +259,7 @@ CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("certificate_revoked", 1): CertificateRevokedV1,
     ("certificate_issued", 2): CertificateIssuedV2,
     ("certificate_revoked", 2): CertificateRevokedV2,
+    ("participant_erased", 1): ParticipantErasedV1,
 }
 
 LATEST_VERSION = {}

@@ -1,11 +1,15 @@
 """RPC and event entrypoints of the enrolment service: validate, call the domain, return."""
 from __future__ import annotations
 
+import eventlet
 from marshmallow.experimental.context import Context
 from nameko.dependency_providers import Config
+from nameko.timer import timer
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from services.common import callers
+from services.common.broker import RpcProxy
 from services.common.db import Database
 from services.common.callers import GATEWAY, MUNICIPALITY, OPERATOR, PROVIDER, PUBLIC, SERVICE
 from services.common.entrypoints import GroupCommits, Operator, ProviderToken, event_handler, rpc
@@ -15,7 +19,7 @@ from services.common.logs import LogContext
 from services.common.metrics import Metrics
 from services.common.outbox import handle_in_group
 from services.common.schemas import load, mail_smtputf8
-from services.enrolment import domain, schemas
+from services.enrolment import domain, privacy, schemas
 from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
 
 AGS_SCHEMA = schemas.MunicipalityIn(only=("ags",))
@@ -25,6 +29,12 @@ BATCH_IN = schemas.EnrolBatchIn()
 CANCEL_IN = schemas.CancelIn()
 ENROLMENT_ID_IN = schemas.CancelIn(only=("enrolment_id",))
 FILTERS_IN = schemas.EnrolmentFilterIn()
+ERASURE_IN = schemas.ErasureIn()
+PARTICIPANT_IN = schemas.ParticipantQueryIn()
+# What an access request gathers from each other service, and how long each may take.
+EXPORT_PARTS = (("funding", "funding"), ("certificates", "certificates"),
+                ("notifications", "mails"))
+EXPORT_TIMEOUT_S = 30
 BODY_OUT = schemas.BodyOut()
 
 
@@ -45,6 +55,11 @@ class EnrolmentService:
     # Other services' decisions copied onto enrolments: those that queue up while one
     # transaction runs go together in the next.
     group = GroupCommits()
+    # Access requests gather what the other services hold (the operator's token travels on
+    # in the call's context data, so each checks it itself).
+    funding = RpcProxy("funding")
+    certificates = RpcProxy("certificates")
+    notifications = RpcProxy("notifications")
 
     # --- helpers (not entrypoints) ------------------------------------------------------------
 
@@ -253,6 +268,47 @@ class EnrolmentService:
         account, key = self.db.run(domain.register_municipality, data["ags"],
                                    data["contact_name"], data["contact_email"])
         return {"ags": account.ags, "api_key": key, "api_key_prefix": account.api_key_prefix}
+
+    # --- data protection (operators) -----------------------------------------------------------
+
+    def _service_key(self) -> bytes:
+        return callers.service_key(self.config)
+
+    @rpc(OPERATOR)
+    def erase_participant(self, email, reason):
+        """Erase the participant with this address in every service (participant_erased)."""
+        self.operator.require()
+        data = load(ERASURE_IN, {"email": email, "reason": reason}, "erasure")
+        return self.db.run(privacy.erase_participant, data["email"], data["reason"],
+                           self._service_key())
+
+    @rpc(OPERATOR)
+    def export_participant(self, email):
+        """Everything every service holds about the person, as one document (Art. 15)."""
+        self.operator.require()
+        data = load(PARTICIPANT_IN, {"email": email}, "access request")
+        mine = self.db.run(privacy.export_participant, data["email"], self._service_key())
+        ids = [item["id"] for item in mine["enrolments"]]
+        document = {"subject": data["email"].strip().lower(),
+                    "generated_at": privacy.now().isoformat(), "enrolment": mine}
+        for service, part in EXPORT_PARTS:
+            # Notifications also looks the address up, for mails from before it kept their
+            # enrolment's id; the others need nothing but the ids.
+            extra = (data["email"],) if service == "notifications" else ()
+            with eventlet.Timeout(EXPORT_TIMEOUT_S):
+                document[part] = getattr(self, service).participant_data(ids, *extra)
+        return document
+
+    @rpc(OPERATOR)
+    def apply_retention(self, today=None):
+        self.operator.require()
+        day = load(schemas.RetentionIn(), {"today": today}, "retention")["today"]
+        return self.db.run(privacy.apply_retention, self._service_key(), day)
+
+    @timer(interval=86400)
+    def retention_timer(self):
+        """Daily: erase what has outlived its programme's retention period."""
+        self.db.run(privacy.apply_retention, self._service_key())
 
     @rpc(PUBLIC)
     def health(self):

@@ -33,3 +33,4 @@ class BodyQueryIn(Schema):
     programme_code = fields.String(required=True)
     ags = fields.String(required=True, validate=validate.Regexp(
         r"^\d{8}$", error="must be an 8-digit Amtlicher Gemeindeschlüssel"))
+from services.common.schemas import EnrolmentIdsIn  # noqa: E402,F401  (access requests)

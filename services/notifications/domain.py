@@ -140,10 +140,11 @@ def _enrolment(session: Session, enrolment_id) -> tuple[Copy, Who]:
 
 def _notice(key: str, template: str, role: str, to_email: str, to_name: str, context: dict,
             moment: datetime, cc_email: str | None = None,
-            certificate_number: str | None = None) -> dict:
+            certificate_number: str | None = None, enrolment_id=None) -> dict:
     return {"id": uuid4(), "dedup_key": key, "template": template, "recipient_role": role,
             "to_email": to_email, "to_name": to_name, "cc_email": cc_email,
             "context": _jsonable(context), "certificate_number": certificate_number,
+            "enrolment_id": enrolment_id,
             "status": "pending", "attempts": 0, "next_attempt_at": moment,
             "lease_until": None, "last_error": None, "created_at": moment, "sent_at": None}
 
@@ -166,10 +167,12 @@ def _both(event_id, template: str, copy: Copy, who: Who, context: dict, moment: 
     notices = []
     if participant:
         notices.append(_notice(f"{event_id}:participant:{template}", template, "participant",
-                               copy.email, copy.name, base, moment))
+                               copy.email, copy.name, base, moment,
+                               enrolment_id=copy.enrolment_id))
     if municipality:
         notices.append(_notice(f"{event_id}:municipality:{template}", template, "municipality",
-                               who.contact_email, who.contact_name, base, moment))
+                               who.contact_email, who.contact_name, base, moment,
+                               enrolment_id=copy.enrolment_id))
     return notices
 
 
@@ -187,7 +190,8 @@ def municipality_registered(session: Session, payload: dict, event_id: str):
 
 # --- enrolment events -----------------------------------------------------------------------------
 
-FINAL = ("cancelled", "completed")
+ERASED = "erased"
+FINAL = ("cancelled", "completed", ERASED)
 
 
 def _remember(session: Session, payload: dict, status: str) -> tuple[Copy, bool]:
@@ -223,6 +227,8 @@ def _enrolment_event(session: Session, payload: dict, status: str, notices_for):
     """Apply an enrolment event to the copy and write its notices (``notices_for(copy, who,
     moment)``), and those of funding events that waited for the enrolment to become known."""
     copy, new = _remember(session, payload, status)
+    if copy.status == ERASED:
+        return  # a late or replayed event about an erased participant: no notice, no data
     moment = now()
     if new:  # the copy is written: now the contact (waiting for a funding side's lock) ...
         who = _contact(session, copy.ags, _CONTACT_KEY_SHARE)
@@ -262,6 +268,8 @@ def course_cancelled(session: Session, payload: dict, event_id: str):
     notices = []
     for enrolment_id in payload["enrolment_ids"]:
         copy, who = _enrolment(session, enrolment_id)
+        if copy.status == ERASED:
+            continue
         session.execute(update(KnownEnrolment).where(KnownEnrolment.enrolment_id == enrolment_id)
                         .values(status="cancelled"))
         notices += _both(f"{event_id}:{enrolment_id}", "course_cancelled", copy, who,
@@ -298,6 +306,8 @@ def funding_event(session: Session, event_type: str, payload: dict, event_id: st
                 "received_at": now()}], ["event_id"])
             return
     copy, who = found
+    if copy.status == ERASED:
+        return
     if who is None:
         raise NotReady(f"no contact known for municipality {copy.ags} yet")
     _write(session, _funding_notices(event_type, payload, event_id, copy, who, now()))
@@ -323,6 +333,8 @@ def euros(cents: int | None) -> str:
 
 def certificate_issued(session: Session, payload: dict, event_id: str):
     copy, who = _enrolment(session, payload["enrolment_id"])
+    if copy.status == ERASED:
+        return
     context = {"participant_name": copy.name, "municipality": who.municipality,
                "course": copy.course, "programme_name": copy.course.get("programme_name", ""),
                "number": payload["certificate_number"],
@@ -330,11 +342,14 @@ def certificate_issued(session: Session, payload: dict, event_id: str):
     _write(session, [_notice(f"{event_id}:participant:certificate_issued", "certificate_issued",
                              "participant", copy.email, copy.name, context, now(),
                              cc_email=who.contact_email,
-                             certificate_number=payload["certificate_number"])])
+                             certificate_number=payload["certificate_number"],
+                             enrolment_id=copy.enrolment_id)])
 
 
 def certificate_revoked(session: Session, payload: dict, event_id: str):
     copy, who = _enrolment(session, payload["enrolment_id"])
+    if copy.status == ERASED:
+        return
     _write(session, _both(event_id, "certificate_revoked", copy, who,
                           {"number": payload["certificate_number"],
                            "reason": payload["reason"]}, now()))
@@ -355,7 +370,8 @@ def course_reminders(session: Session, today: date) -> int:
             "participant", enrolment.email, name,
             {"participant_name": name, "course": enrolment.course,
              "programme_name": enrolment.course.get("programme_name", ""),
-             "days": (enrolment.first_module_on - today).days}, moment))
+             "days": (enrolment.first_module_on - today).days}, moment,
+            enrolment_id=enrolment.enrolment_id))
     written = 0
     for start in range(0, len(notices), 500):
         written += len(_write(session, notices[start:start + 500], returning=True))
