@@ -99,3 +99,13 @@ def erased_ids(session: Session, marker_table, enrolment_ids) -> set:
         return set()
     return set(session.scalars(select(marker_table.c.enrolment_id)
                                .where(marker_table.c.enrolment_id.in_(ids))))
+
+
+def access_document(email: str, moment, enrolment: dict, funding: dict, certificates: dict,
+                    mails: dict) -> dict:
+    """The answer to an access request (Art. 15 DSGVO): what every service holds about the
+    person, in one document. The same shape from the CLI (reading the databases) and from
+    the operator RPC (asking the services)."""
+    return {"subject": email.strip().lower(), "generated_at": moment.isoformat(),
+            "enrolment": enrolment, "funding": funding, "certificates": certificates,
+            "mails": mails}

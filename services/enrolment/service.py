@@ -9,6 +9,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from services.common import callers
+from services.common import privacy as common_privacy
 from services.common.broker import RpcProxy
 from services.common.db import Database
 from services.common.callers import GATEWAY, MUNICIPALITY, OPERATOR, PROVIDER, PUBLIC, SERVICE
@@ -289,15 +290,14 @@ class EnrolmentService:
         data = load(PARTICIPANT_IN, {"email": email}, "access request")
         mine = self.db.run(privacy.export_participant, data["email"], self._service_key())
         ids = [item["id"] for item in mine["enrolments"]]
-        document = {"subject": data["email"].strip().lower(),
-                    "generated_at": privacy.now().isoformat(), "enrolment": mine}
+        parts = {}
         for service, part in EXPORT_PARTS:
             # Notifications also looks the address up, for mails from before it kept their
             # enrolment's id; the others need nothing but the ids.
             extra = (data["email"],) if service == "notifications" else ()
             with eventlet.Timeout(EXPORT_TIMEOUT_S):
-                document[part] = getattr(self, service).participant_data(ids, *extra)
-        return document
+                parts[part] = getattr(self, service).participant_data(ids, *extra)
+        return common_privacy.access_document(data["email"], privacy.now(), mine, **parts)
 
     @rpc(OPERATOR)
     def apply_retention(self, today=None):

@@ -24,7 +24,8 @@ def participant_data(session: Session, enrolment_ids) -> dict:
     ids = list(enrolment_ids)
     if not ids:
         return {"fundings": [], "ledger_entries": []}
-    codes = dict(session.execute(select(FundingProgramme.programme_id, FundingProgramme.code)))
+    codes = dict(session.execute(select(FundingProgramme.programme_id, FundingProgramme.code))
+                 .all())
     fundings = session.scalars(select(Funding).where(Funding.enrolment_id.in_(ids))
                                .order_by(Funding.confirmed_at)).all()
     entries = session.scalars(select(LedgerEntry).where(LedgerEntry.enrolment_id.in_(ids))

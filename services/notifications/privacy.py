@@ -108,6 +108,17 @@ def delete_old_mail(session: Session, before: datetime, mail_dir: Path | None = 
         deleted += len(ids)
 
 
+def subject_line(notice, office_name: str) -> str | None:
+    """A notice's subject line as its mail has (or had) it; None once its content is gone."""
+    from services.notifications.delivery import render
+    try:
+        context = dict(notice.context, recipient_role=notice.recipient_role,
+                       to_name=notice.to_name, office_name=office_name)
+        return render(notice.template, context)[0]
+    except Exception:
+        return None
+
+
 def participant_data(session: Session, enrolment_ids, email: str | None, subject) -> dict:
     """The copies this service keeps of the enrolments, and the mails about them: to the
     participant and to their municipality's contact, with their dates. ``subject(notice)``

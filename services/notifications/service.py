@@ -119,13 +119,7 @@ class Mailer(DependencyProvider):
         return getattr(self.transport, "directory", None)
 
     def subject(self, notice) -> str | None:
-        """A notice's subject line as its mail has (or had) it; None once its content is gone."""
-        try:
-            context = dict(notice.context, recipient_role=notice.recipient_role,
-                           to_name=notice.to_name, office_name=self.office_name)
-            return delivery.render(notice.template, context)[0]
-        except Exception:
-            return None
+        return privacy.subject_line(notice, self.office_name)
 
     @property
     def handle(self):
