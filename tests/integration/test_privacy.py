@@ -259,8 +259,10 @@ def test_access_then_erasure_leaves_no_trace_and_keeps_ledger_and_certificate(
     wait_for(lambda: erased_everywhere(system, enrolled["id"]), timeout=30,
              message="every service applied the erasure")
 
-    # Nothing found: no column of any database, no mail file, no log line.
+    # Nothing found: no column of any database, no mail file, no log line (of the services'
+    # own, captured all along).
     assert everything_found(system) == []
+    assert any(r.name.startswith("services.") for r in caplog.records)
     assert log_hits(caplog.records) == []
     # ... while the other participant is all there.
     assert everything_found(system, ("Bauamt", other["email"]))
