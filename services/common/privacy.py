@@ -57,28 +57,34 @@ def scrub_participant(value, pseudonym: str):
     return value
 
 
-def scrub_envelopes(session: Session, outbox_table, enrolment_ids, pseudonym: str) -> int:
-    """Replace the participant in every stored event (published or not) about these
-    enrolments: the outbox keeps what a service published, which must not keep the person.
+def scrub_envelopes(session: Session, outbox_table, pseudonyms: dict) -> int:
+    """Replace the participant in every stored event (published or not) about the enrolments
+    of ``pseudonyms`` (enrolment id -> the pseudonym of its erasure): the outbox keeps what a
+    service published, which must not keep the person.
 
-    Found by the enrolment id in the envelope's text (one scan in the database, both on
-    PostgreSQL and SQLite); an erasure is rare, the outbox is not read by id otherwise."""
-    ids = [str(i) for i in enrolment_ids]
-    if not ids:
+    Found by the enrolment id in the envelope's text, in one scan however many enrolments
+    (both on PostgreSQL and SQLite); erasures are rare, the outbox is not read by id
+    otherwise."""
+    wanted = {str(i): p for i, p in pseudonyms.items()}
+    if not wanted:
         return 0
     text = cast(outbox_table.c.envelope, Text)
-    rows = session.execute(select(outbox_table.c.position, outbox_table.c.envelope).where(
-        or_(*[text.contains(i) for i in ids]))).all()
     changed = 0
-    for position, envelope in rows:
-        payload = envelope.get("payload") or {}
-        if str(payload.get("enrolment_id")) not in ids:
-            continue
-        scrubbed = dict(envelope, payload=scrub_participant(payload, pseudonym))
-        if scrubbed != envelope:
-            session.execute(update(outbox_table).where(outbox_table.c.position == position)
-                            .values(envelope=scrubbed))
-            changed += 1
+    for start in range(0, len(wanted), 200):
+        chunk = list(wanted)[start:start + 200]
+        rows = session.execute(select(outbox_table.c.position, outbox_table.c.envelope).where(
+            or_(*[text.contains(i) for i in chunk]))).all()
+        for position, envelope in rows:
+            payload = envelope.get("payload") or {}
+            pseudonym = wanted.get(str(payload.get("enrolment_id")))
+            if pseudonym is None:
+                continue
+            scrubbed = dict(envelope, payload=scrub_participant(payload, pseudonym))
+            if scrubbed != envelope:
+                session.execute(update(outbox_table)
+                                .where(outbox_table.c.position == position)
+                                .values(envelope=scrubbed))
+                changed += 1
     return changed
 
 

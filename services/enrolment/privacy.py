@@ -10,6 +10,7 @@ the enrolment was cancelled.
 """
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import func, select
@@ -86,40 +87,55 @@ def erase_enrolments(session: Session, enrolments: list[Enrolment], cause: str,
                      reason: str | None, email_key: str, moment: datetime | None = None
                      ) -> dict:
     """The one erasure path (requests and retention): one person's enrolments."""
+    return erase_people(session, [(email_key, enrolments)], cause, reason, moment)[0]
+
+
+def erase_people(session: Session, people: list[tuple[str, list[Enrolment]]], cause: str,
+                 reason: str | None, moment: datetime | None = None) -> list[dict]:
+    """Erase several people at once, ``(email key, their enrolments)`` each: one pseudonym,
+    one record and one ``participant_erased`` per person; the stored events and idempotency
+    answers are scrubbed in one pass for all of them."""
     moment = moment or now()
-    pseudonym = privacy.new_pseudonym()
-    stand_in = privacy.erased_participant(pseudonym)
-    ids = [e.id for e in enrolments]
-    for enrolment in enrolments:
-        enrolment.given_name = stand_in["given_name"]
-        enrolment.family_name = stand_in["family_name"]
-        enrolment.email = stand_in["email"]
-        enrolment.department = None
-        enrolment.cancel_reason = None  # free text: it may name the person
-        enrolment.erased_at = moment
-    _scrub_idempotency_answers(session, enrolments, pseudonym)
-    privacy.scrub_envelopes(session, OutboxMessage.__table__, ids, pseudonym)
-    erasure = Erasure(email_key=email_key, pseudonym=pseudonym, cause=cause, reason=reason,
-                      enrolment_ids=[str(i) for i in ids], erased_at=moment)
-    session.add(erasure)
+    pseudonyms, results = {}, []
+    for email_key, enrolments in people:
+        pseudonym = privacy.new_pseudonym()
+        stand_in = privacy.erased_participant(pseudonym)
+        for enrolment in enrolments:
+            enrolment.given_name = stand_in["given_name"]
+            enrolment.family_name = stand_in["family_name"]
+            enrolment.email = stand_in["email"]
+            enrolment.department = None
+            enrolment.cancel_reason = None  # free text: it may name the person
+            enrolment.erased_at = moment
+            pseudonyms[enrolment.id] = pseudonym
+        erasure = Erasure(id=uuid.uuid4(), email_key=email_key, pseudonym=pseudonym,
+                          cause=cause, reason=reason,
+                          enrolment_ids=[str(e.id) for e in enrolments], erased_at=moment)
+        session.add(erasure)
+        emit(session, "participant_erased", {
+            "erasure_id": erasure.id, "pseudonym": pseudonym, "cause": cause,
+            "erased_at": moment,
+            "enrolments": [{"enrolment_id": e.id, "programme_id": e.programme_id,
+                            "course_id": e.course_id, "ags": e.ags} for e in enrolments]})
+        results.append({"erasure_id": str(erasure.id), "pseudonym": pseudonym,
+                        "erased_at": moment.isoformat(), "enrolments": len(enrolments)})
+    _scrub_idempotency_answers(session, [e for _, group in people for e in group], pseudonyms)
+    privacy.scrub_envelopes(session, OutboxMessage.__table__, pseudonyms)
     session.flush()
-    emit(session, "participant_erased", {
-        "erasure_id": erasure.id, "pseudonym": pseudonym, "cause": cause, "erased_at": moment,
-        "enrolments": [{"enrolment_id": e.id, "programme_id": e.programme_id,
-                        "course_id": e.course_id, "ags": e.ags} for e in enrolments]})
-    return {"erasure_id": str(erasure.id), "pseudonym": pseudonym,
-            "erased_at": moment.isoformat(), "enrolments": len(ids)}
+    return results
 
 
-def _scrub_idempotency_answers(session: Session, enrolments: list[Enrolment], pseudonym: str):
+def _scrub_idempotency_answers(session: Session, enrolments: list[Enrolment],
+                               pseudonyms: dict):
     """A repeated enrolment request answers with its first answer: that answer must not
     bring the person back. (The request's hash stays: it is a SHA-256 over the whole request
     and cannot be reversed into the name.)"""
-    ids = {str(e.id) for e in enrolments}
+    wanted = {str(i): p for i, p in pseudonyms.items()}
     records = session.scalars(select(IdempotencyRecord).where(
         IdempotencyRecord.ags.in_({e.ags for e in enrolments}))).all()
     for record in records:
-        if str((record.response or {}).get("id")) in ids:
+        pseudonym = wanted.get(str((record.response or {}).get("id")))
+        if pseudonym is not None:
             record.response = privacy.scrub_participant(record.response, pseudonym)
             flag_modified(record, "response")
 
@@ -159,11 +175,9 @@ def apply_retention(session: Session, key: bytes, today: date | None = None,
     by_person: dict[str, list[Enrolment]] = {}
     for enrolment in expired(session, today):
         by_person.setdefault(enrolment.email, []).append(enrolment)
-    for email, enrolments in by_person.items():
-        days = enrolments[0].course.programme.retention_days
-        erase_enrolments(session, enrolments, "retention",
-                         f"retention period of {days} days ended", privacy.email_key(key, email),
-                         moment)
+    erase_people(session, [(privacy.email_key(key, email), enrolments)
+                           for email, enrolments in by_person.items()],
+                 "retention", "retention period of the programme ended", moment)
     return {"people": len(by_person), "enrolments": sum(map(len, by_person.values()))}
 
 

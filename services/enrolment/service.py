@@ -1,6 +1,8 @@
 """RPC and event entrypoints of the enrolment service: validate, call the domain, return."""
 from __future__ import annotations
 
+import logging
+
 import eventlet
 from marshmallow.experimental.context import Context
 from nameko.dependency_providers import Config
@@ -22,6 +24,8 @@ from services.common.outbox import handle_in_group
 from services.common.schemas import load, mail_smtputf8
 from services.enrolment import domain, privacy, schemas
 from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
+
+log = logging.getLogger(__name__)
 
 AGS_SCHEMA = schemas.MunicipalityIn(only=("ags",))
 # Made once: building a marshmallow schema costs more than using it.
@@ -308,7 +312,14 @@ class EnrolmentService:
     @timer(interval=86400)
     def retention_timer(self):
         """Daily: erase what has outlived its programme's retention period."""
-        self.db.run(privacy.apply_retention, self._service_key())
+        try:
+            done = self.db.run(privacy.apply_retention, self._service_key())
+        except Exception as exc:  # by type only: a database error may quote a row
+            log.error("retention run failed (%s); tried again tomorrow", type(exc).__name__)
+            return
+        if done["enrolments"]:
+            log.info("retention: erased %d enrolment(s) of %d participant(s)",
+                     done["enrolments"], done["people"])
 
     @rpc(PUBLIC)
     def health(self):

@@ -412,22 +412,25 @@ def claim_due(session: Session, limit: int, lease_seconds: float = LEASE_SECONDS
 
 def record_sent(session: Session, notice_ids):
     """Whoever sent them last, they went out: nobody sends them again. One statement for a
-    whole delivery round."""
+    whole delivery round; returns the ids it recorded (a notice erased while its mail was
+    on the way is no longer there)."""
     ids = list(notice_ids)
-    if ids:
-        session.execute(update(Notice).where(Notice.id.in_(ids)).values(
-            status="sent", sent_at=now(), attempts=Notice.attempts + 1, lease_until=None,
-            last_error=None))
+    if not ids:
+        return []
+    return list(session.scalars(update(Notice).where(Notice.id.in_(ids)).values(
+        status="sent", sent_at=now(), attempts=Notice.attempts + 1, lease_until=None,
+        last_error=None).returning(Notice.id)))
 
 
 def record_round(session: Session, sent, failures, max_attempts: int, base_delay_s: float,
                  max_delay_s: float):
     """What a delivery round did, in one transaction: the mails that went out (one
     statement) and the failed tries (``(notice_id, lease_until, error, permanent)``; rare)."""
-    record_sent(session, sent)
+    recorded = record_sent(session, sent)
     for notice_id, lease_until, error, permanent in failures:
         record_failure(session, notice_id, lease_until, error, permanent, max_attempts,
                        base_delay_s, max_delay_s)
+    return recorded
 
 
 def record_failure(session: Session, notice_id, lease_until: datetime, error: str,
@@ -435,6 +438,8 @@ def record_failure(session: Session, notice_id, lease_until: datetime, error: st
     """Count a failed try, if the notice is still ours: an instance whose lease ran out while
     it tried must not clear the lease of the instance that took over (nor fail a sent one)."""
     notice = session.get(Notice, notice_id)
+    if notice is None:
+        return  # erased (its participant's data) while it was being tried
     if notice.status != "pending" or notice.lease_until != lease_until:
         return
     notice.attempts += 1

@@ -24,7 +24,7 @@ from services.notifications.models import EarlyFundingEvent, KnownEnrolment, Not
 UNSENT = ("pending", "failed")
 
 
-def _remove_files(mail_dir: Path | None, notice_ids) -> int:
+def remove_files(mail_dir: Path | None, notice_ids) -> int:
     """The .eml files of these notices, if mail goes to files; a missing one is fine."""
     if mail_dir is None:
         return 0
@@ -90,7 +90,7 @@ def participant_erased(session: Session, payload: dict, mail_dir: Path | None = 
         session.execute(update(Notice).where(Notice.id.in_(sent))
                         .values(context={}, last_error=None))
     session.execute(delete(EarlyFundingEvent).where(EarlyFundingEvent.enrolment_id.in_(ids)))
-    files = _remove_files(mail_dir, [n.id for n in notices])
+    files = remove_files(mail_dir, [n.id for n in notices])
     return {"notices_dropped": len(unsent), "notices_kept": len(sent), "files_removed": files}
 
 
@@ -104,7 +104,7 @@ def delete_old_mail(session: Session, before: datetime, mail_dir: Path | None = 
         if not ids:
             return deleted
         session.execute(delete(Notice).where(Notice.id.in_(ids)))
-        _remove_files(mail_dir, ids)
+        remove_files(mail_dir, ids)
         deleted += len(ids)
 
 

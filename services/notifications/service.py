@@ -163,9 +163,11 @@ class Mailer(DependencyProvider):
                     failures.append(outcome)
         finally:
             if sent or failures:
-                self._record(domain.record_round, sent, failures, self.max_attempts,
-                             self.base_delay, self.max_delay)
+                recorded = self._record(domain.record_round, sent, failures,
+                                        self.max_attempts, self.base_delay, self.max_delay)
                 self.sent += len(sent)
+                # A notice erased while its mail was on the way: its file goes too.
+                privacy.remove_files(self.mail_dir, set(sent) - set(recorded or ()))
         return len(sent)
 
     def _send(self, notice):
@@ -283,9 +285,13 @@ class NotificationsService:
     @timer(interval=86400)
     def mail_log_retention_timer(self):
         """Daily: sent mails older than MAIL.log_retention_days leave the mail log."""
-        self.db.run(privacy.delete_old_mail,
-                    domain.now() - timedelta(days=self.mailer.log_retention_days),
-                    self.mailer.mail_dir)
+        try:
+            self.db.run(privacy.delete_old_mail,
+                        domain.now() - timedelta(days=self.mailer.log_retention_days),
+                        self.mailer.mail_dir)
+        except Exception as exc:  # by type only: a database error may quote a row
+            log.error("mail log retention failed (%s); tried again tomorrow",
+                      type(exc).__name__)
 
     @timer(interval=3600)
     def course_reminder_timer(self):

@@ -227,3 +227,28 @@ def test_a_completion_after_the_erasure_issues_no_certificate(certificates_pg_ur
 
 
 
+
+
+def test_a_mail_erased_while_on_the_way_is_not_recorded_and_its_file_goes(
+        notifications_pg_url, tmp_path):
+    """The delivery round records what is still there; the Mailer removes the file of a
+    notice erased meanwhile (``set(sent) - set(recorded)``)."""
+    handle = DatabaseHandle(notifications_pg_url, "notifications", MailOutbox, MailInbox)
+    now = datetime.now(timezone.utc)
+    try:
+        notices = [notifications._notice(f"k-{n}", "enrolment_confirmed", "participant",
+                                         f"p{n}@example.org", "P", {}, now) for n in (1, 2)]
+        handle.run(lambda s: s.execute(Notice.__table__.insert(), notices))
+        claimed = handle.run(notifications.claim_due, 10)
+        assert len(claimed) == 2
+        gone = notices[0]["id"]
+        handle.run(lambda s: s.execute(Notice.__table__.delete().where(Notice.id == gone)))
+        recorded = handle.run(notifications.record_round, [n.id for n in claimed],
+                              [(gone, claimed[0].lease_until, "x", False)], 8, 5, 600)
+        assert recorded == [notices[1]["id"]]
+        for notice in notices:
+            (tmp_path / f"{notice['id']}.eml").write_bytes(b"mail")
+        mail_privacy.remove_files(tmp_path, {n.id for n in claimed} - set(recorded))
+        assert [p.stem for p in tmp_path.glob("*.eml")] == [str(notices[1]["id"])]
+    finally:
+        handle.dispose()
