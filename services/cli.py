@@ -335,10 +335,23 @@ def programme_list(obj: Context):
 
     from services.enrolment.models import Programme
     rows = obj.run(lambda s: [(p.code, p.name, p.land, str(p.enrolment_opens_on),
-                               str(p.enrolment_closes_on))
+                               str(p.enrolment_closes_on), f"kept {p.retention_days} days")
                               for p in s.scalars(select(Programme).order_by(Programme.code))])
     for row in rows:
         click.echo("  ".join(row))
+
+
+@programme.command("retention")
+@click.argument("code")
+@click.argument("days", type=int)
+@click.pass_obj
+def programme_retention(obj: Context, code, days):
+    """Set how many days participant data is kept after a course ended or an enrolment was
+    cancelled (the daily retention run erases what is older)."""
+    from services.enrolment import privacy as enrolment_privacy
+    programme = obj.run(enrolment_privacy.set_retention, code, days)
+    click.echo(f"programme {programme['code']}: participant data kept "
+               f"{programme['retention_days']} days")
 
 
 @main.group("funding")

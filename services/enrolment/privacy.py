@@ -142,6 +142,17 @@ def _scrub_idempotency_answers(session: Session, enrolments: list[Enrolment],
 
 # --- retention ---------------------------------------------------------------------------------
 
+def set_retention(session: Session, code: str, days: int) -> dict:
+    from services.common.schemas import load
+    from services.enrolment.domain import programme_by_code
+    from services.enrolment.schemas import ProgrammeIn
+    days = load(ProgrammeIn(only=("retention_days",)), {"retention_days": days},
+                "retention")["retention_days"]
+    programme = programme_by_code(session, code)
+    programme.retention_days = days
+    return {"code": programme.code, "retention_days": days}
+
+
 def expired(session: Session, today: date) -> list[Enrolment]:
     """Enrolments whose participant data has outlived its programme's retention period:
     counted from the cancellation for a cancelled enrolment, else from the course's last

@@ -20,6 +20,7 @@ from sqlalchemy import MetaData, Table, Text, cast, create_engine, func, inspect
 from services.certificates.models import Certificate
 from services.certificates.models import InboxRecord as CertificatesInbox
 from services.certificates.service import CertificatesService
+from services.common.events import build_event
 from services.cli import main
 from services.common import config as cfg
 from services.common.errors import AuthenticationFailed, Gone, RuleViolation
@@ -366,3 +367,24 @@ def _handled(handle, inbox, event_ids) -> int:
     ids = [uuid.UUID(i) for i in event_ids]
     return handle.run(lambda s: s.scalar(select(func.count()).select_from(inbox)
                                          .where(inbox.event_id.in_(ids))))
+
+
+def test_a_forged_erasure_is_parked_and_erases_nothing(system):
+    """Being on the broker proves nothing: a participant_erased the enrolment service did not
+    send (no user_id the broker vouches for) must not wipe anyone's certificate."""
+    from services.common.messaging import list_parked
+    config = system["config"]
+    enrolled, number = journey(system, PERSON, system["ags"], "nominierung-3")
+    forged = build_event("enrolment", "participant_erased", {
+        "erasure_id": uuid.uuid4(), "pseudonym": "erased-0123456789ab", "cause": "request",
+        "erased_at": funding_domain.now(),
+        "enrolments": [{"enrolment_id": enrolled["id"], "programme_id": uuid.uuid4(),
+                        "course_id": system["course"], "ags": system["ags"]}]})
+    producer_dispatcher(config, user_id=None)("enrolment", "participant_erased", forged)
+    queue = "evt-enrolment-participant_erased--certificates.on_participant_erased"
+    parked = wait_for(lambda: list_parked(config["AMQP_URI"], [queue]), timeout=30,
+                      message="the forged erasure parked")
+    assert "ForgedEvent" in parked[0]["error"] and not parked[0]["replayable"]
+    holder = system["db"]["certificates"].run(lambda s: s.scalar(
+        select(Certificate.data).where(Certificate.number == number)))
+    assert holder["family_name"] == PERSON["family_name"]

@@ -252,3 +252,19 @@ def test_a_mail_erased_while_on_the_way_is_not_recorded_and_its_file_goes(
         assert [p.stem for p in tmp_path.glob("*.eml")] == [str(notices[1]["id"])]
     finally:
         handle.dispose()
+
+
+def test_a_programme_retention_can_be_changed_within_limits(enrolment_db, world):
+    with pytest.raises(ValidationFailed) as bad:
+        enrolment_db.run(privacy.set_retention, "BW-DL", 0)
+    assert "retention_days" in bad.value.fields
+    with pytest.raises(NotFound):
+        enrolment_db.run(privacy.set_retention, "XX-YY", 100)
+    assert enrolment_db.run(privacy.set_retention, "BW-DL", 60)["retention_days"] == 60
+    completed = enrol(enrolment_db, world, world["past"], 8)
+    enrolment_db.run(lambda s: [domain.record_attendance(
+        s, s.merge(world["provider"]), {"course_id": world["past"], "module_number": m,
+                                         "enrolment_ids": [uuid.UUID(completed["id"])]})
+        for m in (1, 2, 3)])
+    # Ended 47 days ago: kept now, with 60 days.
+    assert enrolment_db.run(privacy.apply_retention, KEY, TODAY)["enrolments"] == 0
