@@ -46,7 +46,7 @@ def is_erased(session: Session, enrolment_id) -> bool:
 
 
 def participant_data(session: Session, enrolment_ids, summary) -> dict:
-    ids = list(enrolment_ids)
+    ids = privacy.as_uuids(enrolment_ids)
     if not ids:
         return {"certificates": []}
     found = session.scalars(select(Certificate).where(Certificate.enrolment_id.in_(ids))

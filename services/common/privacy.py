@@ -11,12 +11,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import uuid
 
 from sqlalchemy import Text, cast, or_, select, update
 from sqlalchemy.orm import Session
 
 ERASED_NAME = "gelöscht"
 ERASED_DOMAIN = "erased.invalid"
+
+
+def as_uuids(ids) -> list[uuid.UUID]:
+    """Enrolment ids as UUIDs, whether they came as strings (JSON, the CLI) or not."""
+    return [i if isinstance(i, uuid.UUID) else uuid.UUID(str(i)) for i in ids]
 
 
 def new_pseudonym() -> str:

@@ -145,9 +145,8 @@ def _scrub_idempotency_answers(session: Session, enrolments: list[Enrolment],
 def set_retention(session: Session, code: str, days: int) -> dict:
     from services.common.schemas import load
     from services.enrolment.domain import programme_by_code
-    from services.enrolment.schemas import ProgrammeIn
-    days = load(ProgrammeIn(only=("retention_days",)), {"retention_days": days},
-                "retention")["retention_days"]
+    from services.enrolment.schemas import RetentionDaysIn
+    days = load(RetentionDaysIn(), {"retention_days": days}, "retention")["retention_days"]
     programme = programme_by_code(session, code)
     programme.retention_days = days
     return {"code": programme.code, "retention_days": days}

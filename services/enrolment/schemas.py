@@ -59,6 +59,9 @@ class EnrolBatchIn(Schema):
 PROGRAMME_CODE_MAX = 28
 
 
+RETENTION_DAYS = dict(strict=True, validate=validate.Range(min=1, max=36500))
+
+
 class ProgrammeIn(Schema):
     code = fields.String(required=True, validate=[
         validate.Regexp(r"^[A-Z0-9][A-Z0-9-]+$",
@@ -75,8 +78,7 @@ class ProgrammeIn(Schema):
     enrolment_opens_on = fields.Date(required=True)
     enrolment_closes_on = fields.Date(required=True)
     # Days participant data is kept after the course ended or the enrolment was cancelled.
-    retention_days = fields.Integer(load_default=730, strict=True,
-                                    validate=validate.Range(min=1, max=36500))
+    retention_days = fields.Integer(load_default=730, **RETENTION_DAYS)
 
     @validates_schema
     def window(self, data, **kwargs):
@@ -221,3 +223,7 @@ class ParticipantQueryIn(Schema):
 
 class RetentionIn(Schema):
     today = fields.Date(load_default=None, allow_none=True)
+
+
+class RetentionDaysIn(Schema):
+    retention_days = fields.Integer(required=True, **RETENTION_DAYS)

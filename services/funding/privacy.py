@@ -21,7 +21,7 @@ def participant_erased(session: Session, payload: dict):
 
 def participant_data(session: Session, enrolment_ids) -> dict:
     """The funding decisions concerning these enrolments and their ledger entries."""
-    ids = list(enrolment_ids)
+    ids = privacy.as_uuids(enrolment_ids)
     if not ids:
         return {"fundings": [], "ledger_entries": []}
     codes = dict(session.execute(select(FundingProgramme.programme_id, FundingProgramme.code))

@@ -123,7 +123,7 @@ def participant_data(session: Session, enrolment_ids, email: str | None, subject
     """The copies this service keeps of the enrolments, and the mails about them: to the
     participant and to their municipality's contact, with their dates. ``subject(notice)``
     gives a mail's subject line."""
-    ids = list(enrolment_ids)
+    ids = privacy.as_uuids(enrolment_ids)
     copies = session.scalars(select(KnownEnrolment).where(
         KnownEnrolment.enrolment_id.in_(ids))).all() if ids else []
     conditions = [Notice.enrolment_id.in_(ids)] if ids else []
