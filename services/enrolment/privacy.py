@@ -95,6 +95,8 @@ def erase_people(session: Session, people: list[tuple[str, list[Enrolment]]], ca
     """Erase several people at once, ``(email key, their enrolments)`` each: one pseudonym,
     one record and one ``participant_erased`` per person; the stored events and idempotency
     answers are scrubbed in one pass for all of them."""
+    if not people:
+        return []
     moment = moment or now()
     pseudonyms, results = {}, []
     for email_key, enrolments in people:
