@@ -217,8 +217,11 @@ def _remember(session: Session, payload: dict, status: str) -> tuple[Copy, bool]
         # Only a newer event moves the copy on (a retried promotion handled after the
         # cancellation must not make it confirmed again), and nothing undoes a cancellation.
         copy = replace(copy, status=status, version=payload.get("sequence") or copy.version)
+        # (Not past a final state written meanwhile: an erasure committed since the read
+        # stays.)
         session.execute(update(KnownEnrolment)
-                        .where(KnownEnrolment.enrolment_id == copy.enrolment_id)
+                        .where(KnownEnrolment.enrolment_id == copy.enrolment_id,
+                               KnownEnrolment.status.not_in(FINAL))
                         .values(status=copy.status, version=copy.version))
     return copy, False
 
@@ -270,7 +273,8 @@ def course_cancelled(session: Session, payload: dict, event_id: str):
         copy, who = _enrolment(session, enrolment_id)
         if copy.status == ERASED:
             continue
-        session.execute(update(KnownEnrolment).where(KnownEnrolment.enrolment_id == enrolment_id)
+        session.execute(update(KnownEnrolment).where(KnownEnrolment.enrolment_id == enrolment_id,
+                                                     KnownEnrolment.status != ERASED)
                         .values(status="cancelled"))
         notices += _both(f"{event_id}:{enrolment_id}", "course_cancelled", copy, who,
                          {"reason": payload.get("reason")}, moment)
@@ -388,6 +392,14 @@ _CLAIMED = (Notice.id, Notice.template, Notice.recipient_role, Notice.to_email,
             Notice.lease_until, Notice.created_at)
 
 
+# A notice written about an enrolment in the moment its participant was erased (an event
+# handled at the same time as the erasure, which did not see it yet) is never sent; the daily
+# sweep (``privacy.delete_old_mail``) deletes it.
+_NOT_ERASED = ~(select(KnownEnrolment.enrolment_id).where(
+    KnownEnrolment.enrolment_id == Notice.enrolment_id,
+    KnownEnrolment.status == ERASED).exists())
+
+
 def claim_due(session: Session, limit: int, lease_seconds: float = LEASE_SECONDS) -> list:
     """Take up to ``limit`` due notices for sending, oldest first: one statement.
 
@@ -399,7 +411,7 @@ def claim_due(session: Session, limit: int, lease_seconds: float = LEASE_SECONDS
     moment = now()
     due = (select(Notice.id).where(
         Notice.status == "pending", Notice.next_attempt_at <= moment,
-        or_(Notice.lease_until.is_(None), Notice.lease_until < moment))
+        or_(Notice.lease_until.is_(None), Notice.lease_until < moment), _NOT_ERASED)
         .order_by(Notice.created_at).limit(limit))
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)

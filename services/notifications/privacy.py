@@ -96,8 +96,15 @@ def participant_erased(session: Session, payload: dict, mail_dir: Path | None = 
 
 def delete_old_mail(session: Session, before: datetime, mail_dir: Path | None = None,
                     batch: int = 1000) -> int:
-    """The mail log's retention: sent notices older than ``before`` and their files."""
-    deleted = 0
+    """The mail log's retention: sent notices older than ``before`` and their files; and
+    unsent notices about erased participants (written while their erasure ran, never sent)."""
+    stray = list(session.scalars(select(Notice.id).join(
+        KnownEnrolment, KnownEnrolment.enrolment_id == Notice.enrolment_id).where(
+        KnownEnrolment.status == ERASED, Notice.status.in_(UNSENT))))
+    if stray:
+        session.execute(delete(Notice).where(Notice.id.in_(stray)))
+        remove_files(mail_dir, stray)
+    deleted = len(stray)
     while True:
         ids = list(session.scalars(select(Notice.id).where(
             Notice.status == "sent", Notice.sent_at < before).limit(batch)))

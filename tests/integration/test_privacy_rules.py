@@ -268,3 +268,30 @@ def test_a_programme_retention_can_be_changed_within_limits(enrolment_db, world)
         for m in (1, 2, 3)])
     # Ended 47 days ago: kept now, with 60 days.
     assert enrolment_db.run(privacy.apply_retention, KEY, TODAY)["enrolments"] == 0
+
+
+def test_a_notice_written_while_its_participant_was_erased_is_never_sent(
+        notifications_pg_url, tmp_path):
+    """An event handled at the same moment as the erasure can write its notice after the
+    erasure looked: it is not claimed for sending, the daily sweep deletes it, and a late
+    update does not undo the copy's erased state."""
+    handle = DatabaseHandle(notifications_pg_url, "notifications", MailOutbox, MailInbox)
+    now = datetime.now(timezone.utc)
+    try:
+        erased_id, other_id = uuid.uuid4(), uuid.uuid4()
+        handle.run(mail_privacy.participant_erased,
+                   parse_payload("participant_erased", erased_payload(erased_id)), tmp_path)
+        notices = [notifications._notice(f"k-{n}", "enrolment_confirmed", "participant",
+                                         f"p{n}@example.org", "P", {}, now, enrolment_id=e)
+                   for n, e in ((1, erased_id), (2, other_id))]
+        handle.run(lambda s: s.execute(Notice.__table__.insert(), notices))
+        assert [n.id for n in handle.run(notifications.claim_due, 10)] == [notices[1]["id"]]
+        from sqlalchemy import update
+        handle.run(lambda s: s.execute(update(KnownEnrolment).where(
+            KnownEnrolment.enrolment_id == erased_id, KnownEnrolment.status.not_in(
+                notifications.FINAL)).values(status="confirmed")))
+        assert handle.run(lambda s: s.get(KnownEnrolment, erased_id).status) == "erased"
+        assert handle.run(mail_privacy.delete_old_mail, now - timedelta(days=90), tmp_path) == 1
+        assert handle.run(lambda s: set(s.scalars(select(Notice.id)))) == {notices[1]["id"]}
+    finally:
+        handle.dispose()
