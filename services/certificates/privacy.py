@@ -25,6 +25,7 @@ def credential_digest(jws: str) -> str:
 
 
 def participant_erased(session: Session, payload: dict):
+    privacy.lock_enrolments(session, [e["enrolment_id"] for e in payload["enrolments"]])
     ids = privacy.mark_erased(session, ErasedEnrolment.__table__, payload)
     for certificate in session.scalars(select(Certificate).where(
             Certificate.enrolment_id.in_(ids))):
@@ -42,6 +43,9 @@ def erase_holder(certificate: Certificate, moment):
 
 
 def is_erased(session: Session, enrolment_id) -> bool:
+    """Asked before a certificate is issued, under the lock an erasure of the enrolment
+    takes too: either the erasure sees the certificate or the issue sees the marker."""
+    privacy.lock_enrolments(session, [enrolment_id])
     return bool(privacy.erased_ids(session, ErasedEnrolment.__table__, [enrolment_id]))
 
 

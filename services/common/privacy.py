@@ -121,3 +121,15 @@ def access_document(email: str, moment, enrolment: dict, funding: dict, certific
     return {"subject": email.strip().lower(), "generated_at": moment.isoformat(),
             "enrolment": enrolment, "funding": funding, "certificates": certificates,
             "mails": mails}
+
+
+def lock_enrolments(session: Session, enrolment_ids) -> None:
+    """Serialise an erasure with whatever else writes a copy of these enrolments' data at
+    the same time (PostgreSQL advisory locks until the transaction ends, taken in one order
+    so two never wait for each other; SQLite has a single writer anyway)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    from sqlalchemy import text as sql
+    for enrolment_id in sorted(as_uuids(enrolment_ids)):
+        key = int.from_bytes(enrolment_id.bytes[:8], "big", signed=True)
+        session.execute(sql("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
