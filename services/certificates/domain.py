@@ -97,8 +97,9 @@ def _create(session: Session, data: dict, enrolment_id, ags: str, keyring, issue
     return certificate
 
 
-def issue(session: Session, payload: dict, keyring, issuer: Issuer) -> Certificate:
-    """One certificate per completed enrolment; a repeated event issues nothing new."""
+def issue(session: Session, payload: dict, keyring, issuer: Issuer) -> Certificate | None:
+    """One certificate per completed enrolment; a repeated event issues nothing new, nor one
+    about an enrolment whose participant was erased."""
     existing = session.execute(select(Certificate).where(
         Certificate.enrolment_id == payload["enrolment_id"],
         Certificate.status != "superseded")).scalar_one_or_none()
@@ -198,8 +199,9 @@ def verify_presented(session: Session, token: str, jwks: dict) -> dict:
     number = next((e.get("description") for e in payload.get("evidence", [])), None)
     certificate = session.scalar(select(Certificate).where(Certificate.number == number)) \
         if number else None
-    held = None if certificate is None else (
-        privacy.credential_digest(token) if certificate.holder_erased_at is not None else token.strip())
+    # Once the holder's data was erased, only the credential's digest is kept to compare.
+    erased = certificate is not None and certificate.holder_erased_at is not None
+    held = privacy.credential_digest(token) if erased else token.strip()
     if certificate is None or certificate.credential_jws != held:
         return {"valid": False, "reason": "signature valid but no such certificate issued here",
                 "key_id": header.get("kid")}

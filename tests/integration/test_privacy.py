@@ -294,8 +294,9 @@ def test_access_then_erasure_leaves_no_trace_and_keeps_ledger_and_certificate(
             certificates.get_pdf(number)
         with pytest.raises(RuleViolation):
             certificates.reissue(number, "Anneliese", "Quellenbrück")
+    other_key = system["keys"][system["other_ags"]]
     other_pdf = requests.get(f"{base}/api/v1/certificates/{other_number}.pdf", timeout=10,
-                             headers={"Authorization": f"Bearer {system['keys'][system['other_ags']]}"})
+                             headers={"Authorization": f"Bearer {other_key}"})
     assert other_pdf.status_code == 200
 
     # A repeated enrolment request answers with its first answer, pseudonymised.
