@@ -70,6 +70,13 @@ class Gone(LotsenError):
     title = "Gone"
 
 
+class Unavailable(LotsenError):
+    """A service this call needs did not answer in time; nothing was changed, try again."""
+
+    status = 503
+    title = "Service unavailable"
+
+
 class Conflict(LotsenError):
     status = 409
     title = "Conflict"

@@ -6,6 +6,7 @@ import logging
 import eventlet
 from marshmallow.experimental.context import Context
 from nameko.dependency_providers import Config
+from nameko.exceptions import UnknownService
 from nameko.timer import timer
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +17,7 @@ from services.common.broker import RpcProxy
 from services.common.db import Database
 from services.common.callers import GATEWAY, MUNICIPALITY, OPERATOR, PROVIDER, PUBLIC, SERVICE
 from services.common.entrypoints import GroupCommits, Operator, ProviderToken, event_handler, rpc
-from services.common.errors import ValidationFailed
+from services.common.errors import Unavailable, ValidationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
@@ -299,8 +300,15 @@ class EnrolmentService:
             # Notifications also looks the address up, for mails from before it kept their
             # enrolment's id; the others need nothing but the ids.
             extra = (data["email"],) if service == "notifications" else ()
-            with eventlet.Timeout(EXPORT_TIMEOUT_S):
-                parts[part] = getattr(self, service).participant_data(ids, *extra)
+            seconds = float(self.config.get("EXPORT_TIMEOUT_S") or EXPORT_TIMEOUT_S)
+            unavailable = Unavailable(f"{service} did not answer within {seconds:g} s; the "
+                                      "access request was not answered, try again",
+                                      {"service": [service]})
+            try:
+                with eventlet.Timeout(seconds, unavailable):
+                    parts[part] = getattr(self, service).participant_data(ids, *extra)
+            except UnknownService:  # no instance has ever run: its queue does not exist
+                raise unavailable from None
         return common_privacy.access_document(data["email"], privacy.now(), mine, **parts)
 
     @rpc(OPERATOR)

@@ -389,3 +389,17 @@ def test_a_forged_erasure_is_parked_and_erases_nothing(system):
     holder = system["db"]["certificates"].run(lambda s: s.scalar(
         select(Certificate.data).where(Certificate.number == number)))
     assert holder["family_name"] == PERSON["family_name"]
+
+
+def test_an_access_request_that_a_service_cannot_answer_is_a_typed_error(
+        container_factory, service_config):
+    """Funding and the others are not running: the operator hears which one did not answer,
+    within the configured time, instead of waiting for ever."""
+    from services.common.errors import Unavailable
+    config = dict(service_config, EXPORT_TIMEOUT_S=1)
+    config.pop("EXTRA_SERVICE_CLASSES")
+    container_factory(EnrolmentService, config).start()
+    with SignedRpc("enrolment", config, operator=True, timeout=30) as enrolment:
+        with pytest.raises(Unavailable) as missing:
+            enrolment.export_participant(PERSON["email"])
+    assert missing.value.fields == {"service": ["funding"]}
