@@ -335,7 +335,7 @@ def programme_list(obj: Context):
 
     from services.enrolment.models import Programme
     rows = obj.run(lambda s: [(p.code, p.name, p.land, str(p.enrolment_opens_on),
-                               str(p.enrolment_closes_on))
+                               str(p.enrolment_closes_on), f"kept {p.retention_days} days")
                               for p in s.scalars(select(Programme).order_by(Programme.code))])
     for row in rows:
         click.echo("  ".join(row))
@@ -453,6 +453,17 @@ def outreach_list(obj: Context, code):
     from services.funding import domain as funding
     for row in obj.run_funding(funding.reminders, code):
         click.echo(f"{row['ags']}  {row['campaign']:32}  {row['reminded_at']}")
+@programme.command("retention")
+@click.argument("code")
+@click.argument("days", type=int)
+@click.pass_obj
+def programme_retention(obj: Context, code, days):
+    """Set how many days participant data is kept after a course ended or an enrolment was
+    cancelled (the daily retention run erases what is older)."""
+    from services.enrolment import privacy as enrolment_privacy
+    programme = obj.run(enrolment_privacy.set_retention, code, days)
+    click.echo(f"programme {programme['code']}: participant data kept "
+               f"{programme['retention_days']} days")
 
 
 @main.group("funding")
@@ -592,6 +603,131 @@ def mail_reminders(obj: Context):
     from services.notifications import domain as notifications
     count = obj.run_in("notifications", notifications.course_reminders, date.today())
     click.echo(f"{count} reminder(s) queued")
+
+
+@mail.command("prune")
+@click.option("--days", type=int, default=None,
+              help="delete sent mails older than this (default: MAIL.log_retention_days, 90)")
+@click.pass_obj
+def mail_prune(obj: Context, days):
+    """Delete sent mails from the mail log (and their files); the service does it daily."""
+    from datetime import timedelta
+
+    from services.notifications import domain as notifications
+    from services.notifications import privacy as mail_privacy
+    from services.notifications.service import mail_settings
+    settings = mail_settings(obj.config)
+    days = days if days is not None else int(cfg.setting(settings, "log_retention_days", 90))
+    if days < 1:
+        click.echo("error: --days must be at least 1", err=True)
+        sys.exit(2)
+    count = obj.run_in("notifications", mail_privacy.delete_old_mail,
+                       notifications.now() - timedelta(days=days), _mail_dir(obj))
+    click.echo(f"deleted {count} sent mail(s) older than {days} days")
+
+
+def _mail_dir(obj: Context):
+    from services.notifications.service import mail_settings
+    settings = mail_settings(obj.config)
+    if (settings.get("transport") or "file") != "file":
+        return None
+    return Path(settings.get("directory") or cfg.lotsen_home(obj.config) / "mail")
+
+
+@main.group()
+def privacy():
+    """Data protection: a participant's access and erasure requests, retention."""
+
+
+def _email_argument(email: str) -> str:
+    from services.common.schemas import load
+    from services.enrolment.schemas import ParticipantQueryIn
+    try:
+        return load(ParticipantQueryIn(), {"email": email}, "e-mail address")["email"]
+    except LotsenError as exc:
+        _fail(exc)
+
+
+@privacy.command("erase")
+@click.argument("email")
+@click.option("--reason", required=True,
+              help="why, for the record (e.g. 'Antrag nach Art. 17 DSGVO vom 2027-03-01')")
+@click.pass_obj
+def privacy_erase(obj: Context, email, reason):
+    """Erase the participant with this address in every service (participant_erased).
+
+    The address is neither printed nor logged; the running services apply the erasure when
+    the event reaches them."""
+    from services.common import callers
+    from services.common.schemas import load
+    from services.enrolment import privacy as enrolment_privacy
+    from services.enrolment.schemas import ErasureIn
+    try:
+        data = load(ErasureIn(), {"email": email, "reason": reason}, "erasure")
+    except LotsenError as exc:
+        _fail(exc)
+    result = obj.run(enrolment_privacy.erase_participant, data["email"], data["reason"],
+                     callers.service_key(obj.config))
+    if result["status"] == "already_erased":
+        click.echo(f"already erased on {result['erased_at']} (erasure {result['erasure_id']})")
+        return
+    click.echo(f"erased {result['enrolments']} enrolment(s) as {result['pseudonym']} "
+               f"(erasure {result['erasure_id']}); funding, certificates and notifications "
+               "follow through participant_erased")
+
+
+@privacy.command("export")
+@click.argument("email")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write the JSON document to this file (default: print it)")
+@click.pass_obj
+def privacy_export(obj: Context, email, output):
+    """Everything every service holds about the person, as one JSON document (Art. 15)."""
+    from services.certificates import domain as certificates
+    from services.certificates import privacy as certificate_privacy
+    from services.common import callers
+    from services.common import privacy as common_privacy
+    from services.enrolment import privacy as enrolment_privacy
+    from services.funding import privacy as funding_privacy
+    from services.notifications import privacy as mail_privacy
+    from services.notifications.service import mail_settings
+    email = _email_argument(email)
+    mine = obj.run(enrolment_privacy.export_participant, email, callers.service_key(obj.config))
+    ids = [item["id"] for item in mine["enrolments"]]
+    office = cfg.setting(mail_settings(obj.config), "office_name",
+                         "Ihr Programmbüro Kommunale Digitallotsen")
+    document = common_privacy.access_document(
+        email, enrolment_privacy.now(), mine,
+        funding=obj.run_funding(funding_privacy.participant_data, ids),
+        certificates=obj.run_in("certificates", certificate_privacy.participant_data, ids,
+                                certificates.summary),
+        mails=obj.run_in("notifications", mail_privacy.participant_data, ids, email,
+                         lambda notice: mail_privacy.subject_line(notice, office)))
+    text = json.dumps(document, indent=2, ensure_ascii=False, default=str)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+        output.chmod(0o600)
+        click.echo(f"written to {output}")
+    else:
+        click.echo(text)
+
+
+@privacy.command("retention")
+@click.option("--today", default=None, help="YYYY-MM-DD (default: today in Europe/Berlin)")
+@click.pass_obj
+def privacy_retention(obj: Context, today):
+    """Erase what has outlived its programme's retention period now (the enrolment service
+    does it daily)."""
+    from services.common import callers
+    from services.enrolment import privacy as enrolment_privacy
+    try:
+        day = date.fromisoformat(today) if today else None
+    except ValueError:
+        click.echo("error: --today must be a date YYYY-MM-DD", err=True)
+        sys.exit(2)
+    result = obj.run(enrolment_privacy.apply_retention, callers.service_key(obj.config), day)
+    click.echo(f"erased {result['enrolments']} enrolment(s) of {result['people']} "
+               "participant(s) whose retention period ended")
 
 
 @main.group()

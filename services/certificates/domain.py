@@ -9,14 +9,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.certificates import credentials, pdf
+from services.certificates import credentials, pdf, privacy
 from services.certificates.models import (
     NUMBER_LENGTH,
     SEQUENCE_DIGITS,
     Certificate,
     CertificateSequence,
 )
-from services.common.errors import NotFound, RuleViolation
+from services.common.errors import Gone, NotFound, RuleViolation
 from services.common.outbox import emit_numbered
 
 
@@ -97,13 +97,16 @@ def _create(session: Session, data: dict, enrolment_id, ags: str, keyring, issue
     return certificate
 
 
-def issue(session: Session, payload: dict, keyring, issuer: Issuer) -> Certificate:
-    """One certificate per completed enrolment; a repeated event issues nothing new."""
+def issue(session: Session, payload: dict, keyring, issuer: Issuer) -> Certificate | None:
+    """One certificate per completed enrolment; a repeated event issues nothing new, nor one
+    about an enrolment whose participant was erased."""
     existing = session.execute(select(Certificate).where(
         Certificate.enrolment_id == payload["enrolment_id"],
         Certificate.status != "superseded")).scalar_one_or_none()
     if existing is not None:
         return existing
+    if privacy.is_erased(session, payload["enrolment_id"]):
+        return None  # a late or replayed completion of an erased participant: nothing
     participant = payload["participant"]
     salt = secrets.token_hex(16)
     data = {
@@ -127,12 +130,26 @@ def by_number(session: Session, number: str, ags: str | None = None) -> Certific
     return certificate
 
 
+def holder(certificate: Certificate) -> str | None:
+    """The holder's name as the certificate states it; None once their data was erased."""
+    if certificate.holder_erased_at is not None:
+        return None
+    return f"{certificate.data['given_name']} {certificate.data['family_name']}"
+
+
+def _erasure(certificate: Certificate) -> dict:
+    erased = certificate.holder_erased_at
+    return {"holder_erased": erased is not None,
+            "holder_erased_at": erased.isoformat() if erased else None}
+
+
 def summary(certificate: Certificate) -> dict:
     data = certificate.data
+    erased = certificate.holder_erased_at is not None
     return {
         "number": certificate.number, "status": certificate.status,
         "enrolment_id": str(certificate.enrolment_id),
-        "participant": f"{data['given_name']} {data['family_name']}",
+        "participant": holder(certificate), **_erasure(certificate),
         "municipality": data["municipality_name"], "programme": data["programme_name"],
         "role_name": data["role_name"], "course_title": data["course_title"],
         "provider": data["provider_name"], "location": data["location"],
@@ -141,11 +158,15 @@ def summary(certificate: Certificate) -> dict:
         "revoked_at": certificate.revoked_at.isoformat() if certificate.revoked_at else None,
         "revocation_reason": certificate.revocation_reason,
         "superseded_by": certificate.superseded_by, "supersedes": certificate.supersedes,
-        "credential": certificate.credential_jws,
+        "credential": None if erased else certificate.credential_jws,
     }
 
 
 def render_pdf(certificate: Certificate, issuer: Issuer) -> bytes:
+    if certificate.holder_erased_at is not None:
+        raise Gone("the holder's data has been erased: the certificate's PDF is no longer "
+                   "available (its number still verifies)",
+                   {"number": ["holder's data erased"]})
     return pdf.render(certificate.data, certificate.number,
                       issuer.verification_url(certificate.verification_code),
                       certificate.verification_code, issuer.name, certificate.issued_at.date())
@@ -160,7 +181,7 @@ def verify_code(session: Session, code: str) -> dict:
         return {"status": "unknown"}
     data = certificate.data
     return {"status": certificate.status, "number": certificate.number,
-            "participant": f"{data['given_name']} {data['family_name']}",
+            "participant": holder(certificate), **_erasure(certificate),
             "municipality": data["municipality_name"], "programme": data["programme_name"],
             "role_name": data["role_name"], "course_title": data["course_title"],
             "provider": data["provider_name"], "completed_on": data["completed_on"],
@@ -178,11 +199,14 @@ def verify_presented(session: Session, token: str, jwks: dict) -> dict:
     number = next((e.get("description") for e in payload.get("evidence", [])), None)
     certificate = session.scalar(select(Certificate).where(Certificate.number == number)) \
         if number else None
-    if certificate is None or certificate.credential_jws != token.strip():
+    # Once the holder's data was erased, only the credential's digest is kept to compare.
+    erased = certificate is not None and certificate.holder_erased_at is not None
+    held = privacy.credential_digest(token) if erased else token.strip()
+    if certificate is None or certificate.credential_jws != held:
         return {"valid": False, "reason": "signature valid but no such certificate issued here",
                 "key_id": header.get("kid")}
     return {"valid": certificate.status == "valid", "status": certificate.status,
-            "number": certificate.number, "key_id": header["kid"],
+            "number": certificate.number, "key_id": header["kid"], **_erasure(certificate),
             "revoked_at": certificate.revoked_at.isoformat() if certificate.revoked_at else None,
             "revocation_reason": certificate.revocation_reason,
             "superseded_by": certificate.superseded_by}
@@ -228,6 +252,9 @@ def reissue(session: Session, number: str, given_name: str, family_name: str, ke
     if old.status != "valid":
         raise RuleViolation(f"only a valid certificate can be re-issued; this one is {old.status}",
                             {"number": [old.status]})
+    if old.holder_erased_at is not None:
+        raise RuleViolation("the holder's data has been erased: nothing to re-issue",
+                            {"number": ["holder's data erased"]})
     old.status = "superseded"
     session.flush()
     data = dict(old.data, given_name=given_name, family_name=family_name)

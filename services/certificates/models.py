@@ -7,7 +7,13 @@ from datetime import datetime
 from sqlalchemy import JSON, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.models import InboxMixin, OutboxMixin, UTCDateTime, utcnow
+from services.common.models import (
+    ErasedEnrolmentMixin,
+    InboxMixin,
+    OutboxMixin,
+    UTCDateTime,
+    utcnow,
+)
 
 
 # A certificate number is "<programme code>-<year>-<sequence>", e.g. BW-DL-2026-000123. Every
@@ -28,6 +34,10 @@ class OutboxMessage(OutboxMixin, Base):
 
 
 class InboxRecord(InboxMixin, Base):
+    pass
+
+
+class ErasedEnrolment(ErasedEnrolmentMixin, Base):
     pass
 
 
@@ -66,6 +76,10 @@ class Certificate(Base):
     # The `sequence` of the newest event about this certificate's enrolment (counted over all
     # of the enrolment's certificates: a re-issue continues it).
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Set when the holder's data was erased: number, status and course facts stay (so the
+    # certificate still verifies), the name and the PDF are gone, and of the signed
+    # credential only its SHA-256 is kept (a holder's copy still verifies against it).
+    holder_erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         # One current certificate per enrolment, however often the event arrives.

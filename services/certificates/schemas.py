@@ -24,3 +24,4 @@ class ReissueIn(Schema):
 
 class CredentialIn(Schema):
     credential = fields.String(required=True, validate=validate.Length(min=10, max=20000))
+from services.common.schemas import EnrolmentIdsIn  # noqa: E402,F401  (access requests)

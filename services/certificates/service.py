@@ -9,7 +9,7 @@ from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from sqlalchemy import func, select, text
 
-from services.certificates import domain, schemas
+from services.certificates import domain, privacy, schemas
 from services.certificates.credentials import KeyRing
 from services.certificates.models import Certificate, InboxRecord, OutboxMessage
 from services.common import config as cfg
@@ -86,6 +86,20 @@ class CertificatesService:
         self.db.run(handle_once, event, f"{self.name}.on_enrolment_completed",
                     lambda session, e: domain.issue(session, e.payload, self.signing.keyring,
                                                     self.signing.issuer))
+
+    @event_handler("enrolment", "participant_erased")
+    def on_participant_erased(self, envelope):
+        event = parse_event(envelope, "participant_erased")
+        self.db.run(handle_once, event, f"{self.name}.on_participant_erased",
+                    lambda session, e: privacy.participant_erased(session, e.payload))
+
+    @rpc(OPERATOR)
+    def participant_data(self, enrolment_ids):
+        """For an access request: the certificates of these enrolments."""
+        self.operator.require()
+        ids = load(schemas.EnrolmentIdsIn(), {"enrolment_ids": enrolment_ids},
+                   "enrolment ids")["enrolment_ids"]
+        return self.db.run(privacy.participant_data, ids, domain.summary)
 
     # --- queries ---------------------------------------------------------------------------
 

@@ -62,6 +62,21 @@ class PermissionDenied(LotsenError):
     title = "Not allowed"
 
 
+class Gone(LotsenError):
+    """It existed, and is no longer given out (a certificate's PDF after its holder's data
+    was erased)."""
+
+    status = 410
+    title = "Gone"
+
+
+class Unavailable(LotsenError):
+    """A service this call needs did not answer in time; nothing was changed, try again."""
+
+    status = 503
+    title = "Service unavailable"
+
+
 class Conflict(LotsenError):
     status = 409
     title = "Conflict"

@@ -292,6 +292,29 @@ class MilestoneOverdueV1(Schema):
     participant = fields.Nested(ParticipantSchema, required=True)
     coach_name = fields.String(required=True)
     coach_email = fields.Email(required=True)
+# --- data protection (published by the enrolment service) ----------------------------------------
+
+class ErasedEnrolmentSchema(Schema):
+    """An enrolment whose participant's data is erased: ids only, so a consumer that never
+    heard of the enrolment can still keep a marker (and a late event finds it)."""
+
+    enrolment_id = fields.UUID(required=True)
+    programme_id = fields.UUID(required=True)
+    course_id = fields.UUID(required=True)
+    ags = ags_field(required=True)
+
+
+class ParticipantErasedV1(Schema):
+    """A participant's identifying data is erased (Art. 17 DSGVO or the end of the retention
+    period). It names no one: consumers find what they hold by the enrolment ids and replace
+    it with ``pseudonym``."""
+
+    erasure_id = fields.UUID(required=True)
+    pseudonym = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9-]{8,40}$"))
+    cause = fields.String(required=True, validate=validate.OneOf(["request", "retention"]))
+    erased_at = fields.AwareDateTime(required=True)
+    enrolments = fields.List(fields.Nested(ErasedEnrolmentSchema), required=True,
+                             validate=validate.Length(min=1, max=1000))
 
 
 # --- version 2: each event carries its subject's ``sequence`` ------------------------------------
@@ -351,6 +374,7 @@ CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("coaching_paired", 1): CoachingPairedV1,
     ("milestone_reached", 1): MilestoneReachedV1,
     ("milestone_overdue", 1): MilestoneOverdueV1,
+    ("participant_erased", 1): ParticipantErasedV1,
 }
 
 LATEST_VERSION = {}

@@ -59,3 +59,15 @@ class InboxMixin:
     event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     event_type: Mapped[str] = mapped_column(String(80), nullable=False)
     handled_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class ErasedEnrolmentMixin:
+    """An enrolment whose participant was erased (``participant_erased``): the marker a
+    consumer keeps so that a late or replayed event about it brings nothing back. Keyed by the
+    enrolment id, which identifies no one."""
+
+    __tablename__ = "erased_enrolments"
+
+    enrolment_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    erasure_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

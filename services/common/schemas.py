@@ -167,3 +167,10 @@ class MailAddress(fields.Email):
 
 def email_field(**kwargs) -> MailAddress:
     return MailAddress(validate=validate.Length(max=254), **kwargs)
+
+
+class EnrolmentIdsIn(Schema):
+    """The enrolments of one person, for an access request."""
+
+    enrolment_ids = fields.List(fields.UUID(), required=True,
+                                validate=validate.Length(max=1000))

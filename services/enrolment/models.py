@@ -87,6 +87,9 @@ class Programme(Base):
     enrolment_closes_on: Mapped[date] = mapped_column(Date, nullable=False)
     revision: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # How long participant data is kept after the course ended or the enrolment was
+    # cancelled; then the daily retention run erases it (services/enrolment/privacy.py).
+    retention_days: Mapped[int] = mapped_column(Integer, nullable=False, default=730)
 
 
 class Provider(Base):
@@ -171,6 +174,8 @@ class Enrolment(Base):
     funding_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     certificate_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     certificate_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set when the participant's data was replaced by a pseudonym (participant_erased).
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     course: Mapped[Course] = relationship(lazy="joined", innerjoin=True)
     body: Mapped[Body] = relationship(lazy="joined", innerjoin=True)
@@ -381,3 +386,18 @@ class MilestoneOverdue(Base):
                                                     primary_key=True)
     key: Mapped[str] = mapped_column(String(40), primary_key=True)
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+class Erasure(Base):
+    """The record that a participant's data was erased, and why (accountability, Art. 5(2)
+    DSGVO). It identifies no one: the address is kept only as a keyed hash (HMAC with the
+    service key), so a repeated request for the same address is recognised and an access
+    request can be told that and when the data was erased."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    email_key: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    pseudonym: Mapped[str] = mapped_column(String(40), nullable=False)
+    cause: Mapped[str] = mapped_column(String(20), nullable=False)  # request | retention
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    enrolment_ids: Mapped[list] = mapped_column(JSON, nullable=False)
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

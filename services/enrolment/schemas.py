@@ -65,6 +65,7 @@ class CoverageIn(Schema):
     programme_codes = fields.List(
         fields.String(validate=validate.Length(min=1, max=PROGRAMME_CODE_MAX)),
         load_default=None, allow_none=True, validate=validate.Length(max=16))
+RETENTION_DAYS = dict(strict=True, validate=validate.Range(min=1, max=36500))
 
 
 class ProgrammeIn(Schema):
@@ -82,6 +83,8 @@ class ProgrammeIn(Schema):
                                  required=True, validate=validate.Length(min=1))
     enrolment_opens_on = fields.Date(required=True)
     enrolment_closes_on = fields.Date(required=True)
+    # Days participant data is kept after the course ended or the enrolment was cancelled.
+    retention_days = fields.Integer(load_default=730, **RETENTION_DAYS)
 
     @validates_schema
     def window(self, data, **kwargs):
@@ -212,6 +215,24 @@ class ProgrammeOut(Schema):
     enrolment_opens_on = fields.Date()
     enrolment_closes_on = fields.Date()
     revision = fields.Integer()
+    retention_days = fields.Integer()
+
+
+class ErasureIn(Schema):
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    reason = fields.String(required=True, validate=validate.Length(min=3, max=500))
+
+
+class ParticipantQueryIn(Schema):
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+
+
+class RetentionIn(Schema):
+    today = fields.Date(load_default=None, allow_none=True)
+
+
+class RetentionDaysIn(Schema):
+    retention_days = fields.Integer(required=True, **RETENTION_DAYS)
 
 
 # --- the municipality portal ---------------------------------------------------------------------

@@ -1,23 +1,33 @@
 """RPC and event entrypoints of the enrolment service: validate, call the domain, return."""
 from __future__ import annotations
 
+import logging
+
+import eventlet
 from marshmallow.experimental.context import Context
 from nameko.dependency_providers import Config
+from nameko.exceptions import UnknownService
+from nameko.timer import timer
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from services.common import callers
+from services.common import privacy as common_privacy
+from services.common.broker import RpcProxy
 from services.common.db import Database
 from services.common.callers import GATEWAY, MUNICIPALITY, OPERATOR, PROVIDER, PUBLIC, SERVICE
 from services.common.entrypoints import GroupCommits, Operator, ProviderToken, event_handler, rpc
-from services.common.errors import ValidationFailed
+from services.common.errors import Unavailable, ValidationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
 from services.common.outbox import handle_in_group
 from services.common.schemas import load, mail_smtputf8
 from services.common import config as cfg
-from services.enrolment import coverage, domain, office, portal, schemas
+from services.enrolment import coverage, domain, office, portal, privacy, schemas
 from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
+
+log = logging.getLogger(__name__)
 
 AGS_SCHEMA = schemas.MunicipalityIn(only=("ags",))
 # Made once: building a marshmallow schema costs more than using it.
@@ -26,6 +36,12 @@ BATCH_IN = schemas.EnrolBatchIn()
 CANCEL_IN = schemas.CancelIn()
 ENROLMENT_ID_IN = schemas.CancelIn(only=("enrolment_id",))
 FILTERS_IN = schemas.EnrolmentFilterIn()
+ERASURE_IN = schemas.ErasureIn()
+PARTICIPANT_IN = schemas.ParticipantQueryIn()
+# What an access request gathers from each other service, and how long each may take.
+EXPORT_PARTS = (("funding", "funding"), ("certificates", "certificates"),
+                ("notifications", "mails"))
+EXPORT_TIMEOUT_S = 30
 BODY_OUT = schemas.BodyOut()
 COVERAGE_IN = schemas.CoverageIn()
 CONTACT_ROW_IN = schemas.ContactRowIn()
@@ -55,6 +71,11 @@ class EnrolmentService:
     # Other services' decisions copied onto enrolments: those that queue up while one
     # transaction runs go together in the next.
     group = GroupCommits()
+    # Access requests gather what the other services hold (the operator's token travels on
+    # in the call's context data, so each checks it itself).
+    funding = RpcProxy("funding")
+    certificates = RpcProxy("certificates")
+    notifications = RpcProxy("notifications")
 
     # --- helpers (not entrypoints) ------------------------------------------------------------
 
@@ -395,6 +416,59 @@ class EnrolmentService:
         data = load(COVERAGE_IN, {"programme_codes": programme_codes}, "coverage")
         return coverage.without_lotse_csv(
             self.db.run(coverage.coverage, data["programme_codes"], commit=False))
+    # --- data protection (operators) -----------------------------------------------------------
+
+    def _service_key(self) -> bytes:
+        return callers.service_key(self.config)
+
+    @rpc(OPERATOR)
+    def erase_participant(self, email, reason):
+        """Erase the participant with this address in every service (participant_erased)."""
+        self.operator.require()
+        data = load(ERASURE_IN, {"email": email, "reason": reason}, "erasure")
+        return self.db.run(privacy.erase_participant, data["email"], data["reason"],
+                           self._service_key())
+
+    @rpc(OPERATOR)
+    def export_participant(self, email):
+        """Everything every service holds about the person, as one document (Art. 15)."""
+        self.operator.require()
+        data = load(PARTICIPANT_IN, {"email": email}, "access request")
+        mine = self.db.run(privacy.export_participant, data["email"], self._service_key())
+        ids = [item["id"] for item in mine["enrolments"]]
+        parts = {}
+        for service, part in EXPORT_PARTS:
+            # Notifications also looks the address up, for mails from before it kept their
+            # enrolment's id; the others need nothing but the ids.
+            extra = (data["email"],) if service == "notifications" else ()
+            seconds = float(self.config.get("EXPORT_TIMEOUT_S") or EXPORT_TIMEOUT_S)
+            unavailable = Unavailable(f"{service} did not answer within {seconds:g} s; the "
+                                      "access request was not answered, try again",
+                                      {"service": [service]})
+            try:
+                with eventlet.Timeout(seconds, unavailable):
+                    parts[part] = getattr(self, service).participant_data(ids, *extra)
+            except UnknownService:  # no instance has ever run: its queue does not exist
+                raise unavailable from None
+        return common_privacy.access_document(data["email"], privacy.now(), mine, **parts)
+
+    @rpc(OPERATOR)
+    def apply_retention(self, today=None):
+        self.operator.require()
+        day = load(schemas.RetentionIn(), {"today": today}, "retention")["today"]
+        return self.db.run(privacy.apply_retention, self._service_key(), day)
+
+    @timer(interval=86400)
+    def retention_timer(self):
+        """Daily: erase what has outlived its programme's retention period."""
+        try:
+            done = self.db.run(privacy.apply_retention, self._service_key())
+        except Exception as exc:  # by type only: a database error may quote a row
+            log.error("retention run failed (%s); tried again tomorrow", type(exc).__name__)
+            return
+        if done["enrolments"]:
+            log.info("retention: erased %d enrolment(s) of %d participant(s)",
+                     done["enrolments"], done["people"])
 
     @rpc(PUBLIC)
     def health(self):

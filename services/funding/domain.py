@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.common.errors import LotsenError, NotFound, RuleViolation
@@ -52,14 +53,18 @@ def now() -> datetime:
 
 def set_policy(session: Session, programme_id, code: str, policy: dict) -> FundingProgramme:
     """Set a programme's policy (first time) or change it (budget changes go to the ledger)."""
-    programme = session.execute(select(FundingProgramme).where(
-        FundingProgramme.programme_id == programme_id).with_for_update()).scalar_one_or_none()
+    query = select(FundingProgramme).where(
+        FundingProgramme.programme_id == programme_id).with_for_update()
+    programme = session.execute(query).scalar_one_or_none()
     if programme is None:
-        programme = FundingProgramme(programme_id=programme_id, code=code, guaranteed_per_body=1,
-                                     granted_guaranteed_cents=0, granted_pool_cents=0,
-                                     confirmations=0)
-        session.add(programme)
-        session.flush()
+        try:
+            with session.begin_nested():
+                session.add(FundingProgramme(
+                    programme_id=programme_id, code=code, guaranteed_per_body=1,
+                    granted_guaranteed_cents=0, granted_pool_cents=0, confirmations=0))
+        except IntegrityError:
+            pass  # programme_published made the row at the same moment: take that one
+        programme = session.execute(query).scalar_one()
     if programme.fee_cents is not None and (
             policy["fee_cents"] != programme.fee_cents
             or policy["guaranteed_per_body"] != programme.guaranteed_per_body):

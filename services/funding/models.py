@@ -9,6 +9,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.models import (
     AutoIncrement,
+    ErasedEnrolmentMixin,
     InboxMixin,
     OutboxMixin,
     UTCDateTime,
@@ -25,6 +26,10 @@ class OutboxMessage(OutboxMixin, Base):
 
 
 class InboxRecord(InboxMixin, Base):
+    pass
+
+
+class ErasedEnrolment(ErasedEnrolmentMixin, Base):
     pass
 
 

@@ -46,3 +46,4 @@ class RemindIn(Schema):
         validate.Length(min=3, max=60),
         validate.Regexp(r"^[a-z0-9][a-z0-9-]*$",
                         error="small letters, digits and '-', e.g. erinnerung-2027-05")])
+from services.common.schemas import EnrolmentIdsIn  # noqa: E402,F401  (access requests)

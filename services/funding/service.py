@@ -15,9 +15,9 @@ from services.common.entrypoints import GroupCommits, Operator, event_handler, r
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
-from services.common.outbox import Together, handle_in_group
+from services.common.outbox import Together, handle_in_group, handle_once
 from services.common.schemas import load
-from services.funding import domain, schemas
+from services.funding import domain, privacy, schemas
 from services.funding.models import (
     Funding,
     FundingProgramme,
@@ -100,6 +100,12 @@ class FundingService:
     def on_enrolment_cancelled(self, envelope):
         self._on(envelope, "enrolment_cancelled", "on_enrolment_cancelled",
                  domain.enrolment_cancelled)
+
+    @event_handler("enrolment", "participant_erased")
+    def on_participant_erased(self, envelope):
+        event = parse_event(envelope, "participant_erased")
+        self.db.run(handle_once, event, f"{self.name}.on_participant_erased",
+                    lambda session, e: privacy.participant_erased(session, e.payload))
 
     @timer(interval=3600)
     def reserve_deadline_timer(self):
@@ -189,6 +195,14 @@ class FundingService:
     def apply_reserve_deadline(self, programme_code):
         self.operator.require()
         return self.db.run(domain.apply_reserve_deadline, str(programme_code))
+
+    @rpc(OPERATOR)
+    def participant_data(self, enrolment_ids):
+        """For an access request: the funding decisions concerning these enrolments."""
+        self.operator.require()
+        ids = load(schemas.EnrolmentIdsIn(), {"enrolment_ids": enrolment_ids},
+                   "enrolment ids")["enrolment_ids"]
+        return self.db.run(privacy.participant_data, ids)
 
     @rpc(PUBLIC)
     def health(self):

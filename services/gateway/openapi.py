@@ -98,11 +98,14 @@ PATHS = {
                               "content": {"application/pdf": {"schema": {"type": "string",
                                                                          "format": "binary"}}}},
                       "404": _error("no such certificate of this municipality"),
+                      "410": _error("the holder's data has been erased: no PDF any more"),
                       **COMMON_ERRORS}}},
     "/api/v1/verify/{code}": {"get": {
         "summary": "Verify a certificate by its code (public)", "operationId": "verifyCode",
         "security": [], "parameters": [CODE],
-        "responses": {"200": _ok("Verification", "status valid, revoked, superseded or unknown"),
+        "responses": {"200": _ok("Verification", "status valid, revoked, superseded or unknown; "
+                                       "holder_erased: the holder's data was erased "
+                                       "(participant is then null)"),
                       "503": COMMON_ERRORS["503"]}}},
     "/verify/{code}": {"get": {
         "summary": "The verification page for people (public)", "operationId": "verifyPage",

@@ -162,7 +162,11 @@ class Health(Schema):
 class Verification(Schema):
     status = fields.String(metadata={"description": "valid, revoked, superseded or unknown"})
     number = fields.String()
-    participant = fields.String()
+    participant = fields.String(allow_none=True,
+                                metadata={"description": "null once the holder's data was erased"})
+    holder_erased = fields.Boolean(metadata={"description": "the holder's data was erased (on "
+                                                            "request or after retention)"})
+    holder_erased_at = fields.AwareDateTime(allow_none=True)
     municipality = fields.String()
     programme = fields.String()
     role_name = fields.String()
@@ -190,3 +194,5 @@ class CredentialResult(Schema):
     revoked_at = fields.AwareDateTime(allow_none=True)
     revocation_reason = fields.String(allow_none=True)
     superseded_by = fields.String(allow_none=True)
+    holder_erased = fields.Boolean()
+    holder_erased_at = fields.AwareDateTime(allow_none=True)

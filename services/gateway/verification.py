@@ -13,8 +13,15 @@ STYLE = ("body{font-family:Georgia,serif;margin:0;background:#f4f6f9;color:#1b1f
          "footer{font-size:.85em;color:#555;margin-top:2em}")
 
 
+ERASED_NOTE = ("<p>Die personenbezogenen Daten der Inhaberin oder des Inhabers wurden auf "
+               "Antrag oder nach Ablauf der Aufbewahrungsfrist gelöscht. Nummer, Status und "
+               "Qualifizierung bleiben nachprüfbar.</p>")
+
+
 def _details(result: dict) -> str:
-    rows = [("Name", result["participant"]), ("Kommune", result["municipality"]),
+    holder = result["participant"] if not result.get("holder_erased") \
+        else "Daten gelöscht"
+    rows = [("Name", holder), ("Kommune", result["municipality"]),
             ("Qualifizierung", f"{result['role_name']} – {result['programme']}"),
             ("Seminar", f"{result['course_title']}, {result['provider']}"),
             ("Abgeschlossen am", german_date(result["completed_on"])),
@@ -26,19 +33,24 @@ def _details(result: dict) -> str:
 
 def page(result: dict, code: str) -> str:
     status = result["status"]
-    if status == "valid":
+    erased = ERASED_NOTE if result.get("holder_erased") else ""
+    if status == "valid" and erased:
+        heading = "<h1 class='ok'>✔ Zertifikat gültig ausgestellt – Inhaberdaten gelöscht</h1>"
+        body = ("<p>Dieses Zertifikat wurde ausgestellt und war gültig.</p>" + erased
+                + _details(result))
+    elif status == "valid":
         heading = "<h1 class='ok'>✔ Zertifikat gültig</h1>"
         body = ("<p>Dieses Zertifikat wurde ausgestellt und ist gültig.</p>" + _details(result))
     elif status == "revoked":
         heading = "<h1 class='bad'>✘ Zertifikat widerrufen</h1>"
         body = (f"<p>Widerrufen am {html.escape(german_date(result['revoked_at']))}. "
-                f"Grund: {html.escape(result['revocation_reason'] or '–')}</p>"
+                f"Grund: {html.escape(result['revocation_reason'] or '–')}</p>" + erased
                 + _details(result))
     elif status == "superseded":
         heading = "<h1 class='warn'>Zertifikat ersetzt</h1>"
         body = (f"<p>Dieses Zertifikat wurde durch das Zertifikat "
                 f"<strong>{html.escape(result['superseded_by'])}</strong> ersetzt "
-                "(zum Beispiel nach einer Namenskorrektur).</p>" + _details(result))
+                "(zum Beispiel nach einer Namenskorrektur).</p>" + erased + _details(result))
     else:
         heading = "<h1 class='bad'>Unbekannter Prüfcode</h1>"
         body = ("<p>Zu diesem Prüfcode gibt es kein Zertifikat. Bitte prüfen Sie die Eingabe "

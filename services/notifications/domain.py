@@ -141,10 +141,11 @@ def _enrolment(session: Session, enrolment_id) -> tuple[Copy, Who]:
 
 def _notice(key: str, template: str, role: str, to_email: str, to_name: str, context: dict,
             moment: datetime, cc_email: str | None = None,
-            certificate_number: str | None = None) -> dict:
+            certificate_number: str | None = None, enrolment_id=None) -> dict:
     return {"id": uuid4(), "dedup_key": key, "template": template, "recipient_role": role,
             "to_email": to_email, "to_name": to_name, "cc_email": cc_email,
             "context": _jsonable(context), "certificate_number": certificate_number,
+            "enrolment_id": enrolment_id,
             "status": "pending", "attempts": 0, "next_attempt_at": moment,
             "lease_until": None, "last_error": None, "created_at": moment, "sent_at": None}
 
@@ -167,10 +168,12 @@ def _both(event_id, template: str, copy: Copy, who: Who, context: dict, moment: 
     notices = []
     if participant:
         notices.append(_notice(f"{event_id}:participant:{template}", template, "participant",
-                               copy.email, copy.name, base, moment))
+                               copy.email, copy.name, base, moment,
+                               enrolment_id=copy.enrolment_id))
     if municipality:
         notices.append(_notice(f"{event_id}:municipality:{template}", template, "municipality",
-                               who.contact_email, who.contact_name, base, moment))
+                               who.contact_email, who.contact_name, base, moment,
+                               enrolment_id=copy.enrolment_id))
     return notices
 
 
@@ -188,7 +191,8 @@ def municipality_registered(session: Session, payload: dict, event_id: str):
 
 # --- enrolment events -----------------------------------------------------------------------------
 
-FINAL = ("cancelled", "completed")
+ERASED = "erased"
+FINAL = ("cancelled", "completed", ERASED)
 
 
 def _remember(session: Session, payload: dict, status: str) -> tuple[Copy, bool]:
@@ -214,8 +218,11 @@ def _remember(session: Session, payload: dict, status: str) -> tuple[Copy, bool]
         # Only a newer event moves the copy on (a retried promotion handled after the
         # cancellation must not make it confirmed again), and nothing undoes a cancellation.
         copy = replace(copy, status=status, version=payload.get("sequence") or copy.version)
+        # (Not past a final state written meanwhile: an erasure committed since the read
+        # stays.)
         session.execute(update(KnownEnrolment)
-                        .where(KnownEnrolment.enrolment_id == copy.enrolment_id)
+                        .where(KnownEnrolment.enrolment_id == copy.enrolment_id,
+                               KnownEnrolment.status.not_in(FINAL))
                         .values(status=copy.status, version=copy.version))
     return copy, False
 
@@ -224,6 +231,8 @@ def _enrolment_event(session: Session, payload: dict, status: str, notices_for):
     """Apply an enrolment event to the copy and write its notices (``notices_for(copy, who,
     moment)``), and those of funding events that waited for the enrolment to become known."""
     copy, new = _remember(session, payload, status)
+    if copy.status == ERASED:
+        return  # a late or replayed event about an erased participant: no notice, no data
     moment = now()
     if new:  # the copy is written: now the contact (waiting for a funding side's lock) ...
         who = _contact(session, copy.ags, _CONTACT_KEY_SHARE)
@@ -263,7 +272,10 @@ def course_cancelled(session: Session, payload: dict, event_id: str):
     notices = []
     for enrolment_id in payload["enrolment_ids"]:
         copy, who = _enrolment(session, enrolment_id)
-        session.execute(update(KnownEnrolment).where(KnownEnrolment.enrolment_id == enrolment_id)
+        if copy.status == ERASED:
+            continue
+        session.execute(update(KnownEnrolment).where(KnownEnrolment.enrolment_id == enrolment_id,
+                                                     KnownEnrolment.status != ERASED)
                         .values(status="cancelled"))
         notices += _both(f"{event_id}:{enrolment_id}", "course_cancelled", copy, who,
                          {"reason": payload.get("reason")}, moment)
@@ -299,6 +311,8 @@ def funding_event(session: Session, event_type: str, payload: dict, event_id: st
                 "received_at": now()}], ["event_id"])
             return
     copy, who = found
+    if copy.status == ERASED:
+        return
     if who is None:
         raise NotReady(f"no contact known for municipality {copy.ags} yet")
     _write(session, _funding_notices(event_type, payload, event_id, copy, who, now()))
@@ -324,6 +338,8 @@ def euros(cents: int | None) -> str:
 
 def certificate_issued(session: Session, payload: dict, event_id: str):
     copy, who = _enrolment(session, payload["enrolment_id"])
+    if copy.status == ERASED:
+        return
     context = {"participant_name": copy.name, "municipality": who.municipality,
                "course": copy.course, "programme_name": copy.course.get("programme_name", ""),
                "number": payload["certificate_number"],
@@ -331,11 +347,14 @@ def certificate_issued(session: Session, payload: dict, event_id: str):
     _write(session, [_notice(f"{event_id}:participant:certificate_issued", "certificate_issued",
                              "participant", copy.email, copy.name, context, now(),
                              cc_email=who.contact_email,
-                             certificate_number=payload["certificate_number"])])
+                             certificate_number=payload["certificate_number"],
+                             enrolment_id=copy.enrolment_id)])
 
 
 def certificate_revoked(session: Session, payload: dict, event_id: str):
     copy, who = _enrolment(session, payload["enrolment_id"])
+    if copy.status == ERASED:
+        return
     _write(session, _both(event_id, "certificate_revoked", copy, who,
                           {"number": payload["certificate_number"],
                            "reason": payload["reason"]}, now()))
@@ -406,7 +425,8 @@ def course_reminders(session: Session, today: date) -> int:
             "participant", enrolment.email, name,
             {"participant_name": name, "course": enrolment.course,
              "programme_name": enrolment.course.get("programme_name", ""),
-             "days": (enrolment.first_module_on - today).days}, moment))
+             "days": (enrolment.first_module_on - today).days}, moment,
+            enrolment_id=enrolment.enrolment_id))
     written = 0
     for start in range(0, len(notices), 500):
         written += len(_write(session, notices[start:start + 500], returning=True))
@@ -423,6 +443,14 @@ _CLAIMED = (Notice.id, Notice.template, Notice.recipient_role, Notice.to_email,
             Notice.lease_until, Notice.created_at)
 
 
+# A notice written about an enrolment in the moment its participant was erased (an event
+# handled at the same time as the erasure, which did not see it yet) is never sent; the daily
+# sweep (``privacy.delete_old_mail``) deletes it.
+_NOT_ERASED = ~(select(KnownEnrolment.enrolment_id).where(
+    KnownEnrolment.enrolment_id == Notice.enrolment_id,
+    KnownEnrolment.status == ERASED).exists())
+
+
 def claim_due(session: Session, limit: int, lease_seconds: float = LEASE_SECONDS) -> list:
     """Take up to ``limit`` due notices for sending, oldest first: one statement.
 
@@ -434,7 +462,7 @@ def claim_due(session: Session, limit: int, lease_seconds: float = LEASE_SECONDS
     moment = now()
     due = (select(Notice.id).where(
         Notice.status == "pending", Notice.next_attempt_at <= moment,
-        or_(Notice.lease_until.is_(None), Notice.lease_until < moment))
+        or_(Notice.lease_until.is_(None), Notice.lease_until < moment), _NOT_ERASED)
         .order_by(Notice.created_at).limit(limit))
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
@@ -447,22 +475,25 @@ def claim_due(session: Session, limit: int, lease_seconds: float = LEASE_SECONDS
 
 def record_sent(session: Session, notice_ids):
     """Whoever sent them last, they went out: nobody sends them again. One statement for a
-    whole delivery round."""
+    whole delivery round; returns the ids it recorded (a notice erased while its mail was
+    on the way is no longer there)."""
     ids = list(notice_ids)
-    if ids:
-        session.execute(update(Notice).where(Notice.id.in_(ids)).values(
-            status="sent", sent_at=now(), attempts=Notice.attempts + 1, lease_until=None,
-            last_error=None))
+    if not ids:
+        return []
+    return list(session.scalars(update(Notice).where(Notice.id.in_(ids)).values(
+        status="sent", sent_at=now(), attempts=Notice.attempts + 1, lease_until=None,
+        last_error=None).returning(Notice.id)))
 
 
 def record_round(session: Session, sent, failures, max_attempts: int, base_delay_s: float,
                  max_delay_s: float):
     """What a delivery round did, in one transaction: the mails that went out (one
     statement) and the failed tries (``(notice_id, lease_until, error, permanent)``; rare)."""
-    record_sent(session, sent)
+    recorded = record_sent(session, sent)
     for notice_id, lease_until, error, permanent in failures:
         record_failure(session, notice_id, lease_until, error, permanent, max_attempts,
                        base_delay_s, max_delay_s)
+    return recorded
 
 
 def record_failure(session: Session, notice_id, lease_until: datetime, error: str,
@@ -470,6 +501,8 @@ def record_failure(session: Session, notice_id, lease_until: datetime, error: st
     """Count a failed try, if the notice is still ours: an instance whose lease ran out while
     it tried must not clear the lease of the instance that took over (nor fail a sent one)."""
     notice = session.get(Notice, notice_id)
+    if notice is None:
+        return  # erased (its participant's data) while it was being tried
     if notice.status != "pending" or notice.lease_until != lease_until:
         return
     notice.attempts += 1

@@ -49,6 +49,8 @@ class KnownEnrolment(Base):
     status: Mapped[str] = mapped_column(String(20), nullable=False)
     course: Mapped[dict] = mapped_column(JSON, nullable=False)
     first_module_on: Mapped[date | None] = mapped_column(Date, nullable=True, index=True)
+    # "erased" once the participant's data was erased: the row then stays as the marker (with
+    # a pseudonym), so a late event about the enrolment finds it and writes no notice.
     # The `sequence` of the newest enrolment event applied to this copy.
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
@@ -67,6 +69,9 @@ class Notice(Base):
     cc_email: Mapped[str | None] = mapped_column(String(254), nullable=True)
     context: Mapped[dict] = mapped_column(JSON, nullable=False)
     certificate_number: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The enrolment the notice is about (None for notices from before it was kept): an
+    # erasure finds the participant's mails by it.
+    enrolment_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True, index=True)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="pending")
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
@@ -82,6 +87,9 @@ class Notice(Base):
         Index("ix_notices_pending_by_age", "created_at",
               postgresql_where=text("status = 'pending'"),
               sqlite_where=text("status = 'pending'")),
+        # The mail log's retention deletes sent notices by age.
+        Index("ix_notices_sent_at", "sent_at",
+              postgresql_where=text("status = 'sent'"), sqlite_where=text("status = 'sent'")),
     )
 
 

@@ -8,6 +8,7 @@ import uuid
 from datetime import date, timedelta
 
 import eventlet
+from marshmallow import fields
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.standalone.rpc import ServiceRpcProxy
@@ -21,13 +22,21 @@ from services.common.callers import OPERATOR, PUBLIC
 from services.common.entrypoints import Operator, event_handler, rpc
 from services.common.errors import ValidationFailed
 from services.common.events import parse_event
+from services.common.schemas import EnrolmentIdsIn, load
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
 from services.common.outbox import handle_once
-from services.notifications import delivery, domain
+from services.notifications import delivery, domain, privacy
 from services.notifications.models import InboxRecord, Notice, OutboxMessage
 
 log = logging.getLogger(__name__)
+
+
+class ExportIn(EnrolmentIdsIn):
+    email = fields.Email(load_default=None, allow_none=True)
+
+
+EXPORT_IN = ExportIn()
 
 
 ROUND_SIZE = 20  # notices per delivery round: also the most a crash can send twice
@@ -69,6 +78,9 @@ class Mailer(DependencyProvider):
         self.max_delay = float(cfg.setting(self.settings, "max_delay_s", 600))
         self.poll = float(cfg.setting(self.settings, "poll_interval_s", 1.0))
         self.round_size = max(1, int(cfg.setting(self.settings, "round_size", ROUND_SIZE)))
+        # Sent mails are deleted from the mail log (and their files) after this many days.
+        self.log_retention_days = max(14, int(cfg.setting(self.settings, "log_retention_days",
+                                                          90)))
         # Notices claimed by an instance that dies are sent by another once the lease ends. A
         # notice is only sent while a quarter of its lease is left, never after another
         # instance could have taken it over.
@@ -100,6 +112,14 @@ class Mailer(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return self
+
+    @property
+    def mail_dir(self):
+        """Where mails are written as files (the embedded default), else None."""
+        return getattr(self.transport, "directory", None)
+
+    def subject(self, notice) -> str | None:
+        return privacy.subject_line(notice, self.office_name)
 
     @property
     def handle(self):
@@ -143,9 +163,11 @@ class Mailer(DependencyProvider):
                     failures.append(outcome)
         finally:
             if sent or failures:
-                self._record(domain.record_round, sent, failures, self.max_attempts,
-                             self.base_delay, self.max_delay)
+                recorded = self._record(domain.record_round, sent, failures,
+                                        self.max_attempts, self.base_delay, self.max_delay)
                 self.sent += len(sent)
+                # A notice erased while its mail was on the way: its file goes too.
+                privacy.remove_files(self.mail_dir, set(sent) - set(recorded or ()))
         return len(sent)
 
     def _send(self, notice):
@@ -269,6 +291,23 @@ class NotificationsService:
     @event_handler("enrolment", "colleague_invited")
     def on_colleague_invited(self, envelope):
         self._on(envelope, "colleague_invited", domain.colleague_invited)
+    @event_handler("enrolment", "participant_erased")
+    def on_participant_erased(self, envelope):
+        event = parse_event(envelope, "participant_erased")
+        self.db.run(handle_once, event, f"{self.name}.participant_erased",
+                    lambda session, e: privacy.participant_erased(session, e.payload,
+                                                                  self.mailer.mail_dir))
+
+    @timer(interval=86400)
+    def mail_log_retention_timer(self):
+        """Daily: sent mails older than MAIL.log_retention_days leave the mail log."""
+        try:
+            self.db.run(privacy.delete_old_mail,
+                        domain.now() - timedelta(days=self.mailer.log_retention_days),
+                        self.mailer.mail_dir)
+        except Exception as exc:  # by type only: a database error may quote a row
+            log.error("mail log retention failed (%s); tried again tomorrow",
+                      type(exc).__name__)
 
     @timer(interval=3600)
     def course_reminder_timer(self):
@@ -301,6 +340,15 @@ class NotificationsService:
         count = self.db.run(domain.course_reminders, date.today())
         self.mailer.wake()
         return {"reminders": count}
+
+    @rpc(OPERATOR)
+    def participant_data(self, enrolment_ids, email=None):
+        """For an access request: the copies of these enrolments and the mails about them."""
+        self.operator.require()
+        data = load(EXPORT_IN, {"enrolment_ids": enrolment_ids, "email": email},
+                    "access request")
+        return self.db.run(privacy.participant_data, data["enrolment_ids"], data["email"],
+                           self.mailer.subject)
 
     @rpc(PUBLIC)
     def health(self):

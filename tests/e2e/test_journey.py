@@ -10,6 +10,7 @@ import yaml
 from services.provider_client import ProviderClient
 from tests.e2e.system import FEE, REPO, by_kind
 from tests.integration.helpers import wait_for
+from tests.integration.test_privacy import text_hits
 
 
 def test_the_whole_journey(make_system, register_file, tmp_path):
@@ -105,3 +106,30 @@ def test_the_whole_journey(make_system, register_file, tmp_path):
                     certificate_mails[0].get_body(("plain",)).get_content()).group(0)
     page = requests.get(url, timeout=30)
     assert page.status_code == 200 and "Zertifikat gültig" in page.text
+
+    # Data protection, through the CLI as the programme office does it: one certified
+    # participant is erased. Afterwards their address is in no database and in no line any
+    # service process logged, while the certificate still verifies, saying the holder's data
+    # was erased; the ledger still holds and sums.
+    ags, person = seated[0]
+    address = person["participant"]["email"]
+    mail_to = next(m for m in certificate_mails if address in str(m["To"]))
+    code_url = re.search(r"https?://\S+/verify/([0-9A-Z-]+)",
+                         mail_to.get_body(("plain",)).get_content()).group(1)
+    output = cli("privacy", "erase", address, "--reason", "Antrag nach Art. 17 DSGVO")
+    assert "erased 1 enrolment" in output and address not in output
+    verified = wait_for(lambda: (lambda v: v if v.get("holder_erased") else None)(
+        requests.get(f"{system.base}/api/v1/verify/{code_url}", timeout=30).json()),
+        timeout=60, message="the certificate says its holder's data was erased")
+    assert verified["status"] == "valid" and verified["participant"] is None
+    wait_for(lambda: not text_hits(system.config["DATABASES"]["notifications"], (address,)),
+             timeout=60, message="notifications applied the erasure")
+    for service, url in system.config["DATABASES"].items():
+        assert text_hits(url, (address,)) == [], service
+    logs = list(tmp_path.glob("*.log"))
+    assert len(logs) == 5  # one per service process
+    family = re.compile(re.escape(person["participant"]["family_name"]) + r"(?!\d)")
+    for log_file in logs:
+        logged = log_file.read_text(encoding="utf-8", errors="replace")
+        assert address not in logged and not family.search(logged), log_file
+    assert '"ok": true' in cli("funding", "check", "BW-DL")

@@ -177,3 +177,67 @@ def test_a_programme_without_funding_gets_a_policy_later_and_publish_checks_the_
     published = invoke(path, "programme", "publish", "BW-DL")
     assert published.exit_code == 0 and "1136 eligible bodies" in published.output
     assert announcements() == before + 1
+
+
+def test_privacy_commands_on_the_embedded_default(cli_env, register_file, tmp_path):
+    """Access, erasure and retention from the command line on the SQLite files: the address
+    is never printed by the erasure, the export is one JSON document."""
+    from datetime import date, timedelta
+
+    from services.common import config as cfg
+    from services.common.db import open_database
+    from services.enrolment import domain
+    from services.enrolment.models import InboxRecord, OutboxMessage
+
+    path, config = cli_env
+    assert invoke(path, "migrate").exit_code == 0
+    assert invoke(path, "import-register", str(register_file)).exit_code == 0
+    programme = yaml.safe_load((REPO / "deploy/programmes/bw-digitallotsen.yaml").read_text())
+    programme["enrolment_closes_on"] = date(2099, 1, 1)
+    programme_file = tmp_path / "programme.yaml"
+    programme_file.write_text(yaml.safe_dump(programme))
+    assert invoke(path, "programme", "create", str(programme_file)).exit_code == 0
+    assert invoke(path, "programme", "retention", "BW-DL", "45").exit_code == 0
+    assert "kept 45 days" in invoke(path, "programme", "list").output
+    handle = open_database(cfg.load_config(str(path)), "enrolment", OutboxMessage, InboxRecord)
+    try:
+        def setup(session):
+            provider, _ = domain.create_provider(session, "VWA")
+            first = date.today() + timedelta(days=10)
+            course = domain.create_course(session, provider, {
+                "programme_code": "BW-DL", "title": "Basisseminar", "location": "Wiesloch",
+                "capacity": 5, "open": True,
+                "modules": [{"number": 1, "title": "Modul 1", "date": first}]})
+            return domain.enrol(session, "08226098", {"course_id": course.id, "participant": {
+                "given_name": "Hiltrud", "family_name": "Ostermeier",
+                "email": "hiltrud.ostermeier@example.org", "department": "Bauamt"}})
+        enrolled = handle.run(setup)
+    finally:
+        handle.dispose()
+    exported = invoke(path, "privacy", "export", "Hiltrud.Ostermeier@example.org")
+    assert exported.exit_code == 0
+    document = json.loads(exported.output)
+    assert [e["id"] for e in document["enrolment"]["enrolments"]] == [enrolled["id"]]
+    assert set(document) == {"subject", "generated_at", "enrolment", "funding",
+                             "certificates", "mails"}
+    refused = invoke(path, "privacy", "erase", "hiltrud.ostermeier@example.org",
+                     "--reason", "Antrag")
+    assert refused.exit_code == 2 and "cancel it first" in refused.output
+    assert "hiltrud" not in refused.output.lower()
+    unknown = invoke(path, "privacy", "erase", "niemand@example.org", "--reason", "Antrag")
+    assert unknown.exit_code == 2 and "niemand" not in unknown.output
+    # Far in the future the course has ended long ago: the retention run erases it.
+    later = (date.today() + timedelta(days=100)).isoformat()
+    retention = invoke(path, "privacy", "retention", "--today", later)
+    assert retention.exit_code == 0 and "erased 1 enrolment(s) of 1" in retention.output
+    after = json.loads(invoke(path, "privacy", "export", "hiltrud.ostermeier@example.org").output)
+    assert after["enrolment"]["enrolments"] == []
+    assert after["enrolment"]["erasures"][0]["cause"] == "retention"
+    database = Path(config["LOTSEN_HOME"]) / "enrolment.sqlite"
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute("SELECT given_name, family_name, email, department FROM enrolments"
+                            ).fetchall()
+        envelopes = " ".join(r[0] for r in conn.execute("SELECT envelope FROM outbox"))
+    assert rows[0][0] == "gelöscht" and rows[0][2].endswith("@erased.invalid") and not rows[0][3]
+    assert "Ostermeier" not in envelopes and "hiltrud" not in envelopes
+    assert "participant_erased" in envelopes

@@ -1,0 +1,221 @@
+"""Access, erasure and retention of participants' data at its source, the enrolment service.
+Plain functions over a session, no nameko.
+
+Erasure replaces the participant's name, address and department on each of their enrolments
+by a pseudonym, scrubs them from the stored events and idempotency answers, keeps a record that
+identifies no one (``Erasure``) and announces ``participant_erased`` with the enrolment ids, so
+that every other service does the same with its own copies. Retention erases, through the same
+path, the enrolments whose programme's retention period has run out since the course ended or
+the enrolment was cancelled.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timedelta, timezone
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
+
+from services.common import privacy
+from services.common.errors import NotFound, RuleViolation
+from services.common.outbox import emit
+from services.enrolment.domain import ACTIVE_STATUSES, COURSE_TIMEZONE, present
+from services.enrolment.models import (
+    Course,
+    Enrolment,
+    Erasure,
+    IdempotencyRecord,
+    Module,
+    OutboxMessage,
+    Programme,
+)
+
+RUNNING_COURSE = ("planned", "open", "closed")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _normal(email: str) -> str:
+    return str(email).strip().lower()
+
+
+def _of_person(session: Session, email: str, lock: bool = False) -> list[Enrolment]:
+    query = (select(Enrolment).where(Enrolment.email == _normal(email),
+                                     Enrolment.erased_at.is_(None))
+             .order_by(Enrolment.enrolled_at))
+    if lock:
+        query = query.with_for_update(of=Enrolment)
+    return list(session.execute(query).unique().scalars())
+
+
+def erase_participant(session: Session, email: str, reason: str, key: bytes,
+                      moment: datetime | None = None) -> dict:
+    """Erase everything that identifies the participant with this address (Art. 17 DSGVO).
+
+    Refused while they hold a seat or a waitlist place in a course that has not ended: the
+    enrolment is cancelled first (by the municipality or the provider), so that the seat,
+    the waitlist and the funding follow their rules. Asking again for an address already
+    erased answers with the earlier erasure."""
+    enrolments = _of_person(session, email, lock=True)
+    if not enrolments:
+        earlier = session.scalars(select(Erasure).where(
+            Erasure.email_key == privacy.email_key(key, email))
+            .order_by(Erasure.erased_at)).all()
+        if earlier:
+            return {"status": "already_erased", "erasure_id": str(earlier[-1].id),
+                    "erased_at": earlier[-1].erased_at.isoformat(),
+                    "enrolments": sum(len(e.enrolment_ids) for e in earlier)}
+        raise NotFound("no participant with this e-mail address",
+                       {"email": ["no enrolment with this address"]})
+    running = [e for e in enrolments
+               if e.status in ACTIVE_STATUSES and e.course.status in RUNNING_COURSE]
+    if running:
+        raise RuleViolation(
+            "the participant still holds a seat or waitlist place in a course that has not "
+            "ended; cancel it first, then erase",
+            {"email": [f"active enrolment {e.id} ({e.status}, course {e.course.status})"
+                       for e in running]})
+    erasure = erase_enrolments(session, enrolments, "request", reason,
+                               privacy.email_key(key, email), moment)
+    return {"status": "erased", **erasure}
+
+
+def erase_enrolments(session: Session, enrolments: list[Enrolment], cause: str,
+                     reason: str | None, email_key: str, moment: datetime | None = None
+                     ) -> dict:
+    """The one erasure path (requests and retention): one person's enrolments."""
+    return erase_people(session, [(email_key, enrolments)], cause, reason, moment)[0]
+
+
+def erase_people(session: Session, people: list[tuple[str, list[Enrolment]]], cause: str,
+                 reason: str | None, moment: datetime | None = None) -> list[dict]:
+    """Erase several people at once, ``(email key, their enrolments)`` each: one pseudonym,
+    one record and one ``participant_erased`` per person; the stored events and idempotency
+    answers are scrubbed in one pass for all of them."""
+    if not people:
+        return []
+    moment = moment or now()
+    pseudonyms, results = {}, []
+    for email_key, enrolments in people:
+        pseudonym = privacy.new_pseudonym()
+        stand_in = privacy.erased_participant(pseudonym)
+        for enrolment in enrolments:
+            enrolment.given_name = stand_in["given_name"]
+            enrolment.family_name = stand_in["family_name"]
+            enrolment.email = stand_in["email"]
+            enrolment.department = None
+            enrolment.cancel_reason = None  # free text: it may name the person
+            enrolment.erased_at = moment
+            pseudonyms[enrolment.id] = pseudonym
+        erasure = Erasure(id=uuid.uuid4(), email_key=email_key, pseudonym=pseudonym,
+                          cause=cause, reason=reason,
+                          enrolment_ids=[str(e.id) for e in enrolments], erased_at=moment)
+        session.add(erasure)
+        emit(session, "participant_erased", {
+            "erasure_id": erasure.id, "pseudonym": pseudonym, "cause": cause,
+            "erased_at": moment,
+            "enrolments": [{"enrolment_id": e.id, "programme_id": e.programme_id,
+                            "course_id": e.course_id, "ags": e.ags} for e in enrolments]})
+        results.append({"erasure_id": str(erasure.id), "pseudonym": pseudonym,
+                        "erased_at": moment.isoformat(), "enrolments": len(enrolments)})
+    _scrub_idempotency_answers(session, [e for _, group in people for e in group], pseudonyms)
+    privacy.scrub_envelopes(session, OutboxMessage.__table__, pseudonyms)
+    session.flush()
+    return results
+
+
+def _scrub_idempotency_answers(session: Session, enrolments: list[Enrolment],
+                               pseudonyms: dict):
+    """A repeated enrolment request answers with its first answer: that answer must not
+    bring the person back. (The request's hash stays: it is a SHA-256 over the whole request
+    and cannot be reversed into the name.)"""
+    wanted = {str(i): p for i, p in pseudonyms.items()}
+    records = session.scalars(select(IdempotencyRecord).where(
+        IdempotencyRecord.ags.in_({e.ags for e in enrolments}))).all()
+    for record in records:
+        pseudonym = wanted.get(str((record.response or {}).get("id")))
+        if pseudonym is not None:
+            record.response = privacy.scrub_participant(record.response, pseudonym)
+            flag_modified(record, "response")
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+def set_retention(session: Session, code: str, days: int) -> dict:
+    from services.common.schemas import load
+    from services.enrolment.domain import programme_by_code
+    from services.enrolment.schemas import RetentionDaysIn
+    days = load(RetentionDaysIn(), {"retention_days": days}, "retention")["retention_days"]
+    programme = programme_by_code(session, code)
+    programme.retention_days = days
+    return {"code": programme.code, "retention_days": days}
+
+
+def expired(session: Session, today: date) -> list[Enrolment]:
+    """Enrolments whose participant data has outlived its programme's retention period:
+    counted from the cancellation for a cancelled enrolment, else from the course's last
+    module (or its cancellation). Enrolments in a course still to come are never expired."""
+    last_module = (select(Module.course_id, func.max(Module.date).label("last_day"))
+                   .group_by(Module.course_id).subquery())
+    rows = session.execute(
+        select(Enrolment, Programme.retention_days, last_module.c.last_day, Course.status,
+               Course.id)
+        .join(Course, Course.id == Enrolment.course_id)
+        .join(Programme, Programme.id == Enrolment.programme_id)
+        .outerjoin(last_module, last_module.c.course_id == Enrolment.course_id)
+        .where(Enrolment.erased_at.is_(None))).unique().all()
+    due = []
+    for enrolment, days, last_day, course_status, _ in rows:
+        if enrolment.status == "cancelled" and enrolment.cancelled_at is not None:
+            ended = enrolment.cancelled_at.astimezone(COURSE_TIMEZONE).date()
+        elif course_status in RUNNING_COURSE and (last_day is None or last_day >= today):
+            continue  # the course is still to come or under way
+        else:
+            ended = last_day or today
+        if ended + timedelta(days=days) < today:
+            due.append(enrolment)
+    return due
+
+
+def apply_retention(session: Session, key: bytes, today: date | None = None,
+                    moment: datetime | None = None) -> dict:
+    """Erase what has expired, one erasure (and one event) per person."""
+    today = today or now().astimezone(COURSE_TIMEZONE).date()
+    by_person: dict[str, list[Enrolment]] = {}
+    for enrolment in expired(session, today):
+        by_person.setdefault(enrolment.email, []).append(enrolment)
+    erase_people(session, [(privacy.email_key(key, email), enrolments)
+                           for email, enrolments in by_person.items()],
+                 "retention", "retention period of the programme ended", moment)
+    return {"people": len(by_person), "enrolments": sum(map(len, by_person.values()))}
+
+
+# --- access ------------------------------------------------------------------------------------
+
+def export_participant(session: Session, email: str, key: bytes) -> dict:
+    """What this service holds about the person (Art. 15 DSGVO), and whether earlier data of
+    theirs was erased."""
+    enrolments = _of_person(session, email)
+    shown = present(session, enrolments) if enrolments else []
+    for item, enrolment in zip(shown, enrolments):
+        item.update({"programme_name": enrolment.course.programme.name,
+                     "municipality": enrolment.body.name,
+                     "course_location": enrolment.course.location,
+                     "provider": enrolment.course.provider.name,
+                     "modules": [{"number": m.number, "title": m.title,
+                                  "date": m.date.isoformat()}
+                                 for m in enrolment.course.modules],
+                     "cancel_reason": enrolment.cancel_reason,
+                     "retention_days": enrolment.course.programme.retention_days})
+    erasures = session.scalars(select(Erasure).where(
+        Erasure.email_key == privacy.email_key(key, email)).order_by(Erasure.erased_at)).all()
+    return {"enrolments": shown,
+            "erasures": [{"erased_at": e.erased_at.isoformat(), "cause": e.cause,
+                          "enrolments": len(e.enrolment_ids)} for e in erasures]}
+
+
+def enrolment_ids_of(session: Session, email: str) -> list:
+    return [e.id for e in _of_person(session, email)]

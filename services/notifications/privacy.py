@@ -1,0 +1,152 @@
+"""An erased participant's mails, the mail log's retention, and what an access request is
+shown. Plain functions, no nameko.
+
+On ``participant_erased`` the copy of each enrolment keeps its row as the marker (status
+``erased``, names and address replaced by the pseudonym): a late event about the enrolment
+finds it in the read it makes anyway and writes nothing, so the hot paths pay no statement
+for it. Mails not yet sent are dropped; of mails sent, the record stays (template, recipient
+role, dates) without the participant's name, address or the mail's content, and the stored
+.eml files (the embedded default's mail directory) are deleted.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from services.common import privacy
+from services.notifications.domain import ERASED
+from services.notifications.models import EarlyFundingEvent, KnownEnrolment, Notice
+
+UNSENT = ("pending", "failed")
+
+
+def remove_files(mail_dir: Path | None, notice_ids) -> int:
+    """The .eml files of these notices, if mail goes to files; a missing one is fine."""
+    if mail_dir is None:
+        return 0
+    removed = 0
+    for notice_id in notice_ids:
+        for name in (f"{notice_id}.eml", f"{notice_id}.eml.partial"):
+            try:
+                os.remove(Path(mail_dir) / name)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def _legacy_notices(session: Session, emails: set, names: set) -> list:
+    """Notices from before each kept its enrolment id: the participant's by address, the
+    municipality's about them by the name they mention."""
+    found = []
+    for notice_id, to_email, context in session.execute(
+            select(Notice.id, Notice.to_email, Notice.context)
+            .where(Notice.enrolment_id.is_(None))):
+        if to_email in emails or (context or {}).get("participant_name") in names:
+            found.append(notice_id)
+    return found
+
+
+def participant_erased(session: Session, payload: dict, mail_dir: Path | None = None) -> dict:
+    pseudonym = payload["pseudonym"]
+    stand_in = privacy.erased_participant(pseudonym)
+    ids = [e["enrolment_id"] for e in payload["enrolments"]]
+    copies = {c.enrolment_id: c for c in session.scalars(
+        select(KnownEnrolment).where(KnownEnrolment.enrolment_id.in_(ids)))}
+    emails, names = set(), set()
+    for erased in payload["enrolments"]:
+        copy = copies.get(erased["enrolment_id"])
+        if copy is None:  # the erasure came first: the marker waits for the late events
+            copy = KnownEnrolment(enrolment_id=erased["enrolment_id"], ags=erased["ags"],
+                                  course_id=erased["course_id"], course={},
+                                  first_module_on=None, version=None)
+            session.add(copy)
+        elif copy.status != ERASED:
+            emails.add(copy.email)
+            names.add(f"{copy.given_name} {copy.family_name}")
+        copy.given_name = stand_in["given_name"]
+        copy.family_name = stand_in["family_name"]
+        copy.email = stand_in["email"]
+        copy.status = ERASED
+    notices = session.execute(select(Notice.id, Notice.status).where(
+        Notice.enrolment_id.in_(ids))).all()
+    legacy = set(_legacy_notices(session, emails, names)) if emails else set()
+    if legacy:
+        notices += session.execute(select(Notice.id, Notice.status)
+                                   .where(Notice.id.in_(legacy))).all()
+    unsent = [n.id for n in notices if n.status in UNSENT]
+    sent = [n.id for n in notices if n.status not in UNSENT]
+    if unsent:
+        session.execute(delete(Notice).where(Notice.id.in_(unsent)))
+    if sent:
+        session.execute(update(Notice).where(Notice.id.in_(sent),
+                                             Notice.recipient_role == "participant")
+                        .values(to_email=stand_in["email"],
+                                to_name=f"{stand_in['given_name']} {pseudonym}"))
+        session.execute(update(Notice).where(Notice.id.in_(sent))
+                        .values(context={}, last_error=None))
+    session.execute(delete(EarlyFundingEvent).where(EarlyFundingEvent.enrolment_id.in_(ids)))
+    files = remove_files(mail_dir, [n.id for n in notices])
+    return {"notices_dropped": len(unsent), "notices_kept": len(sent), "files_removed": files}
+
+
+def delete_old_mail(session: Session, before: datetime, mail_dir: Path | None = None,
+                    batch: int = 1000) -> int:
+    """The mail log's retention: sent notices older than ``before`` and their files; and
+    unsent notices about erased participants (written while their erasure ran, never sent)."""
+    stray = list(session.scalars(select(Notice.id).join(
+        KnownEnrolment, KnownEnrolment.enrolment_id == Notice.enrolment_id).where(
+        KnownEnrolment.status == ERASED, Notice.status.in_(UNSENT))))
+    if stray:
+        session.execute(delete(Notice).where(Notice.id.in_(stray)))
+        remove_files(mail_dir, stray)
+    deleted = len(stray)
+    while True:
+        ids = list(session.scalars(select(Notice.id).where(
+            Notice.status == "sent", Notice.sent_at < before).limit(batch)))
+        if not ids:
+            return deleted
+        session.execute(delete(Notice).where(Notice.id.in_(ids)))
+        remove_files(mail_dir, ids)
+        deleted += len(ids)
+
+
+def subject_line(notice, office_name: str) -> str | None:
+    """A notice's subject line as its mail has (or had) it; None once its content is gone."""
+    from services.notifications.delivery import render
+    try:
+        context = dict(notice.context, recipient_role=notice.recipient_role,
+                       to_name=notice.to_name, office_name=office_name)
+        return render(notice.template, context)[0]
+    except Exception:
+        return None
+
+
+def participant_data(session: Session, enrolment_ids, email: str | None, subject) -> dict:
+    """The copies this service keeps of the enrolments, and the mails about them: to the
+    participant and to their municipality's contact, with their dates. ``subject(notice)``
+    gives a mail's subject line."""
+    ids = privacy.as_uuids(enrolment_ids)
+    copies = session.scalars(select(KnownEnrolment).where(
+        KnownEnrolment.enrolment_id.in_(ids))).all() if ids else []
+    conditions = [Notice.enrolment_id.in_(ids)] if ids else []
+    if email:  # mails from before notices kept their enrolment
+        conditions.append(Notice.enrolment_id.is_(None)
+                          & (Notice.to_email == email.strip().lower()))
+    notices = session.scalars(select(Notice).where(or_(*conditions))
+                              .order_by(Notice.created_at)).all() if conditions else []
+    return {
+        "enrolment_copies": [{"enrolment_id": str(c.enrolment_id), "given_name": c.given_name,
+                              "family_name": c.family_name, "email": c.email,
+                              "status": c.status} for c in copies if c.status != ERASED],
+        "mails": [{"id": str(n.id), "template": n.template, "subject": subject(n),
+                   "recipient_role": n.recipient_role, "to_email": n.to_email,
+                   "cc_email": n.cc_email, "status": n.status,
+                   "enrolment_id": str(n.enrolment_id) if n.enrolment_id else None,
+                   "created_at": n.created_at.isoformat(),
+                   "sent_at": n.sent_at.isoformat() if n.sent_at else None}
+                  for n in notices]}
