@@ -259,15 +259,22 @@ def programme_create(obj: Context, file: Path):
 
     raw = _jsonable(yaml.safe_load(file.read_text(encoding="utf-8")) or {})
     funding_section = raw.pop("funding", None)
+    coaching_section = raw.pop("coaching", None)
     try:
         data = load(ProgrammeIn(), raw, "programme file")
         policy = load(FundingPolicyIn(), funding_section, "funding section") \
             if funding_section is not None else None
+        from services.enrolment.schemas import CoachingSectionIn
+        milestones = load(CoachingSectionIn(), coaching_section, "coaching section")[
+            "milestones"] if coaching_section is not None else None
     except LotsenError as exc:
         _fail(exc)
 
     def create(session):
         programme = domain.create_programme(session, data)
+        if milestones is not None:
+            from services.enrolment import coaching
+            coaching.define(session, programme, milestones)
         bodies = len(domain.eligible_bodies(session, programme))
         if policy:
             needed = bodies * policy["guaranteed_per_body"] * policy["fee_cents"]
@@ -279,7 +286,8 @@ def programme_create(obj: Context, file: Path):
 
     from services.common.errors import RuleViolation
     created = obj.run(create)
-    click.echo(f"programme {created['code']} created: {created['bodies']} eligible bodies")
+    click.echo(f"programme {created['code']} created: {created['bodies']} eligible bodies"
+               + (f", coaching with {len(milestones)} milestones" if milestones else ""))
     if policy:
         obj.run_funding(funding.set_policy, created["id"], created["code"], policy)
         click.echo(f"funding: budget {policy['budget_cents']} cents, {policy['fee_cents']} cents "
@@ -370,6 +378,70 @@ def coverage_command(obj: Context, codes, map_file, missing_csv, by):
     if missing_csv:
         missing_csv.write_text(coverage.without_lotse_csv(report), encoding="utf-8",
                                newline="")
+
+
+@main.group("coaching")
+def coaching_group():
+    """Coaching programmes: coaches, pairing, milestones."""
+
+
+@coaching_group.command("add-coach")
+@click.argument("code")
+@click.option("--name", required=True)
+@click.option("--email", required=True)
+@click.option("--max-navigators", type=int, required=True)
+@click.pass_obj
+def coaching_add_coach(obj: Context, code, name, email, max_navigators):
+    """Register a coach (a Lotse); prints the coach's token once."""
+    from services.common.schemas import load
+    from services.enrolment import coaching
+    from services.enrolment.schemas import CoachIn
+    try:
+        data = load(CoachIn(), {"programme_code": code, "name": name, "email": email,
+                                "max_navigators": max_navigators}, "coach")
+    except LotsenError as exc:
+        _fail(exc)
+    coach, token = obj.run(coaching.register_coach, data["programme_code"], data["name"],
+                           data["email"], data["max_navigators"])
+    click.echo(f"coach {coach.id} registered; token (shown once): {token}")
+
+
+@coaching_group.command("pair")
+@click.argument("navigator_id")
+@click.argument("coach_id")
+@click.option("--start", "started_on", default=None, help="coaching starts (default today)")
+@click.pass_obj
+def coaching_pair(obj: Context, navigator_id, coach_id, started_on):
+    """Pair a Navigator with a coach (within the coach's maximum)."""
+    from services.common.schemas import load
+    from services.enrolment import coaching
+    from services.enrolment.schemas import PairIn
+    try:
+        data = load(PairIn(), {"navigator_id": navigator_id, "coach_id": coach_id,
+                               "started_on": started_on}, "pairing")
+    except LotsenError as exc:
+        _fail(exc)
+    paired = obj.run(coaching.pair, data["navigator_id"], data["coach_id"], data["started_on"])
+    click.echo(f"paired; coaching started {paired['coaching_started_on']}")
+
+
+@coaching_group.command("overview")
+@click.argument("code")
+@click.pass_obj
+def coaching_overview(obj: Context, code):
+    """Municipalities with a Navigator, with an Agenda, overdue; each coach's load."""
+    from services.enrolment import coaching
+    click.echo(json.dumps(obj.run(coaching.overview, code), indent=2, ensure_ascii=False))
+
+
+@coaching_group.command("overdue")
+@click.option("--today", default=None, help="as if it were this day (YYYY-MM-DD)")
+@click.pass_obj
+def coaching_overdue(obj: Context, today):
+    """Report overdue milestones now (the services do it hourly), each once."""
+    from services.enrolment import coaching
+    day = date.fromisoformat(today) if today else None
+    click.echo(f"{obj.run(coaching.report_overdue, day)} overdue milestones reported")
 
 
 @main.group("office")

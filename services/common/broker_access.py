@@ -83,7 +83,7 @@ def provider_access(user: str, classes) -> Access:
         raise ValueError(f"provider broker users are named provider-<name>, not {user!r}")
     methods = sorted(f"{re.escape(service)}\\.{re.escape(method)}"
                      for (service, method), kinds in rpc_methods(classes).items()
-                     if callers.PROVIDER in kinds)
+                     if callers.PROVIDER in kinds or callers.COACH in kinds)
     replies = rf"rpc\.reply-{re.escape(user)}-{UUID}"
     return Access(
         user=user,

@@ -12,6 +12,8 @@ proof the service can check:
 * ``SERVICE``: one of our services (the same assertion, with the service's name as subject).
 * ``PROVIDER``: an education provider's token. Its presence is checked here; the domain looks
   it up and lets the provider touch only its own courses and certificates.
+* ``COACH``: a coach's token (coaching programmes). Its presence is checked here; the domain
+  looks it up and lets the coach touch only the Navigators they coach.
 * ``OPERATOR``: the operator token.
 
 No nameko here: the RPC entrypoint (``services.common.broker.Rpc``) calls ``identify``.
@@ -35,10 +37,12 @@ GATEWAY = "gateway"
 SERVICE = "service"
 PROVIDER = "provider"
 OPERATOR = "operator"
-KINDS = (PUBLIC, MUNICIPALITY, GATEWAY, SERVICE, PROVIDER, OPERATOR)
+COACH = "coach"
+KINDS = (PUBLIC, MUNICIPALITY, GATEWAY, SERVICE, PROVIDER, COACH, OPERATOR)
 
 ASSERTION_KEY = "lotsen_caller"  # context data key of a signed assertion
 PROVIDER_KEY = "provider_token"
+COACH_KEY = "coach_token"
 OPERATOR_KEY = "operator_token"
 ASSERTION_TTL_S = 60  # long enough for clock skew between pods, too short to be worth stealing
 _VERSION = "v1"
@@ -111,6 +115,10 @@ def identify(kinds: tuple[str, ...], context: dict, arguments: dict, *, service_
         if isinstance(context[PROVIDER_KEY], str):
             return Caller(PROVIDER)
         reason = "malformed_provider_token"
+    if COACH in kinds and context.get(COACH_KEY):
+        if isinstance(context[COACH_KEY], str):
+            return Caller(COACH)
+        reason = "malformed_coach_token"
     if {MUNICIPALITY, GATEWAY, SERVICE} & set(kinds) and context.get(ASSERTION_KEY):
         caller = verify_assertion(service_key, context[ASSERTION_KEY], now)
         if MUNICIPALITY in kinds and caller.subject == "gateway" and caller.ags is not None:

@@ -65,6 +65,12 @@ class ProviderToken(ContextDataProvider):
     context_key = "provider_token"
 
 
+class CoachToken(ContextDataProvider):
+    """A coach's token (coaching programmes), sent in the RPC call's context data."""
+
+    context_key = "coach_token"
+
+
 class OperatorCheck:
     def __init__(self, expected: str, given: str):
         self.granted = bool(expected) and hmac.compare_digest(expected.encode(), given.encode())

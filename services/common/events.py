@@ -285,7 +285,9 @@ class MilestoneOverdueV1(Schema):
 
     navigator_id = fields.UUID(required=True)
     programme_id = fields.UUID(required=True)
+    programme_name = fields.String(required=True)
     ags = ags_field(required=True)
+    municipality = fields.String(required=True)
     key = fields.String(required=True, validate=validate.Length(min=1, max=40))
     title = fields.String(required=True)
     due_on = fields.Date(required=True)

@@ -276,6 +276,8 @@ def report_overdue(session: Session, today: date | None = None) -> int:
     today = today or now().date()
     reported = 0
     coachings = {c.programme_id: c for c in session.scalars(select(CoachingProgramme))}
+    names = dict(session.execute(select(Programme.id, Programme.name).where(
+        Programme.id.in_(list(coachings)))).all())
     rows = session.execute(
         select(Navigator, Coach).join(Coach, Coach.id == Navigator.coach_id)
         .where(Navigator.replaced_at.is_(None), Navigator.coaching_started_on.is_not(None))
@@ -292,7 +294,8 @@ def report_overdue(session: Session, today: date | None = None) -> int:
                                          reported_at=now()))
             emit(session, "milestone_overdue", {
                 "navigator_id": navigator.id, "programme_id": navigator.programme_id,
-                "ags": navigator.ags, "key": state["key"], "title": state["title"],
+                "programme_name": names[navigator.programme_id], "ags": navigator.ags,
+                "municipality": session.get(Body, navigator.ags).name, "key": state["key"], "title": state["title"],
                 "due_on": state["due_on"], "participant": _addressed(navigator),
                 "coach_name": coach.name, "coach_email": coach.email})
             reported += 1

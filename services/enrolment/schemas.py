@@ -320,3 +320,53 @@ class ContactRowIn(Schema):
 class OnboardIn(Schema):
     rows = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1, max=5000))
     portal_url = fields.String(required=True, validate=[validate.Length(max=300), _URL])
+
+
+# --- coaching programmes ---------------------------------------------------------------------------
+
+class MilestoneDefIn(Schema):
+    key = fields.String(required=True, validate=[
+        validate.Length(min=1, max=40),
+        validate.Regexp(r"^[a-z][a-z0-9_-]*$", error="small letters, digits, '-' and '_'")])
+    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    due_days = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=1000))
+    document = fields.Boolean(load_default=False)
+
+
+class CoachingSectionIn(Schema):
+    """The ``coaching:`` section of a programme file."""
+    milestones = fields.List(fields.Nested(MilestoneDefIn), required=True,
+                             validate=validate.Length(min=1, max=20))
+
+
+class NameNavigatorIn(Schema):
+    programme_code = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    navigator = fields.Nested(ParticipantIn, required=True)
+    replace = fields.Boolean(load_default=False)
+
+
+class CoachIn(Schema):
+    programme_code = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    email = email_field(required=True)
+    max_navigators = fields.Integer(required=True, strict=True,
+                                    validate=validate.Range(min=1, max=500))
+
+
+class PairIn(Schema):
+    navigator_id = fields.UUID(required=True)
+    coach_id = fields.UUID(required=True)
+    started_on = fields.Date(load_default=None, allow_none=True)
+
+
+class MilestoneIn(Schema):
+    navigator_id = fields.UUID(required=True)
+    key = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    reached_on = fields.Date(required=True)
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
+    document_ref = fields.String(load_default=None, allow_none=True,
+                                 validate=validate.Length(min=1, max=300))
+
+
+class CoachingDayIn(Schema):
+    today = fields.Date(load_default=None, allow_none=True)

@@ -1,6 +1,7 @@
 """RPC and event entrypoints of the enrolment service: validate, call the domain, return."""
 from __future__ import annotations
 
+import json
 import logging
 
 import eventlet
@@ -15,8 +16,23 @@ from services.common import callers
 from services.common import privacy as common_privacy
 from services.common.broker import RpcProxy
 from services.common.db import Database
-from services.common.callers import GATEWAY, MUNICIPALITY, OPERATOR, PROVIDER, PUBLIC, SERVICE
-from services.common.entrypoints import GroupCommits, Operator, ProviderToken, event_handler, rpc
+from services.common.callers import (
+    COACH,
+    GATEWAY,
+    MUNICIPALITY,
+    OPERATOR,
+    PROVIDER,
+    PUBLIC,
+    SERVICE,
+)
+from services.common.entrypoints import (
+    CoachToken,
+    GroupCommits,
+    Operator,
+    ProviderToken,
+    event_handler,
+    rpc,
+)
 from services.common.errors import Unavailable, ValidationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
@@ -24,7 +40,7 @@ from services.common.metrics import Metrics
 from services.common.outbox import handle_in_group
 from services.common.schemas import load, mail_smtputf8
 from services.common import config as cfg
-from services.enrolment import coverage, domain, office, portal, privacy, schemas
+from services.enrolment import coaching, coverage, domain, office, portal, privacy, schemas
 from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -67,6 +83,7 @@ class EnrolmentService:
     db = Database("enrolment", OutboxMessage, InboxRecord)
     config = Config()
     provider_token = ProviderToken()
+    coach_token = CoachToken()
     operator = Operator()
     # Other services' decisions copied onto enrolments: those that queue up while one
     # transaction runs go together in the next.
@@ -316,6 +333,71 @@ class EnrolmentService:
         data = load(COLLEAGUE_ID_IN, {"colleague_id": colleague_id}, "colleague")
         return COLLEAGUE_OUT.dump(self.db.run(portal.remove_colleague, ags, session_id,
                                               data["colleague_id"]))
+
+    # --- coaching programmes ---------------------------------------------------------------
+
+    @rpc(MUNICIPALITY)
+    def name_navigator(self, ags, programme_code, navigator, replace=False):
+        """The municipality's one Navigator; ``replace`` ends the current one's term."""
+        ags = self._ags(ags)
+        with self._mail_context():
+            data = load(schemas.NameNavigatorIn(), {"programme_code": programme_code,
+                                                    "navigator": navigator,
+                                                    "replace": replace}, "navigator")
+        return self._out(self.db.run(coaching.name_navigator, ags, data["programme_code"],
+                                     data["navigator"], replace=data["replace"]))
+
+    @rpc(MUNICIPALITY)
+    def navigators(self, ags, programme_code):
+        """The body's Navigator and the ones before (with their milestones)."""
+        return self._out(self.db.run(coaching.navigators_of, self._ags(ags),
+                                     str(programme_code), commit=False))
+
+    @rpc(OPERATOR)
+    def register_coach(self, coach):
+        data = load(schemas.CoachIn(), coach, "coach")
+        made, token = self.db.run(coaching.register_coach, data["programme_code"],
+                                  data["name"], data["email"], data["max_navigators"])
+        return {"id": str(made.id), "name": made.name, "token": token}
+
+    @rpc(OPERATOR)
+    def pair_navigator(self, navigator_id, coach_id, started_on=None):
+        data = load(schemas.PairIn(), {"navigator_id": navigator_id, "coach_id": coach_id,
+                                       "started_on": started_on}, "pairing")
+        return self._out(self.db.run(coaching.pair, data["navigator_id"], data["coach_id"],
+                                     data["started_on"]))
+
+    @rpc(OPERATOR, GATEWAY)
+    def coaching_overview(self, programme_code):
+        return self.db.run(coaching.overview, str(programme_code), commit=False)
+
+    @rpc(OPERATOR)
+    def report_overdue_milestones(self, today=None):
+        day = load(schemas.CoachingDayIn(), {"today": today}, "day")["today"]
+        return {"reported": self.db.run(coaching.report_overdue, day)}
+
+    @timer(interval=3600)
+    def overdue_milestones_timer(self):
+        """Hourly; each overdue milestone is reported once."""
+        self.db.run(coaching.report_overdue)
+
+    @rpc(COACH)
+    def coach_navigators(self):
+        """The calling coach's Navigators with their milestones."""
+        return self._out(self.db.run(lambda s: coaching.coach_navigators(
+            s, coaching.coach_by_token(s, self.coach_token)), commit=False))
+
+    @rpc(COACH)
+    def record_milestone(self, milestone):
+        data = load(schemas.MilestoneIn(), milestone, "milestone")
+        return self._out(self.db.run(lambda s: coaching.record_milestone(
+            s, coaching.coach_by_token(s, self.coach_token), data["navigator_id"], data["key"],
+            data["reached_on"], data["note"], data["document_ref"])))
+
+    @staticmethod
+    def _out(value):
+        """Dates and times as ISO strings, as every RPC answer carries them."""
+        return json.loads(json.dumps(value, default=lambda v: v.isoformat()))
 
     # --- the programme office's pages (the gateway; office sessions live here) --------------
 

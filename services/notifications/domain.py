@@ -410,6 +410,38 @@ def colleague_invited(session: Session, payload: dict, event_id: str):
                               "programme_name": PORTAL_SIGN_OFF}, now())])
 
 
+# --- coaching programmes -------------------------------------------------------------------------
+
+def _coaching_pair(key: str, template: str, payload: dict, context: dict) -> list[dict]:
+    """One notice to the Navigator and one to the coach, each greeted by name."""
+    person = payload["participant"]
+    navigator = f"{person['given_name']} {person['family_name']}"
+    base = dict(navigator_name=navigator, coach_name=payload["coach_name"],
+                coach_email=payload["coach_email"], municipality=payload["municipality"],
+                programme_name=payload["programme_name"], **context)
+    return [
+        _notice(f"{key}:navigator", template, "navigator", person["email"], navigator,
+                dict(base, participant_name=navigator), now()),
+        _notice(f"{key}:coach", template, "coach", payload["coach_email"],
+                payload["coach_name"], dict(base, participant_name=payload["coach_name"]),
+                now()),
+    ]
+
+
+def coaching_paired(session: Session, payload: dict, event_id: str):
+    _write(session, _coaching_pair(
+        f"paired:{payload['navigator_id']}:{payload['coach_id']}", "coaching_paired", payload,
+        {"started_on": payload["started_on"]}))
+
+
+def milestone_overdue(session: Session, payload: dict, event_id: str):
+    """Keyed by Navigator and milestone: each is reminded of once, even if the event came
+    twice."""
+    _write(session, _coaching_pair(
+        f"overdue:{payload['navigator_id']}:{payload['key']}", "milestone_overdue", payload,
+        {"title": payload["title"], "due_on": payload["due_on"]}))
+
+
 def course_reminders(session: Session, today: date) -> int:
     """Remind confirmed participants in the week before their first module (once each)."""
     due = session.execute(select(KnownEnrolment).where(

@@ -291,6 +291,14 @@ class NotificationsService:
     @event_handler("enrolment", "colleague_invited")
     def on_colleague_invited(self, envelope):
         self._on(envelope, "colleague_invited", domain.colleague_invited)
+    @event_handler("enrolment", "coaching_paired")
+    def on_coaching_paired(self, envelope):
+        self._on(envelope, "coaching_paired", domain.coaching_paired)
+
+    @event_handler("enrolment", "milestone_overdue")
+    def on_milestone_overdue(self, envelope):
+        self._on(envelope, "milestone_overdue", domain.milestone_overdue)
+
     @event_handler("enrolment", "participant_erased")
     def on_participant_erased(self, envelope):
         event = parse_event(envelope, "participant_erased")

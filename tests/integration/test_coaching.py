@@ -1,0 +1,132 @@
+"""Sachsen's coaching programme through the services' RPC (real RabbitMQ, PostgreSQL) and the
+reminders notifications sends to a real SMTP server."""
+from datetime import date, timedelta
+
+import eventlet
+import pytest
+from nameko.standalone.rpc import ServiceRpcProxy
+
+from services.common.errors import AuthenticationFailed, Conflict, NotFound, RuleViolation
+from services.enrolment import coaching, domain
+from services.enrolment.register import import_register, parse_register
+from services.enrolment.service import EnrolmentService
+from services.notifications.service import NotificationsService
+from tests.integration.helpers import SignedRpc, wait_for
+from tests.integration.test_notifications import (  # noqa: F401 (fixtures)
+    mail_config,
+    notifications_db,
+    smtp,
+)
+
+MILESTONES = [
+    {"key": "situation", "title": "Situation vor Ort erfasst", "due_days": 42},
+    {"key": "agenda", "title": "Digitale Agenda geschrieben", "due_days": 112, "document": True},
+]
+DRESDEN, LEIPZIG, CHEMNITZ = "14612000", "14713000", "14511000"
+
+
+def navigator(n):
+    return {"given_name": f"Karin{n}", "family_name": f"Krause{n}",
+            "email": f"navigator{n}@sachsen.example"}
+
+
+@pytest.fixture
+def saxony(container_factory, mail_config, enrolment_db, register_file):
+    enrolment_db.run(import_register, [b for b in parse_register(register_file)
+                                       if b.land == "14"])
+
+    def setup(session):
+        programme = domain.create_programme(session, {
+            "code": "SN-DN", "name": "Digital-Navigatoren Sachsen", "land": "14",
+            "role_name": "Digital-Navigator", "eligible_kinds": ["gemeinde", "kreis"],
+            "enrolment_opens_on": date.today() - timedelta(days=100),
+            "enrolment_closes_on": date(2099, 1, 1)})
+        coaching.define(session, programme, MILESTONES)
+        for ags, town in ((DRESDEN, "dresden"), (LEIPZIG, "leipzig"), (CHEMNITZ, "chemnitz")):
+            domain.register_municipality(session, ags, f"Hauptamt {town}",
+                                         f"hauptamt@{town}.example")
+    enrolment_db.run(setup)
+    for service in (EnrolmentService, NotificationsService):
+        container_factory(service, mail_config).start()
+    return mail_config
+
+
+def test_navigators_coaches_and_overdue_reminders(saxony, smtp):
+    inbox, _ = smtp
+    config = saxony
+    with SignedRpc("enrolment", config) as town:
+        named = {ags: town.name_navigator(ags, "SN-DN", navigator(n))
+                 for n, ags in enumerate((DRESDEN, LEIPZIG, CHEMNITZ))}
+        with pytest.raises(Conflict) as second:
+            town.name_navigator(DRESDEN, "SN-DN", navigator(9))
+        assert second.value.fields == {"navigator": ["already named"]}
+        with pytest.raises(AuthenticationFailed):  # Dresden cannot name Leipzig's
+            town._service.name_navigator(LEIPZIG, "SN-DN", navigator(8))
+    with SignedRpc("enrolment", config, operator=True) as office:
+        coach = office.register_coach({"programme_code": "SN-DN", "name": "Lotse Lehmann",
+                                       "email": "lehmann@ssg.example", "max_navigators": 2})
+        other = office.register_coach({"programme_code": "SN-DN", "name": "Lotsin Lange",
+                                       "email": "lange@ssg.example", "max_navigators": 5})
+        start = (date.today() - timedelta(days=50)).isoformat()
+        office.pair_navigator(named[DRESDEN]["id"], coach["id"], start)
+
+    # Two pairings for the coach's last place at once: one gets it.
+    def pair(ags):
+        with SignedRpc("enrolment", config, operator=True) as operator:
+            try:
+                return operator.pair_navigator(named[ags]["id"], coach["id"], start)
+            except RuleViolation as exc:
+                return exc
+    results = [r.wait() for r in [eventlet.spawn(pair, a) for a in (LEIPZIG, CHEMNITZ)]]
+    assert sorted(type(r).__name__ for r in results) == ["RuleViolation", "dict"]
+    refused = next(r for r in results if isinstance(r, RuleViolation))
+    assert refused.fields == {"coach_id": ["at the maximum"]}
+
+    with ServiceRpcProxy("enrolment", config,
+                         context_data={"coach_token": coach["token"]}) as lehmann:
+        mine = lehmann.coach_navigators()
+        assert mine["coach"]["load"] == 2
+        dresden = named[DRESDEN]["id"]
+        reached = lehmann.record_milestone({
+            "navigator_id": dresden, "key": "situation",
+            "reached_on": (date.today() - timedelta(days=3)).isoformat(),
+            "note": "Bestandsaufnahme mit dem Hauptamt"})
+        assert reached["milestones"][0]["reached_on"] == (
+            date.today() - timedelta(days=3)).isoformat()
+    with ServiceRpcProxy("enrolment", config,
+                         context_data={"coach_token": other["token"]}) as lange:
+        with pytest.raises(NotFound):
+            lange.record_milestone({"navigator_id": dresden, "key": "agenda",
+                                    "reached_on": date.today().isoformat(),
+                                    "document_ref": "Ratsbeschluss 1"})
+    with ServiceRpcProxy("enrolment", config) as stranger:
+        with pytest.raises(AuthenticationFailed):
+            stranger.coach_navigators()
+
+    # Day 50 of coaching: the situation of the Navigator paired second is overdue (Dresden's
+    # is recorded); on day 113 the Agendas of both are. Each is reported once.
+    with SignedRpc("enrolment", config, operator=True) as office:
+        assert office.report_overdue_milestones()["reported"] == 1
+        assert office.report_overdue_milestones()["reported"] == 0
+        later = (date.today() + timedelta(days=63)).isoformat()
+        assert office.report_overdue_milestones(later)["reported"] == 2
+        assert office.report_overdue_milestones(later)["reported"] == 0
+        view = office.coaching_overview("SN-DN")
+    assert (view["eligible"], view["with_navigator"], view["paired"], view["overdue"]) == (
+        429, 3, 2, 1)  # today: the second Navigator's situation
+    subject = "Erinnerung:"
+
+    def reminders():
+        got = [m for m in inbox.messages if str(m["Subject"]).startswith(subject)]
+        return got if len(got) >= 6 else None
+    mails = wait_for(reminders, timeout=30, message="overdue reminders")
+    eventlet.sleep(1.5)  # a second copy would show now
+    mails = [m for m in inbox.messages if str(m["Subject"]).startswith(subject)]
+    to = sorted(m["To"].addresses[0].addr_spec for m in mails)
+    paired_second = next(r for r in results if isinstance(r, dict))
+    second_email = paired_second["participant"]["email"]
+    assert to == sorted(["lehmann@ssg.example"] * 3 + ["navigator0@sachsen.example",
+                                                        second_email, second_email])
+    paired_mails = [m for m in inbox.messages if "Coaching als Digital-Navigator" in
+                    str(m["Subject"])]
+    assert len(paired_mails) == 4  # each pairing: the Navigator and the coach
