@@ -212,6 +212,7 @@ class OfficePages:
         reminded = self._reminders(report)
         area_name = next((r["name"] for key in ("per_kreis", "per_bezirk", "per_land")
                           for r in report[key] if r["ags"] == area), "")
+        coaching = self._coaching_overview(programme)
         chart = charts.weekly_chart(
             report["weekly"], [("covered", "Kommunen mit Lotse (angemeldet oder ausgebildet)",
                                 "#0072B2")], "Kommunen mit Lotse je Woche seit Programmbeginn")
@@ -226,7 +227,18 @@ class OfficePages:
             programme=programme, level=level, level_name=LEVELS[level][1], levels=LEVELS,
             sort=sort, search=search, areas=areas, missing=missing[:SHOWN_BODIES],
             missing_total=len(missing), area=area, area_name=area_name, reminded=reminded,
-            chart=Markup(chart), link=link, values={"suche": search})
+            chart=Markup(chart), link=link, values={"suche": search}, coaching=coaching)
+
+    def _coaching_overview(self, programme: str) -> dict | None:
+        """For a coaching programme: Navigators, Agendas, overdue, each coach's load."""
+        if programme in ("", ALL):
+            return None
+        try:
+            return self._call("coaching_overview", programme)
+        except LotsenError as exc:
+            if exc.status in (404, 422):  # a seminar programme
+                return None
+            raise
 
     def _reminder_rows(self, report: dict):
         """(programme code, reminder) over the report's programmes."""

@@ -170,3 +170,32 @@ def test_onboarding_is_repeatable_and_reminders_reach_each_body_once(office_syst
     page = browser.get(f"/buero/abdeckung?programm=BW-DL&gebiet={office_system['b'][:5]}000").text
     row = re.search(rf"{office_system['b']}</td>.*?</tr>", page, re.S).group(0)
     assert "runde-1" in row
+
+
+def test_coverage_of_a_coaching_programme_shows_navigators_and_coaches(office_system,
+                                                                      register_file):
+    from services.enrolment import coaching
+    from services.enrolment.register import import_register, parse_register
+
+    db = office_system["db"]
+    db.run(import_register, [b for b in parse_register(register_file) if b.land == "14"])
+
+    def setup(session):
+        programme = domain.create_programme(session, {
+            "code": "SN-DN", "name": "Digital-Navigatoren Sachsen", "land": "14",
+            "role_name": "Digital-Navigator", "eligible_kinds": ["gemeinde", "kreis"],
+            "enrolment_opens_on": date(2026, 1, 1), "enrolment_closes_on": date(2099, 1, 1)})
+        coaching.define(session, programme, [
+            {"key": "agenda", "title": "Digitale Agenda", "due_days": 112, "document": True}])
+        coach, _ = coaching.register_coach(session, "SN-DN", "Lotsin Lange",
+                                           "lange@ssg.example", 12)
+        return coach.id
+    coach_id = db.run(setup)
+    named = db.run(coaching.name_navigator, "14612000", "SN-DN", participant(1))
+    db.run(coaching.pair, named["id"], coach_id)
+    browser = signed_in(office_system)
+    page = browser.get("/buero/abdeckung?programm=SN-DN").text
+    assert "Kommunen mit Digital-Navigator" in page and "1 von 429, davon 1 mit Coach" in page
+    assert re.search(r"Lotsin Lange</th><td[^>]*>1</td><td[^>]*>12</td>", page)
+    seminar = browser.get("/buero/abdeckung?programm=BW-DL").text
+    assert "Kommunen mit Digital-Navigator" not in seminar
