@@ -13,7 +13,7 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.common.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied
@@ -32,6 +32,10 @@ LINK_MINUTES = 15
 # sign-in form cannot be used to flood a clerk's inbox).
 MAX_OPEN_LINKS = 3
 CONTACT, COLLEAGUE = "contact", "colleague"
+# Used and expired links, and sessions that ended, are deleted after this long (they let
+# nobody in; the delay keeps them for a look when someone asks why a link did not work).
+KEEP_LINKS = timedelta(days=1)
+KEEP_SESSIONS = timedelta(days=30)
 
 
 def _access(session: Session, ags: str, email: str) -> tuple[str, str] | None:
@@ -62,6 +66,7 @@ def request_sign_in(session: Session, email: str, link_base: str) -> int:
     """Make a link for each body ``email`` may sign in for and have it mailed; the number of
     links made is for tests and metrics only: the caller must answer the same either way."""
     moment = now()
+    _forget_old(session, moment)
     made = 0
     for ags in _bodies_of(session, email):
         open_links = session.scalar(select(func.count()).select_from(PortalSignInLink).where(
@@ -81,6 +86,14 @@ def request_sign_in(session: Session, email: str, link_base: str) -> int:
             "name": name, "link": link_base + token, "expires_at": link.expires_at})
         made += 1
     return made
+
+
+def _forget_old(session: Session, moment: datetime):
+    session.execute(delete(PortalSignInLink).where(
+        PortalSignInLink.expires_at < moment - KEEP_LINKS))
+    session.execute(delete(PortalSession).where(or_(
+        PortalSession.expires_at < moment - KEEP_SESSIONS,
+        PortalSession.ended_at < moment - KEEP_SESSIONS)))
 
 
 def sign_in(session: Session, token: str, session_hours: float) -> dict:

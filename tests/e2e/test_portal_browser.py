@@ -414,6 +414,7 @@ def test_keyboard_only_and_accessibility(portal_system, open_browser):
     assert skip[-1]["text"] == "Zum Inhalt springen"
     check_page(b, "anmelden", axe_source)
     tab_to(b, "el.id === 'feld-email'")
+    b.shot("fokus-email")
     b.keys(CONTACT)
     b.enter()
     wait_for(lambda: b.url.endswith("/portal/anmelden?hinweis=link"), message="link requested")
@@ -450,6 +451,7 @@ def test_keyboard_only_and_accessibility(portal_system, open_browser):
     wait_for(lambda: b.all("#fehler-email"), message="the error next to the field")
     check_page(b, "anmeldung-fehler", axe_source)
     tab_to(b, "el.getAttribute('href') === '#feld-email'")  # the summary leads to the field
+    b.shot("fokus-fehlerliste")
     b.enter()
     assert b.js("return document.activeElement.id") == "feld-email"
     b.js("document.activeElement.select()")

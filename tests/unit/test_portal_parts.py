@@ -180,3 +180,16 @@ def test_only_the_contact_invites_and_a_removed_colleague_is_out_at_once(handle)
     with pytest.raises(AuthenticationFailed):
         handle.run(portal.current, colleague["session_id"])
     assert handle.run(portal.request_sign_in, "max@x.example", "http://gw/portal/link/") == 0
+
+
+def test_old_links_and_sessions_are_deleted_when_links_are_asked_for(handle):
+    handle.run(portal.request_sign_in, "e.muster@x.example", "http://gw/portal/link/")
+    token = _links(handle)[0]["link"].rsplit("/", 1)[1]
+    session_id = handle.run(portal.sign_in, token, 8)["session_id"]
+    handle.run(portal.sign_out, session_id)
+    long_ago = domain.now() - timedelta(days=31)
+    handle.run(lambda s: (s.execute(update(PortalSignInLink).values(expires_at=long_ago)),
+                          s.execute(update(PortalSession).values(ended_at=long_ago))))
+    handle.run(portal.request_sign_in, "nobody@x.example", "http://gw/portal/link/")
+    assert handle.run(lambda s: (s.scalars(select(PortalSignInLink)).all(),
+                                 s.scalars(select(PortalSession)).all())) == ([], [])
