@@ -267,6 +267,9 @@ def programme_create(obj: Context, file: Path):
         from services.enrolment.schemas import CoachingSectionIn
         milestones = load(CoachingSectionIn(), coaching_section, "coaching section")[
             "milestones"] if coaching_section is not None else None
+        # A coaching programme without a funding section funds nothing; a seminar programme
+        # without one waits for a policy (lotsen funding policy).
+        data["funded"] = funding_section is not None or coaching_section is None
     except LotsenError as exc:
         _fail(exc)
 
@@ -293,6 +296,8 @@ def programme_create(obj: Context, file: Path):
         click.echo(f"funding: budget {policy['budget_cents']} cents, {policy['fee_cents']} cents "
                    f"per seat, {policy['guaranteed_per_body']} guaranteed per body, reserve "
                    f"until {policy['reserve_until']}")
+    elif milestones:
+        click.echo("no funding section: nothing is funded in this coaching programme")
     else:
         click.echo("no funding section: nothing is funded until a policy is set")
 

@@ -74,6 +74,9 @@ class ProgrammePublishedV1(Schema):
     role_name = fields.String(required=True)
     revision = fields.Integer(required=True)
     eligible_bodies = fields.List(fields.Nested(EligibleBodySchema), required=True)
+    # False for a coaching programme whose file has no funding section: funding decides
+    # nothing for it (instead of waiting for a policy). Absent in older events: funded.
+    funded = fields.Boolean(load_default=True)
 
 
 class EnrolmentCreatedV1(Schema):

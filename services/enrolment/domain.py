@@ -97,7 +97,7 @@ def _publish_programme(session: Session, programme: Programme):
     emit(session, "programme_published", {
         "programme_id": programme.id, "code": programme.code, "name": programme.name,
         "land": programme.land, "role_name": programme.role_name,
-        "revision": programme.revision,
+        "revision": programme.revision, "funded": programme.funded,
         "eligible_bodies": [{"ags": b.ags, "kind": b.kind} for b in bodies],
     })
     return len(bodies)
@@ -838,6 +838,8 @@ def municipality_overview(session: Session, ags: str) -> dict:
     rows = session.execute(select(Enrolment.programme_id, Enrolment.status,
                                   Enrolment.funding_status, Enrolment.funding_kind)
                            .where(Enrolment.ags == ags)).all()
+    from services.enrolment.models import CoachingProgramme
+    coached = set(session.scalars(select(CoachingProgramme.programme_id)))
     overview = []
     for programme in programmes:
         mine = [r for r in rows if r.programme_id == programme.id]
@@ -848,7 +850,8 @@ def municipality_overview(session: Session, ags: str) -> dict:
                               and r.status in ("confirmed", "waitlisted", "completed")
                               for r in mine)
         overview.append({"programme_code": programme.code, "programme_name": programme.name,
-                         "enrolments": by_status, "guaranteed_seat_used": guaranteed_used})
+                         "enrolments": by_status, "guaranteed_seat_used": guaranteed_used,
+                         "coaching": programme.id in coached})
     return {"body": BodyOut().dump(body), "programmes": overview}
 
 

@@ -90,6 +90,9 @@ class Programme(Base):
     # How long participant data is kept after the course ended or the enrolment was
     # cancelled; then the daily retention run erases it (services/enrolment/privacy.py).
     retention_days: Mapped[int] = mapped_column(Integer, nullable=False, default=730)
+    # False: nothing is ever funded (a coaching programme without a funding section).
+    funded: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True,
+                                         server_default=text("true"))
 
 
 class Provider(Base):

@@ -85,6 +85,8 @@ class ProgrammeIn(Schema):
     enrolment_closes_on = fields.Date(required=True)
     # Days participant data is kept after the course ended or the enrolment was cancelled.
     retention_days = fields.Integer(load_default=730, **RETENTION_DAYS)
+    # False only for a coaching programme whose file has no funding section.
+    funded = fields.Boolean(load_default=True)
 
     @validates_schema
     def window(self, data, **kwargs):

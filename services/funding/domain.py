@@ -147,6 +147,7 @@ def programme_published(session: Session, payload: dict):
             EligibleBody.ags.in_(removed)))
     programme.revision = payload["revision"]
     programme.name = payload["name"]
+    programme.funded = payload.get("funded", True)
     programme.eligible_count = len(announced)
     if programme.fee_cents is None:
         return  # no policy yet: its coverage is checked when it is set
@@ -163,13 +164,23 @@ def programme_published(session: Session, payload: dict):
     _fund_waiting(session, programme, key)  # reserve freed by bodies that left
 
 
+class Unfunded(Exception):
+    """A programme that funds nothing (announced so, and no policy set since)."""
+
+
+def _no_policy(programme):
+    if programme.funded is False:
+        raise Unfunded(programme.code)
+    raise NotReady(f"programme {programme.code} has no funding policy yet")
+
+
 def _programme(session: Session, programme_id, lock: bool = True) -> FundingProgramme:
     query = select(FundingProgramme).where(FundingProgramme.programme_id == programme_id)
     programme = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
     if programme is None or programme.eligible_count is None:
         raise NotReady("programme not yet published to funding")
     if programme.fee_cents is None:
-        raise NotReady(f"programme {programme.code} has no funding policy yet")
+        _no_policy(programme)
     return programme
 
 
@@ -259,7 +270,7 @@ def _locked_policy(session: Session, programme_id):
     if row is None or row.eligible_count is None:
         raise NotReady("programme not yet published to funding")
     if row.fee_cents is None:
-        raise NotReady(f"programme {row.code} has no funding policy yet")
+        _no_policy(row)
     return row
 
 
@@ -277,7 +288,10 @@ def decide_confirmations(session: Session, confirmations: list[tuple]) -> list[s
     the reserve still held if one needs the pool, and one write of every funding, ledger entry
     and event with the programme's new totals. Under the lock nobody else decides for this
     programme, so what the earlier ones in the list change is carried forward here."""
-    programme = _locked_policy(session, confirmations[0][0]["programme_id"])
+    try:
+        programme = _locked_policy(session, confirmations[0][0]["programme_id"])
+    except Unfunded:
+        return ["unfunded"] * len(confirmations)
     programme_id, fee = programme.programme_id, programme.fee_cents
     enrolment_ids = list({p["enrolment_id"] for p, _, _ in confirmations})
     bodies = list({p["ags"] for p, _, _ in confirmations})
@@ -370,7 +384,10 @@ def enrolment_cancelled(session: Session, payload: dict, key: str) -> str | None
         return None  # a waitlisted enrolment was never funded
     # The lock first, then the funding row as it is now: a decision that held the lock before
     # us may have changed it (passed a guarantee on to it, funded it from the pool).
-    programme = _programme(session, payload["programme_id"])
+    try:
+        programme = _programme(session, payload["programme_id"])
+    except Unfunded:
+        return None
     funding = session.get(Funding, payload["enrolment_id"], populate_existing=True)
     if funding is None:
         # Cancelled before its confirmation reached us: remember, so it is never funded.

@@ -4,7 +4,19 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import JSON, BigInteger, Date, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.models import (
@@ -42,6 +54,9 @@ class FundingProgramme(Base):
     code: Mapped[str] = mapped_column(String(40), nullable=False, unique=True)
     # From the programme-published event (None until it arrived).
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # From the programme-published event: False when nothing is to be funded at all.
+    funded: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True,
+                                         server_default=text("true"))
     revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
     eligible_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The policy (None until the operator set it).

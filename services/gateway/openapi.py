@@ -76,6 +76,20 @@ PATHS = {
         "responses": {"201": _ok("BatchResult", "every row enrolled"),
                       "207": _ok("BatchResult", "some rows failed; see each row"),
                       "200": _ok("BatchResult", "dry run"), **BODY_ERRORS, **COMMON_ERRORS}}},
+    "/api/v1/navigators": {
+        "get": {"summary": "The municipality's Navigators in a coaching programme",
+                "operationId": "listNavigators",
+                "parameters": [{"name": "programme_code", "in": "query", "required": True,
+                                "schema": {"type": "string"}, "example": "SN-DN"}],
+                "responses": {"200": _ok("NavigatorList"), "422": _error("not a coaching "
+                                                                          "programme"),
+                              **COMMON_ERRORS}},
+        "post": {"summary": "Name the municipality's one Navigator (or replace them)",
+                 "operationId": "nameNavigator",
+                 "requestBody": {"required": True, "content": _json("NavigatorRequest")},
+                 "responses": {"201": _ok("Navigator"),
+                               "409": _error("a Navigator is named already (send replace)"),
+                               **BODY_ERRORS, **COMMON_ERRORS}}},
     "/api/v1/enrolments/{enrolment_id}": {
         "parameters": [ENROLMENT_ID],
         "get": {"summary": "One of the municipality's enrolments", "operationId": "getEnrolment",
@@ -153,6 +167,7 @@ def document() -> dict:
     spec.components.security_scheme("apiKey", {"type": "http", "scheme": "bearer"})
     for name in ("Problem", "CourseList", "EnrolmentRequest", "Enrolment", "EnrolmentPage",
                  "BatchRequest", "BatchResult", "Municipality", "Health", "Verification",
+                 "NavigatorRequest", "Navigator", "NavigatorList",
                  "CredentialCheck", "CredentialResult"):
         spec.components.schema(name, schema=getattr(schemas, name))
     for path, operations in PATHS.items():

@@ -100,7 +100,9 @@ _MESSAGES = [
 FIELD_NAMES = {"participant.given_name": "given_name", "participant.family_name": "family_name",
                "participant.email": "email", "participant.department": "department",
                "course_id": "course_id", "enrolment_id": "enrolment_id",
-               "reason": "reason", "name": "name", "email": "email"}
+               "reason": "reason", "name": "name", "email": "email",
+               "navigator.given_name": "given_name", "navigator.family_name": "family_name",
+               "navigator.email": "email", "navigator.department": "department"}
 
 
 def german(message: str) -> str:

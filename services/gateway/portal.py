@@ -47,6 +47,8 @@ NOTICES = {
                   "sofort mit der eigenen E-Mail-Adresse anmelden.",
     "entfernt": "Der Zugang wurde entfernt; laufende Sitzungen dieser Person sind beendet.",
     "abgelaufen": "Ihre Sitzung ist abgelaufen oder wurde beendet. Bitte melden Sie sich neu an.",
+    "benannt": "Der Digital-Navigator ist benannt. Das Programmbüro stellt ihm eine Lotsin oder "
+               "einen Lotsen zur Seite; beide erhalten dann eine E-Mail.",
 }
 
 
@@ -556,6 +558,52 @@ class PortalPages:
         colleague = self._colleague(visit, colleague_id)
         self._for(visit, "portal_remove_colleague", visit.person["session_id"], colleague["id"])
         raise PageRedirect("/portal/kollegen?hinweis=entfernt")
+
+    # --- coaching programmes: the municipality's Navigator ---------------------------------
+
+    NAVIGATOR_FIELDS = ("given_name", "family_name", "email", "department")
+
+    def _navigator_page(self, visit, code, values, errors, status=200):
+        try:
+            navigators = self._for(visit, "navigators", code[:40])
+        except LotsenError as exc:
+            if exc.status not in (404, 422):
+                raise
+            raise PageError(404, "Nicht gefunden", "Dieses Programm hat keine "
+                            "Digital-Navigatoren.") from None
+        current = next((n for n in navigators if n["replaced_at"] is None), None)
+        return visit.render("navigator.html", status, title="Digital-Navigator",
+                            nav="uebersicht", code=code[:40], current=current,
+                            history=[n for n in navigators if n is not current],
+                            values=values, errors=errors)
+
+    @page("GET", "/portal/navigator/<code>")
+    def navigator_page(self, request, code):
+        visit = self._visit(request)
+        return self._navigator_page(visit, code, dict.fromkeys(self.NAVIGATOR_FIELDS, ""), {})
+
+    @page("POST", "/portal/navigator/<code>")
+    def navigator_submit(self, request, code):
+        visit = self._checked_post(request)
+        values = _nul_free(_form(request, *self.NAVIGATOR_FIELDS))
+        replace = request.form.get("ersetzen") == "ja"
+        try:
+            self._for(visit, "name_navigator", code[:40], {
+                "given_name": values["given_name"], "family_name": values["family_name"],
+                "email": values["email"], "department": values["department"] or None},
+                replace)
+        except LotsenError as exc:
+            if exc.status not in (409, 422):
+                raise
+            errors = pages.field_errors(exc.fields, values)
+            if "navigator" in (exc.fields or {}):
+                errors = {"_form": "Ihre Kommune hat schon einen Digital-Navigator. Wenn eine "
+                                   "andere Person die Aufgabe übernimmt, wählen Sie „Ersetzen“."}
+            elif "email" in (exc.fields or {}) and exc.status == 409:
+                errors = {"email": "Diese Person ist bereits Ihr Digital-Navigator."}
+            return self._navigator_page(visit, code, values, errors or {
+                "_form": "Das ist so nicht möglich."}, 422)
+        raise PageRedirect(f"/portal/navigator/{code[:40]}?hinweis=benannt")
 
     @page("GET,POST", "/portal/<path:rest>")
     def portal_not_found(self, request, rest):

@@ -27,6 +27,41 @@ class EnrolmentRequest(Schema):
     participant = fields.Nested(ParticipantRequest, required=True)
 
 
+class NavigatorRequest(Schema):
+    """Name the municipality's Digital-Navigator for a coaching programme."""
+    programme_code = fields.String(required=True, metadata={"example": "SN-DN"})
+    navigator = fields.Nested(ParticipantRequest, required=True)
+    replace = fields.Boolean(load_default=False, metadata={
+        "description": "end the current Navigator's term (it stays in the history)"})
+
+
+class MilestoneState(Schema):
+    key = fields.String()
+    title = fields.String()
+    due_on = fields.Date(allow_none=True)
+    reached_on = fields.Date(allow_none=True)
+    note = fields.String(allow_none=True)
+    document_ref = fields.String(allow_none=True)
+    overdue = fields.Boolean()
+
+
+class Navigator(Schema):
+    id = fields.UUID()
+    ags = fields.String()
+    participant = fields.Nested(lambda: Participant())
+    named_at = fields.AwareDateTime()
+    replaced_at = fields.AwareDateTime(allow_none=True)
+    replaces_id = fields.UUID(allow_none=True)
+    coach_id = fields.UUID(allow_none=True)
+    coaching_started_on = fields.Date(allow_none=True)
+    milestones = fields.List(fields.Nested(MilestoneState))
+
+
+class NavigatorList(Schema):
+    items = fields.List(fields.Nested(Navigator), metadata={
+        "description": "the active Navigator first, then the ones before"})
+
+
 class Module(Schema):
     number = fields.Integer()
     title = fields.String()

@@ -251,6 +251,25 @@ class GatewayService(PortalPages, OfficePages):
         return json_response(self._call("cancel_enrolment", body["ags"],
                                         self._enrolment_id(enrolment_id), acting_for=body["ags"]))
 
+    @http("POST", "/api/v1/navigators")
+    def name_navigator(self, request):
+        body = self._municipality(request)
+        data = self._object(self._json_body(request))
+        named = self._call("name_navigator", body["ags"], data.get("programme_code"),
+                           data.get("navigator"), data.get("replace", False),
+                           acting_for=body["ags"])
+        return json_response(named, 201)
+
+    @http("GET", "/api/v1/navigators")
+    def list_navigators(self, request):
+        body = self._municipality(request)
+        code = request.args.get("programme_code", "")
+        if not code:
+            raise HttpProblem(422, "Invalid input", "name the programme",
+                              {"programme_code": ["required"]})
+        return json_response({"items": self._call("navigators", body["ags"], code[:40],
+                                                  acting_for=body["ags"])})
+
     @http("GET", "/api/v1/municipality")
     def municipality(self, request):
         body = self._municipality(request)

@@ -10,8 +10,11 @@ from services.common.errors import AuthenticationFailed, Conflict, NotFound, Rul
 from services.enrolment import coaching, domain
 from services.enrolment.register import import_register, parse_register
 from services.enrolment.service import EnrolmentService
+from services.gateway.service import GatewayService
 from services.notifications.service import NotificationsService
 from tests.integration.helpers import SignedRpc, wait_for
+from tests.integration.test_gateway import gateway_config, world  # noqa: F401 (fixtures)
+from tests.integration.test_portal import portal  # noqa: F401 (fixture)
 from tests.integration.test_notifications import (  # noqa: F401 (fixtures)
     mail_config,
     notifications_db,
@@ -130,3 +133,116 @@ def test_navigators_coaches_and_overdue_reminders(saxony, smtp):
     paired_mails = [m for m in inbox.messages if "Coaching als Digital-Navigator" in
                     str(m["Subject"])]
     assert len(paired_mails) == 4  # each pairing: the Navigator and the coach
+
+
+def test_a_municipality_names_its_navigator_through_the_gateway(
+        container_factory, gateway_config, enrolment_db, world):
+    """A coaching programme in Baden-Württemberg here, to use the gateway tests' world."""
+    from tests.integration.test_gateway import Client, is_problem
+
+    def setup(session):
+        programme = domain.create_programme(session, {
+            "code": "BW-NAV", "name": "Navigatoren", "land": "08", "role_name": "Navigator",
+            "eligible_kinds": ["gemeinde"], "enrolment_opens_on": date(2026, 1, 1),
+            "enrolment_closes_on": date(2099, 1, 1)})
+        coaching.define(session, programme, MILESTONES)
+    enrolment_db.run(setup)
+    for service in (EnrolmentService, GatewayService):
+        container_factory(service, gateway_config).start()
+    client = Client(f"http://{gateway_config['WEB_SERVER_ADDRESS']}", world["keys"][world["a"]])
+    first = client.post("/api/v1/navigators", json={"programme_code": "BW-NAV",
+                                                     "navigator": navigator(1)})
+    assert first.status_code == 201, first.text
+    assert first.json()["milestones"][1]["title"] == "Digitale Agenda geschrieben"
+    is_problem(client.post("/api/v1/navigators", json={"programme_code": "BW-NAV",
+                                                        "navigator": navigator(2)}),
+               409, "navigator")
+    is_problem(client.post("/api/v1/navigators", json={"programme_code": "BW-NAV",
+                                                        "navigator": navigator(2),
+                                                        "replace": "ja"}), 422, "replace")
+    is_problem(client.post("/api/v1/navigators", json={"programme_code": "BW-DL",
+                                                        "navigator": navigator(2)}),
+               422, "programme_code")  # a seminar programme has no Navigators
+    replaced = client.post("/api/v1/navigators", json={
+        "programme_code": "BW-NAV", "navigator": navigator(2), "replace": True})
+    assert replaced.status_code == 201 and replaced.json()["replaces_id"] == first.json()["id"]
+    listed = client.get("/api/v1/navigators", params={"programme_code": "BW-NAV"}).json()
+    assert [n["participant"]["email"] for n in listed["items"]] == [
+        "navigator2@sachsen.example", "navigator1@sachsen.example"]
+    other = Client(client.base, world["keys"][world["b"]])
+    assert other.get("/api/v1/navigators",
+                     params={"programme_code": "BW-NAV"}).json()["items"] == []
+
+
+def test_the_clerk_names_and_replaces_the_navigator_in_the_portal(portal):
+    from tests.integration.test_portal import sign_in
+
+    def setup(session):
+        programme = domain.create_programme(session, {
+            "code": "BW-NAV", "name": "Navigatoren", "land": "08", "role_name": "Navigator",
+            "eligible_kinds": ["gemeinde"], "enrolment_opens_on": date(2026, 1, 1),
+            "enrolment_closes_on": date(2099, 1, 1)})
+        coaching.define(session, programme, MILESTONES)
+    portal["db"].run(setup)
+    browser = sign_in(portal, portal["contact"])
+    assert 'href="/portal/navigator/BW-NAV"' in browser.get("/portal/uebersicht").text
+    assert "Digital-Navigator benennen" in browser.get("/portal/navigator/BW-NAV").text
+    bad = browser.post("/portal/navigator/BW-NAV", {"given_name": "Karin", "family_name": "",
+                                                   "email": "k@x.example", "department": ""})
+    assert bad.status_code == 422 and 'id="fehler-family_name"' in bad.text
+    assert 'value="Karin"' in bad.text  # input kept
+    done = browser.post("/portal/navigator/BW-NAV", {"given_name": "Karin",
+                                                    "family_name": "Krause",
+                                                    "email": "k@x.example", "department": ""})
+    assert done.status_code == 303
+    page = browser.follow().text
+    assert "Karin Krause" in page and "Situation vor Ort erfasst" in page
+    twice = browser.post("/portal/navigator/BW-NAV", {"given_name": "Olaf", "family_name": "Ost",
+                                                     "email": "o@x.example", "department": ""})
+    assert twice.status_code == 422 and "schon einen Digital-Navigator" in twice.text
+    replaced = browser.post("/portal/navigator/BW-NAV", {
+        "given_name": "Olaf", "family_name": "Ost", "email": "o@x.example", "department": "",
+        "ersetzen": "ja"})
+    assert replaced.status_code == 303
+    page = browser.follow().text
+    assert "Olaf Ost" in page and "Frühere Digital-Navigatoren" in page and "Karin Krause" in page
+    assert browser.get("/portal/navigator/BW-DL").status_code == 404  # a seminar programme
+
+
+def test_a_coaching_programme_without_funding_funds_nothing_and_parks_nothing(
+        container_factory, service_config, enrolment_db, funding_db, register_file):
+    from sqlalchemy import func, select
+
+    from services.common import topology
+    from services.common.messaging import list_parked
+    from services.funding.models import Funding, InboxRecord
+    from services.funding.service import FundingService
+
+    enrolment_db.run(import_register, [b for b in parse_register(register_file)
+                                       if b.land == "14"])
+
+    def setup(session):
+        programme = domain.create_programme(session, {
+            "code": "SN-DN", "name": "Digital-Navigatoren Sachsen", "land": "14",
+            "role_name": "Digital-Navigator", "eligible_kinds": ["gemeinde", "kreis"],
+            "enrolment_opens_on": date(2026, 1, 1), "enrolment_closes_on": date(2099, 1, 1),
+            "funded": False})
+        coaching.define(session, programme, MILESTONES)
+        provider, _ = domain.create_provider(session, "SSG")
+        return str(domain.create_course(session, provider, {
+            "programme_code": "SN-DN", "title": "Grundlagen", "location": "Dresden",
+            "capacity": 5, "open": True,
+            "modules": [{"number": 1, "title": "eGovernment-Gesetz",
+                         "date": date.today() + timedelta(days=20)}]}).id)
+    course = enrolment_db.run(setup)
+    for service in (EnrolmentService, FundingService):
+        container_factory(service, service_config).start()
+    with SignedRpc("enrolment", service_config) as town:
+        made = town.enrol(DRESDEN, {"course_id": course, "participant": navigator(1)})
+        assert made["status"] == "confirmed"
+    handled = lambda: funding_db.run(lambda s: s.scalar(  # noqa: E731
+        select(func.count()).select_from(InboxRecord)))
+    wait_for(lambda: handled() >= 2, message="programme and enrolment handled by funding")
+    assert funding_db.run(lambda s: s.scalar(select(func.count()).select_from(Funding))) == 0
+    queues = [s.queue_name for s in topology.subscriptions([FundingService])]
+    assert list_parked(service_config["AMQP_URI"], queues) == []

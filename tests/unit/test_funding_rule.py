@@ -176,3 +176,22 @@ def test_check_finds_a_tampered_total(db):
     db.run(lambda s: setattr(s.get(FundingProgramme, programme_id), "granted_pool_cents", 1))
     result = db.run(domain.check, "BW-DL")
     assert not result["ok"] and any("pool" in p for p in result["problems"])
+
+
+def test_a_programme_announced_as_unfunded_decides_nothing_until_a_policy_is_set(db):
+    programme_id, eligible = uuid.uuid4(), bodies(3)
+    db.run(lambda s: domain.programme_published(s, {
+        "programme_id": programme_id, "code": "SN-DN", "land": "14", "name": "Navigatoren",
+        "role_name": "r", "revision": 1, "funded": False,
+        "eligible_bodies": [{"ags": a, "kind": "gemeinde"} for a in eligible]}))
+    first = confirmed(programme_id, eligible[0])
+    assert db.run(domain.enrolment_confirmed, first, str(uuid.uuid4())) == "unfunded"
+    assert db.run(domain.enrolment_cancelled, cancelled(programme_id, eligible[0],
+                                                        first["enrolment_id"]),
+                  str(uuid.uuid4())) is None
+    assert db.run(lambda s: s.query(Funding).count()) == 0
+    assert events(db, "funding_granted") == [] and events(db, "funding_waiting") == []
+    # A policy set later funds from then on.
+    db.run(domain.set_policy, programme_id, "SN-DN", policy(3 * FEE, FEE, 1))
+    later = confirmed(programme_id, eligible[1])
+    assert db.run(domain.enrolment_confirmed, later, str(uuid.uuid4())) == "guaranteed"
