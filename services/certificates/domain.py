@@ -120,6 +120,9 @@ def issue(session: Session, payload: dict, keyring, issuer: Issuer) -> Certifica
         "modules": [{"number": m["number"], "title": m["title"], "date": m["date"].isoformat()}
                     for m in payload["modules"]],
     }
+    if payload.get("milestones"):  # a coaching programme: the milestones reached
+        data["milestones"] = [{"title": m["title"], "reached_on": m["reached_on"].isoformat()}
+                              for m in payload["milestones"]]
     return _create(session, data, payload["enrolment_id"], payload["ags"], keyring, issuer)
 
 
@@ -154,6 +157,7 @@ def summary(certificate: Certificate) -> dict:
         "role_name": data["role_name"], "course_title": data["course_title"],
         "provider": data["provider_name"], "location": data["location"],
         "completed_on": data["completed_on"], "modules": data["modules"],
+        "milestones": data.get("milestones", []),
         "issued_at": certificate.issued_at.isoformat(),
         "revoked_at": certificate.revoked_at.isoformat() if certificate.revoked_at else None,
         "revocation_reason": certificate.revocation_reason,

@@ -74,6 +74,17 @@ def render(data: dict, number: str, verification_url: str, code: str, issuer_nam
         pdf.cell(12, 7, f"{module['number']}.")
         pdf.cell(width - 80, 7, module["title"])
         pdf.cell(38, 7, german_date(module["date"]), align="R", new_x="LMARGIN", new_y="NEXT")
+    if data.get("milestones"):
+        pdf.ln(3)
+        pdf.set_x(35)
+        pdf.set_font("Serif", "B", 12)
+        pdf.cell(width - 30, 8, "Meilensteine", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("Serif", "", 11)
+        for milestone in data["milestones"]:
+            pdf.set_x(35)
+            pdf.cell(width - 68, 7, milestone["title"])
+            pdf.cell(38, 7, german_date(milestone["reached_on"]), align="R", new_x="LMARGIN",
+                     new_y="NEXT")
 
     pdf.set_xy(20, 225)
     pdf.set_font("Serif", "", 11)

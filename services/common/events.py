@@ -33,6 +33,11 @@ class ParticipantSchema(Schema):
     email = fields.Email(required=True)
 
 
+class ReachedMilestoneSchema(Schema):
+    title = fields.String(required=True)
+    reached_on = fields.Date(required=True)
+
+
 class ModuleSchema(Schema):
     number = fields.Integer(required=True)
     title = fields.String(required=True)
@@ -131,6 +136,9 @@ class EnrolmentCompletedV1(Schema):
     completed_on = fields.Date(required=True)
     modules = fields.List(fields.Nested(ModuleSchema), required=True)
     participant = fields.Nested(ParticipantSchema, required=True)
+    # A coaching programme's milestones, all reached (the certificate lists them); absent in a
+    # seminar programme and in older events.
+    milestones = fields.List(fields.Nested(ReachedMilestoneSchema), load_default=list)
 
 
 class CourseCancelledV1(Schema):

@@ -265,7 +265,45 @@ def record_milestone(session: Session, coach: Coach, navigator_id, key: str, rea
         "navigator_id": navigator.id, "programme_id": navigator.programme_id,
         "ags": navigator.ags, "key": key, "title": milestone["title"],
         "reached_on": reached_on, "document_ref": document_ref})
+    _complete_if_done(session, navigator)
     return navigator_out(navigator, coaching, _reached(session, navigator.id))
+
+
+# --- completion: every module attended and every milestone reached ------------------------------
+
+def completion_milestones(session: Session, enrolment) -> list | None:
+    """What completing ``enrolment`` (every module attended) needs from coaching: ``[]`` in a
+    seminar programme; in a coaching programme the milestones (title, day reached) if the
+    participant is the body's Navigator and has reached every one, else None (not yet)."""
+    coaching = session.get(CoachingProgramme, enrolment.programme_id)
+    if coaching is None:
+        return []
+    navigator = active_navigator(session, enrolment.programme_id, enrolment.ags)
+    if navigator is None or navigator.email != enrolment.email:
+        return None
+    reached = _reached(session, navigator.id)
+    if any(m["key"] not in reached for m in coaching.milestones):
+        return None
+    return [{"title": m["title"], "reached_on": reached[m["key"]].reached_on}
+            for m in coaching.milestones]
+
+
+def _complete_if_done(session: Session, navigator: Navigator):
+    """After the last milestone: the Navigator's enrolment that has attended every module of
+    its course completes now (the certificate follows)."""
+    from services.enrolment.domain import complete
+    from services.enrolment.models import Attendance, Course, Enrolment
+    enrolments = session.scalars(select(Enrolment).where(
+        Enrolment.programme_id == navigator.programme_id, Enrolment.ags == navigator.ags,
+        Enrolment.email == navigator.email, Enrolment.status == "confirmed")).all()
+    for enrolment in enrolments:
+        course = session.get(Course, enrolment.course_id)
+        attended = set(session.scalars(select(Attendance.module_number).where(
+            Attendance.enrolment_id == enrolment.id)))
+        if attended >= {m.number for m in course.modules}:
+            milestones = completion_milestones(session, enrolment)
+            if milestones is not None:
+                complete(session, enrolment, course, milestones)
 
 
 # --- overdue milestones --------------------------------------------------------------------------

@@ -756,11 +756,17 @@ def record_attendance(session: Session, provider: Provider, command: dict,
         session.refresh(enrolment, ["attendance"])
         attended = {a.module_number for a in enrolment.attendance}
         if enrolment.status == "confirmed" and attended >= numbers:
-            _complete(session, enrolment, course)
+            from services.enrolment import coaching
+            milestones = coaching.completion_milestones(session, enrolment)
+            if milestones is not None:  # in a coaching programme: every milestone reached
+                complete(session, enrolment, course, milestones)
     return present(session, [found[i] for i in wanted])
 
 
-def _complete(session: Session, enrolment: Enrolment, course: Course):
+def complete(session: Session, enrolment: Enrolment, course: Course,
+             milestones: list | None = None):
+    """The enrolment is completed: every module attended (and, in a coaching programme, every
+    milestone reached); the certificates service issues the certificate."""
     enrolment.status = "completed"
     enrolment.completed_at = now()
     programme, body = course.programme, enrolment.body
@@ -775,6 +781,7 @@ def _complete(session: Session, enrolment: Enrolment, course: Course):
         "modules": [{"number": m.number, "title": m.title, "date": m.date}
                     for m in course.modules],
         "participant": _participant(enrolment),
+        "milestones": milestones or [],
     })
 
 

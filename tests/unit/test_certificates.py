@@ -149,3 +149,22 @@ def test_revocation_and_reissue_keep_the_history(db, keyring):
     sequences = db.run(lambda s: [m.envelope["payload"]["sequence"] for m in
                                   s.query(OutboxMessage).order_by(OutboxMessage.position)])
     assert sequences == [1, 2, 3]
+
+
+def test_a_navigators_certificate_lists_the_milestones_reached(db, keyring):
+    payload = completed()
+    payload["milestones"] = [
+        {"title": "Situation vor Ort erfasst", "reached_on": date(2027, 2, 20)},
+        {"title": "Digitale Agenda geschrieben", "reached_on": date(2027, 5, 4)}]
+    certificate = db.run(lambda s: domain.issue(s, payload, keyring, ISSUER))
+    content = db.run(lambda s: domain.render_pdf(domain.by_number(s, certificate.number),
+                                                 ISSUER))
+    text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(content)).pages)
+    assert "Meilensteine" in text and "Digitale Agenda geschrieben" in text
+    assert "4. Mai 2027" in text
+    summary = db.run(lambda s: domain.summary(domain.by_number(s, certificate.number)))
+    assert [m["title"] for m in summary["milestones"]] == ["Situation vor Ort erfasst",
+                                                            "Digitale Agenda geschrieben"]
+    plain = db.run(lambda s: domain.issue(s, completed(2), keyring, ISSUER))
+    assert "Meilensteine" not in " ".join(p.extract_text() for p in PdfReader(io.BytesIO(
+        db.run(lambda s: domain.render_pdf(domain.by_number(s, plain.number), ISSUER)))).pages)

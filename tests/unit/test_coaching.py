@@ -133,3 +133,43 @@ def test_milestones_reached_and_overdue_once_each(db):
             s, coaching.coach_by_token(s, other_token), uuid.UUID(navigator["id"]), "projekt",
             date.today(), None, None))
     assert [e["key"] for e in events(db, "milestone_reached")] == ["situation", "agenda"]
+
+
+def test_the_navigator_completes_with_every_module_and_every_milestone(db):
+    def course(session):
+        provider, token = domain.create_provider(session, "SSG")
+        made = domain.create_course(session, provider, {
+            "programme_code": "SN-DN", "title": "Grundlagen", "location": "Dresden",
+            "capacity": 5, "open": True,
+            "modules": [{"number": 1, "title": "eGovernment-Gesetz",
+                         "date": date.today() - timedelta(days=2)}]})
+        return made.id, provider.id
+    course_id, provider_id = db.run(course)
+    navigator = db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(1))
+    coach, token = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann",
+                          "lehmann@ssg.example", 5)
+    db.run(coaching.pair, uuid.UUID(navigator["id"]), coach.id,
+           date.today() - timedelta(days=30))
+
+    def enrol(n):
+        return db.run(domain.enrol, DRESDEN, {"course_id": course_id, "idempotency_key": None,
+                                              "participant": person(n)})
+    theirs, colleague = enrol(1), enrol(2)
+
+    def attend():
+        from services.enrolment.models import Provider
+        return db.run(lambda s: domain.record_attendance(s, s.get(Provider, provider_id), {
+            "course_id": course_id, "module_number": 1,
+            "enrolment_ids": [uuid.UUID(theirs["id"]), uuid.UUID(colleague["id"])]}))
+    attended = {e["id"]: e["status"] for e in attend()}
+    # Every module attended, but no milestone yet, and the colleague is not the Navigator.
+    assert attended == {theirs["id"]: "confirmed", colleague["id"]: "confirmed"}
+    assert events(db, "enrolment_completed") == []
+    for key, ref in (("situation", None), ("agenda", "Ratsbeschluss 17/2026"),
+                     ("projekt", None)):
+        db.run(lambda s, k=key, r=ref: coaching.record_milestone(
+            s, coaching.coach_by_token(s, token), uuid.UUID(navigator["id"]), k,
+            date.today() - timedelta(days=1), None, r))
+    [completed] = events(db, "enrolment_completed")
+    assert completed["enrolment_id"] == theirs["id"]
+    assert [m["title"] for m in completed["milestones"]] == [m["title"] for m in MILESTONES]
