@@ -63,10 +63,12 @@ def scrub_participant(value, pseudonym: str):
     return value
 
 
-def scrub_envelopes(session: Session, outbox_table, pseudonyms: dict) -> int:
+def scrub_envelopes(session: Session, outbox_table, pseudonyms: dict,
+                    key: str = "enrolment_id") -> int:
     """Replace the participant in every stored event (published or not) about the enrolments
-    of ``pseudonyms`` (enrolment id -> the pseudonym of its erasure): the outbox keeps what a
-    service published, which must not keep the person.
+    of ``pseudonyms`` (enrolment id -> the pseudonym of its erasure; or the ids under another
+    payload ``key``, such as a Navigator's): the outbox keeps what a service published, which
+    must not keep the person.
 
     Found by the enrolment id in the envelope's text, in one scan however many enrolments
     (both on PostgreSQL and SQLite); erasures are rare, the outbox is not read by id
@@ -82,7 +84,7 @@ def scrub_envelopes(session: Session, outbox_table, pseudonyms: dict) -> int:
             or_(*[text.contains(i) for i in chunk]))).all()
         for position, envelope in rows:
             payload = envelope.get("payload") or {}
-            pseudonym = wanted.get(str(payload.get("enrolment_id")))
+            pseudonym = wanted.get(str(payload.get(key)))
             if pseudonym is None:
                 continue
             scrubbed = dict(envelope, payload=scrub_participant(payload, pseudonym))

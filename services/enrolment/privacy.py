@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -27,6 +27,7 @@ from services.enrolment.models import (
     Erasure,
     IdempotencyRecord,
     Module,
+    Navigator,
     OutboxMessage,
     Programme,
 )
@@ -98,10 +99,18 @@ def erase_people(session: Session, people: list[tuple[str, list[Enrolment]]], ca
     if not people:
         return []
     moment = moment or now()
-    pseudonyms, results = {}, []
+    pseudonyms, navigators, results = {}, {}, []
     for email_key, enrolments in people:
         pseudonym = privacy.new_pseudonym()
         stand_in = privacy.erased_participant(pseudonym)
+        # The same person as a coaching programme's Navigator (their enrolments' address).
+        addresses = {e.email for e in enrolments}
+        if addresses:
+            for navigator_id in session.scalars(update(Navigator).where(
+                    Navigator.email.in_(addresses)).values(
+                    given_name=stand_in["given_name"], family_name=stand_in["family_name"],
+                    email=stand_in["email"], department=None).returning(Navigator.id)):
+                navigators[navigator_id] = pseudonym
         for enrolment in enrolments:
             enrolment.given_name = stand_in["given_name"]
             enrolment.family_name = stand_in["family_name"]
@@ -123,6 +132,7 @@ def erase_people(session: Session, people: list[tuple[str, list[Enrolment]]], ca
                         "erased_at": moment.isoformat(), "enrolments": len(enrolments)})
     _scrub_idempotency_answers(session, [e for _, group in people for e in group], pseudonyms)
     privacy.scrub_envelopes(session, OutboxMessage.__table__, pseudonyms)
+    privacy.scrub_envelopes(session, OutboxMessage.__table__, navigators, key="navigator_id")
     session.flush()
     return results
 

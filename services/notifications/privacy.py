@@ -46,7 +46,9 @@ def _legacy_notices(session: Session, emails: set, names: set) -> list:
     for notice_id, to_email, context in session.execute(
             select(Notice.id, Notice.to_email, Notice.context)
             .where(Notice.enrolment_id.is_(None))):
-        if to_email in emails or (context or {}).get("participant_name") in names:
+        context = context or {}
+        if to_email in emails or context.get("participant_name") in names \
+                or context.get("navigator_name") in names:  # a coach's mail about them
             found.append(notice_id)
     return found
 
@@ -84,7 +86,8 @@ def participant_erased(session: Session, payload: dict, mail_dir: Path | None = 
         session.execute(delete(Notice).where(Notice.id.in_(unsent)))
     if sent:
         session.execute(update(Notice).where(Notice.id.in_(sent),
-                                             Notice.recipient_role == "participant")
+                                             Notice.recipient_role.in_(("participant",
+                                                                        "navigator")))
                         .values(to_email=stand_in["email"],
                                 to_name=f"{stand_in['given_name']} {pseudonym}"))
         session.execute(update(Notice).where(Notice.id.in_(sent))

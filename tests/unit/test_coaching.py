@@ -173,3 +173,28 @@ def test_the_navigator_completes_with_every_module_and_every_milestone(db):
     [completed] = events(db, "enrolment_completed")
     assert completed["enrolment_id"] == theirs["id"]
     assert [m["title"] for m in completed["milestones"]] == [m["title"] for m in MILESTONES]
+
+
+def test_erasing_a_participant_erases_them_as_navigator_too(db):
+    from services.enrolment import privacy
+    from services.enrolment.models import Enrolment, Navigator
+
+    def course(session):
+        provider, _ = domain.create_provider(session, "SSG")
+        return domain.create_course(session, provider, {
+            "programme_code": "SN-DN", "title": "Grundlagen", "location": "Dresden",
+            "capacity": 5, "open": True,
+            "modules": [{"number": 1, "title": "M1", "date": date.today() + timedelta(days=9)}]}).id
+    course_id = db.run(course)
+    named = db.run(coaching.name_navigator, LEIPZIG, "SN-DN", person(1))
+    coach, _ = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann", "lehmann@ssg.example", 5)
+    db.run(coaching.pair, uuid.UUID(named["id"]), coach.id)
+    db.run(domain.enrol, LEIPZIG, {"course_id": course_id, "idempotency_key": None,
+                                   "participant": person(1)})
+    db.run(lambda s: privacy.erase_enrolments(
+        s, list(s.query(Enrolment).filter(Enrolment.email == "navigator1@sachsen.example")),
+        "request", "Antrag", "key"))
+    navigator = db.run(lambda s: s.get(Navigator, uuid.UUID(named["id"])))
+    assert "Krause1" not in navigator.family_name and navigator.email != person(1)["email"]
+    stored = db.run(lambda s: [str(m.envelope) for m in s.query(OutboxMessage)])
+    assert not [e for e in stored if "Krause1" in e or "navigator1@sachsen.example" in e]
