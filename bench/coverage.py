@@ -182,7 +182,8 @@ def measure(args) -> list[tuple[str, str]]:
                 rows = [("eligible bodies / enrolments",
                          f"{sizes['eligible']:,} / {sizes['enrolments']:,}")]
                 noop_ms = timed(lambda: noop.call("ok"), args.repeat)
-                rows.append(("no-op RPC, median / slowest ms", f"{noop_ms[0]:.1f} / {noop_ms[1]:.1f}"))
+                rows.append(("no-op RPC, median / slowest ms",
+                             f"{noop_ms[0]:.1f} / {noop_ms[1]:.1f}"))
                 browser = requests.Session()
                 browser.cookies.set("lotsen_buero", cookie, path="/buero")
 

@@ -333,7 +333,8 @@ def report_overdue(session: Session, today: date | None = None) -> int:
             emit(session, "milestone_overdue", {
                 "navigator_id": navigator.id, "programme_id": navigator.programme_id,
                 "programme_name": names[navigator.programme_id], "ags": navigator.ags,
-                "municipality": session.get(Body, navigator.ags).name, "key": state["key"], "title": state["title"],
+                "municipality": session.get(Body, navigator.ags).name, "key": state["key"],
+                "title": state["title"],
                 "due_on": state["due_on"], "participant": _addressed(navigator),
                 "coach_name": coach.name, "coach_email": coach.email})
             reported += 1

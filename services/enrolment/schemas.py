@@ -324,7 +324,7 @@ class OnboardIn(Schema):
     portal_url = fields.String(required=True, validate=[validate.Length(max=300), _URL])
 
 
-# --- coaching programmes ---------------------------------------------------------------------------
+# --- coaching programmes -------------------------------------------------------------------------
 
 class MilestoneDefIn(Schema):
     key = fields.String(required=True, validate=[
@@ -342,7 +342,9 @@ class CoachingSectionIn(Schema):
 
 
 class NameNavigatorIn(Schema):
-    programme_code = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    programme_code = fields.String(required=True, validate=[
+        validate.Length(min=1, max=40),
+        validate.Regexp(r"^[A-Z0-9][A-Z0-9-]*$", error="capitals, digits and '-', e.g. SN-DN")])
     navigator = fields.Nested(ParticipantIn, required=True)
     replace = fields.Boolean(load_default=False)
 

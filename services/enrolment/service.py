@@ -60,6 +60,7 @@ EXPORT_PARTS = (("funding", "funding"), ("certificates", "certificates"),
 EXPORT_TIMEOUT_S = 30
 BODY_OUT = schemas.BodyOut()
 COVERAGE_IN = schemas.CoverageIn()
+PROGRAMME_CODE_IN = schemas.NameNavigatorIn(only=("programme_code",))
 CONTACT_ROW_IN = schemas.ContactRowIn()
 ONBOARD_IN = schemas.OnboardIn()
 SIGN_IN_REQUEST_IN = schemas.SignInRequestIn()
@@ -350,8 +351,10 @@ class EnrolmentService:
     @rpc(MUNICIPALITY)
     def navigators(self, ags, programme_code):
         """The body's Navigator and the ones before (with their milestones)."""
-        return self._out(self.db.run(coaching.navigators_of, self._ags(ags),
-                                     str(programme_code), commit=False))
+        code = load(PROGRAMME_CODE_IN, {"programme_code": programme_code},
+                    "programme")["programme_code"]
+        return self._out(self.db.run(coaching.navigators_of, self._ags(ags), code,
+                                     commit=False))
 
     @rpc(OPERATOR)
     def register_coach(self, coach):
@@ -369,7 +372,9 @@ class EnrolmentService:
 
     @rpc(OPERATOR, GATEWAY)
     def coaching_overview(self, programme_code):
-        return self.db.run(coaching.overview, str(programme_code), commit=False)
+        code = load(PROGRAMME_CODE_IN, {"programme_code": programme_code},
+                    "programme")["programme_code"]
+        return self.db.run(coaching.overview, code, commit=False)
 
     @rpc(OPERATOR)
     def report_overdue_milestones(self, today=None):

@@ -117,7 +117,9 @@ class OfficePages:
 
     @staticmethod
     def _programme_of(request, report: dict | None = None) -> str:
-        chosen = request.args.get("programm", "")[:40]
+        chosen = request.args.get("programm", "")
+        if chosen and chosen != ALL and not re.fullmatch(r"[A-Z0-9][A-Z0-9-]{0,39}", chosen):
+            raise PageError(404, "Nicht gefunden", "Dieses Programm gibt es nicht.")
         if chosen:
             return chosen
         return report["programmes"][0]["code"] if report and report["programmes"] else ALL
@@ -283,7 +285,7 @@ class OfficePages:
         visit = self._office_visit(request)
         report = self._coverage(visit, ALL)
         codes = [p["code"] for p in report["programmes"]]
-        programme = request.args.get("programm", "")[:40] or (codes[0] if codes else "")
+        programme = request.args.get("programm", "") or (codes[0] if codes else "")
         if programme not in codes:
             raise PageError(404, "Nicht gefunden", "Dieses Programm gibt es nicht.")
         try:
@@ -305,7 +307,7 @@ class OfficePages:
     @page("GET", "/buero/ledger.csv")
     def office_ledger_csv(self, request):
         self._office_visit(request)
-        programme = request.args.get("programm", "")[:40]
+        programme = self._programme_of(request)
         return _download(self._call("ledger_csv", programme, service="funding", timeout=30),
                          f"ledger-{programme}")
 

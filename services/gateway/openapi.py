@@ -38,6 +38,8 @@ def _ok(schema, description="OK"):
     return {"description": description, "content": _json(schema)}
 
 
+PROGRAMME_CODE = "^[A-Z0-9][A-Z0-9-]*$"
+
 PATHS = {
     "/api/v1/courses": {"get": {
         "summary": "Open courses the municipality may enrol into", "operationId": "listCourses",
@@ -80,14 +82,17 @@ PATHS = {
         "get": {"summary": "The municipality's Navigators in a coaching programme",
                 "operationId": "listNavigators",
                 "parameters": [{"name": "programme_code", "in": "query", "required": True,
-                                "schema": {"type": "string"}, "example": "SN-DN"}],
-                "responses": {"200": _ok("NavigatorList"), "422": _error("not a coaching "
-                                                                          "programme"),
-                              **COMMON_ERRORS}},
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 40,
+                                           "pattern": PROGRAMME_CODE},
+                                "example": "SN-DN"}],
+                "responses": {"200": _ok("NavigatorList"),
+                              "404": _error("no such programme"),
+                              "422": _error("not a coaching programme"), **COMMON_ERRORS}},
         "post": {"summary": "Name the municipality's one Navigator (or replace them)",
                  "operationId": "nameNavigator",
                  "requestBody": {"required": True, "content": _json("NavigatorRequest")},
                  "responses": {"201": _ok("Navigator"),
+                               "404": _error("no such programme"),
                                "409": _error("a Navigator is named already (send replace)"),
                                **BODY_ERRORS, **COMMON_ERRORS}}},
     "/api/v1/enrolments/{enrolment_id}": {

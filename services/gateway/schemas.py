@@ -29,7 +29,8 @@ class EnrolmentRequest(Schema):
 
 class NavigatorRequest(Schema):
     """Name the municipality's Digital-Navigator for a coaching programme."""
-    programme_code = fields.String(required=True, metadata={"example": "SN-DN"})
+    programme_code = fields.String(required=True, metadata={"example": "SN-DN"}, validate=[
+        validate.Length(min=1, max=40), validate.Regexp(r"^[A-Z0-9][A-Z0-9-]*$")])
     navigator = fields.Nested(ParticipantRequest, required=True)
     replace = fields.Boolean(load_default=False, metadata={
         "description": "end the current Navigator's term (it stays in the history)"})
@@ -168,6 +169,8 @@ class ProgrammeState(Schema):
     programme_name = fields.String()
     enrolments = fields.Dict(keys=fields.String(), values=fields.Integer())
     guaranteed_seat_used = fields.Boolean()
+    coaching = fields.Boolean(metadata={
+        "description": "a coaching programme: name its Navigator at /api/v1/navigators"})
 
 
 class Municipality(Schema):

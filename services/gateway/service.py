@@ -264,9 +264,9 @@ class GatewayService(PortalPages, OfficePages):
     def list_navigators(self, request):
         body = self._municipality(request)
         code = request.args.get("programme_code", "")
-        if not code:
-            raise HttpProblem(422, "Invalid input", "name the programme",
-                              {"programme_code": ["required"]})
+        if not re.fullmatch(openapi.PROGRAMME_CODE, code) or len(code) > 40:
+            raise HttpProblem(422, "Invalid input", "name the programme by its code",
+                              {"programme_code": ["capitals, digits and '-', e.g. SN-DN"]})
         return json_response({"items": self._call("navigators", body["ags"], code[:40],
                                                   acting_for=body["ags"])})
 

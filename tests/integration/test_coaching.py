@@ -169,6 +169,8 @@ def test_a_municipality_names_its_navigator_through_the_gateway(
     listed = client.get("/api/v1/navigators", params={"programme_code": "BW-NAV"}).json()
     assert [n["participant"]["email"] for n in listed["items"]] == [
         "navigator2@sachsen.example", "navigator1@sachsen.example"]
+    for odd in ("", "BW%00NAV", "bw-nav"):
+        is_problem(client.get(f"/api/v1/navigators?programme_code={odd}"), 422, "programme_code")
     other = Client(client.base, world["keys"][world["b"]])
     assert other.get("/api/v1/navigators",
                      params={"programme_code": "BW-NAV"}).json()["items"] == []

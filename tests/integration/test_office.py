@@ -125,6 +125,8 @@ def test_coverage_map_and_budget_follow_the_enrolments(office_system):
     budget = browser.get("/buero/budget?programm=BW-DL").text
     assert "800.000,00 €" in budget and "567.500,00 €" in budget  # one guarantee used
     assert "Bewilligte Mittel je Woche" in budget and ("<polyline" in budget or "<circle" in budget)
+    for odd in ("BW%00DL", "x" * 50, "bw-dl"):  # no database error, no other programme
+        assert browser.get(f"/buero/abdeckung?programm={odd}").status_code == 404
     ledger = browser.get("/buero/ledger.csv?programm=BW-DL")
     assert ledger.status_code == 200 and "grant" in ledger.text
 
