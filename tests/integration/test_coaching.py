@@ -248,3 +248,43 @@ def test_a_coaching_programme_without_funding_funds_nothing_and_parks_nothing(
     assert funding_db.run(lambda s: s.scalar(select(func.count()).select_from(Funding))) == 0
     queues = [s.queue_name for s in topology.subscriptions([FundingService])]
     assert list_parked(service_config["AMQP_URI"], queues) == []
+
+
+def test_the_new_methods_refuse_callers_without_their_proof(
+        container_factory, service_config, enrolment_db, funding_db, register_file):
+    """Being on the broker proves nothing: the office's, the coaches' and the operator's new
+    methods answer only their callers; an office method with a made-up session is refused."""
+    from services.funding.service import FundingService
+
+    for service in (EnrolmentService, FundingService):
+        container_factory(service, service_config).start()
+    with ServiceRpcProxy("enrolment", service_config) as anyone:
+        for call in (lambda: anyone.office_coverage("x" * 40),
+                     lambda: anyone.office_onboard("x" * 40, [], "http://x.example"),
+                     lambda: anyone.coverage(None),
+                     lambda: anyone.register_coach({}),
+                     lambda: anyone.pair_navigator("a", "b"),
+                     lambda: anyone.report_overdue_milestones(),
+                     lambda: anyone.record_milestone({}),
+                     lambda: anyone.name_navigator(DRESDEN, "SN-DN", navigator(1))):
+            with pytest.raises(AuthenticationFailed):
+                call()
+    with ServiceRpcProxy("funding", service_config) as anyone:
+        for call in (lambda: anyone.remind_bodies_without_participant("BW-DL", "runde-1"),
+                     lambda: anyone.commitments("BW-DL"), lambda: anyone.reminders("BW-DL")):
+            with pytest.raises(AuthenticationFailed):
+                call()
+    from tests.integration.helpers import sign_for
+    gateway = ServiceRpcProxy("enrolment", service_config)  # the gateway, a made-up session
+    enrolment = gateway.start()
+    try:
+        sign_for(gateway, service_config)
+        with pytest.raises(AuthenticationFailed) as refused:
+            enrolment.office_coverage("y" * 43)
+        assert refused.value.fields == {"session": ["ended or unknown"]}
+    finally:
+        gateway.stop()
+    with ServiceRpcProxy("enrolment", service_config,
+                         context_data={"coach_token": "ct_made_up"}) as coach:
+        with pytest.raises(AuthenticationFailed):
+            coach.coach_navigators()
