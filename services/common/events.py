@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from services.common.errors import ContractViolation, ValidationFailed
 from services.common.schemas import ags_field, flatten_messages, load, nul_path
@@ -279,10 +279,21 @@ class CoachingPairedV1(Schema):
     sequence = fields.Integer(required=True, validate=validate.Range(min=1))
 
 
+class CoachSignInLinkRequestedV1(OfficeSignInLinkRequestedV1):
+    """A coach asked to sign in to the coaches' pages: notifications mails the link."""
+
+
 class MilestoneReachedV1(Schema):
+    """A coach recorded a milestone the Navigator reached: the Navigator is told."""
+
     navigator_id = fields.UUID(required=True)
     programme_id = fields.UUID(required=True)
+    programme_name = fields.String(required=True)
     ags = ags_field(required=True)
+    municipality = fields.String(required=True)
+    participant = fields.Nested(ParticipantSchema, required=True)
+    coach_name = fields.String(required=True)
+    coach_email = fields.Email(required=True)
     key = fields.String(required=True, validate=validate.Length(min=1, max=40))
     title = fields.String(required=True)
     reached_on = fields.Date(required=True)
@@ -319,15 +330,24 @@ class ErasedEnrolmentSchema(Schema):
 
 class ParticipantErasedV1(Schema):
     """A participant's identifying data is erased (Art. 17 DSGVO or the end of the retention
-    period). It names no one: consumers find what they hold by the enrolment ids and replace
-    it with ``pseudonym``."""
+    period). It names no one: consumers find what they hold by the enrolment ids (and the
+    Navigator ids) and replace it with ``pseudonym``."""
 
     erasure_id = fields.UUID(required=True)
     pseudonym = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9-]{8,40}$"))
     cause = fields.String(required=True, validate=validate.OneOf(["request", "retention"]))
     erased_at = fields.AwareDateTime(required=True)
     enrolments = fields.List(fields.Nested(ErasedEnrolmentSchema), required=True,
-                             validate=validate.Length(min=1, max=1000))
+                             validate=validate.Length(max=1000))
+    # The person as a coaching programme's Navigator (someone named who never enrolled has
+    # only these): consumers drop what they wrote to or about them.
+    navigators = fields.List(fields.UUID(), load_default=list, validate=validate.Length(max=100))
+
+    @validates_schema
+    def someone(self, data, **kwargs):
+        if not data.get("enrolments") and not data.get("navigators"):
+            raise ValidationError("an erasure concerns enrolments or Navigators",
+                                  "enrolments")
 
 
 # --- version 2: each event carries its subject's ``sequence`` ------------------------------------
@@ -383,6 +403,7 @@ CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("sign_in_link_requested", 1): SignInLinkRequestedV1,
     ("colleague_invited", 1): ColleagueInvitedV1,
     ("office_sign_in_link_requested", 1): OfficeSignInLinkRequestedV1,
+    ("coach_sign_in_link_requested", 1): CoachSignInLinkRequestedV1,
     ("navigator_named", 1): NavigatorNamedV1,
     ("coaching_paired", 1): CoachingPairedV1,
     ("milestone_reached", 1): MilestoneReachedV1,

@@ -102,7 +102,8 @@ def mark_erased(session: Session, marker_table, payload: dict) -> list:
     from services.common.outbox import insert_skipping_duplicates
     rows = [{"enrolment_id": e["enrolment_id"], "erasure_id": payload["erasure_id"],
              "erased_at": payload["erased_at"]} for e in payload["enrolments"]]
-    insert_skipping_duplicates(session, marker_table, rows, ["enrolment_id"])
+    if rows:  # a Navigator who never enrolled has none
+        insert_skipping_duplicates(session, marker_table, rows, ["enrolment_id"])
     return [e["enrolment_id"] for e in payload["enrolments"]]
 
 

@@ -10,6 +10,7 @@ notifications tells the people concerned.
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
 from datetime import date, timedelta
@@ -25,11 +26,19 @@ from services.enrolment.models import (
     Body,
     Coach,
     CoachingProgramme,
+    CoachSession,
+    CoachSignInLink,
+    MilestoneDocument,
     MilestoneOverdue,
     MilestoneRecord,
     Navigator,
     Programme,
 )
+from services.enrolment.signin import Desk
+
+# An uploaded milestone document (the Agenda) is a PDF of at most this size.
+MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
+DOCUMENT_REF = "document:"
 
 
 def define(session: Session, programme: Programme, milestones: list[dict]) -> CoachingProgramme:
@@ -224,17 +233,92 @@ def pair(session: Session, navigator_id, coach_id, started_on: date | None = Non
 
 def coach_navigators(session: Session, coach: Coach, today: date | None = None) -> dict:
     coaching = session.get(CoachingProgramme, coach.programme_id)
-    rows = session.scalars(select(Navigator).where(
-        Navigator.coach_id == coach.id, Navigator.replaced_at.is_(None))
-        .order_by(Navigator.ags)).all()
+    programme = session.get(Programme, coach.programme_id)
+    rows = session.execute(
+        select(Navigator, Body.name).join(Body, Body.ags == Navigator.ags)
+        .where(Navigator.coach_id == coach.id, Navigator.replaced_at.is_(None))
+        .order_by(Body.name, Navigator.ags)).all()
     return {"coach": {"id": str(coach.id), "name": coach.name,
                       "max_navigators": coach.max_navigators, "load": len(rows)},
-            "navigators": [navigator_out(n, coaching, _reached(session, n.id), today)
-                           for n in rows]}
+            "programme": {"code": programme.code, "name": programme.name,
+                          "milestones": coaching.milestones},
+            "navigators": [dict(navigator_out(n, coaching, _reached(session, n.id), today),
+                                municipality=name) for n, name in rows]}
+
+
+# --- the coaches' own pages: signing in by address, their Navigators, documents ------------------
+
+def _coach_member(session: Session, email: str) -> dict | None:
+    coach = session.scalar(select(Coach).where(Coach.email == email).order_by(Coach.created_at)
+                           .limit(1))
+    return {"email": coach.email, "name": coach.name} if coach is not None else None
+
+
+DESK = Desk(CoachSignInLink, CoachSession, _coach_member, "coach_sign_in_link_requested")
+
+
+def coaches_by_email(session: Session, email: str) -> list[Coach]:
+    """One person may coach in several programmes: a row for each."""
+    return session.scalars(select(Coach).where(Coach.email == email)
+                           .order_by(Coach.created_at)).all()
+
+
+def desk(session: Session, email: str, today: date | None = None) -> list[dict]:
+    """What a signed-in coach's pages show: per programme, their Navigators and milestones."""
+    return [coach_navigators(session, coach, today) for coach in coaches_by_email(session, email)]
+
+
+def coach_of(session: Session, email: str, navigator_id) -> Coach:
+    """The signed-in person's coach row for this Navigator; nobody else's Navigators."""
+    coach_ids = [c.id for c in coaches_by_email(session, email)]
+    navigator = session.get(Navigator, navigator_id)
+    if navigator is None or navigator.coach_id not in coach_ids or navigator.replaced_at:
+        raise NotFound("no such Navigator of yours", {"navigator_id": ["not coached by you"]})
+    return session.get(Coach, navigator.coach_id)
+
+
+def _store_document(session: Session, coach: Coach, navigator_id, key: str,
+                    document: dict) -> tuple[str, str]:
+    """Keep an uploaded PDF; (its reference for the record, its SHA-256)."""
+    content, filename = document["content"], document["filename"]
+    if len(content) > MAX_DOCUMENT_BYTES:
+        raise RuleViolation("the document is too large",
+                            {"document": [f"at most {MAX_DOCUMENT_BYTES // (1024 * 1024)} MB"]})
+    if not content.startswith(b"%PDF-"):
+        raise RuleViolation("the document is not a PDF", {"document": ["not a PDF file"]})
+    digest = hashlib.sha256(content).hexdigest()
+    stored = MilestoneDocument(id=uuid.uuid4(), navigator_id=navigator_id, key=key,
+                               filename=filename, content=content, size=len(content),
+                               sha256=digest, uploaded_by=coach.id, uploaded_at=now())
+    session.add(stored)
+    return DOCUMENT_REF + str(stored.id), digest
+
+
+def _same_document(session: Session, document_ref: str | None, document: dict) -> bool:
+    if not (document_ref or "").startswith(DOCUMENT_REF):
+        return False
+    stored = session.get(MilestoneDocument, uuid.UUID(document_ref[len(DOCUMENT_REF):]))
+    return (stored is not None
+            and stored.sha256 == hashlib.sha256(document["content"]).hexdigest())
+
+
+def document_for(session: Session, email: str, document_id) -> MilestoneDocument:
+    """An uploaded document, for the coach of its Navigator."""
+    stored = session.get(MilestoneDocument, document_id)
+    if stored is None:
+        raise NotFound("no such document", {"document_id": ["unknown"]})
+    coach_ids = {c.id for c in coaches_by_email(session, email)}
+    navigator = session.get(Navigator, stored.navigator_id)
+    if navigator.coach_id not in coach_ids and stored.uploaded_by not in coach_ids:
+        raise NotFound("no such document", {"document_id": ["unknown"]})
+    return stored
 
 
 def record_milestone(session: Session, coach: Coach, navigator_id, key: str, reached_on: date,
-                     note: str | None, document_ref: str | None) -> dict:
+                     note: str | None, document_ref: str | None,
+                     document: dict | None = None) -> dict:
+    """Record a milestone; ``document`` (``{"filename", "content"}``, a PDF) is kept here and
+    becomes the record's ``document_ref``. The same record sent again changes nothing."""
     navigator = session.scalar(select(Navigator).where(Navigator.id == navigator_id)
                                .with_for_update())
     if navigator is None or navigator.coach_id != coach.id or navigator.replaced_at is not None:
@@ -244,7 +328,7 @@ def record_milestone(session: Session, coach: Coach, navigator_id, key: str, rea
     if milestone is None:
         raise RuleViolation("no such milestone in this programme",
                             {"key": [f"one of {', '.join(m['key'] for m in coaching.milestones)}"]})
-    if milestone["document"] and not document_ref:
+    if milestone["document"] and not (document_ref or document):
         raise RuleViolation("this milestone is recorded with its document",
                             {"document_ref": ["the document's reference or an uploaded PDF"]})
     if reached_on > now().date() or (navigator.coaching_started_on
@@ -253,17 +337,23 @@ def record_milestone(session: Session, coach: Coach, navigator_id, key: str, rea
                             {"reached_on": ["not in the coaching's time"]})
     existing = session.get(MilestoneRecord, (navigator.id, key))
     if existing is not None:
-        if (existing.reached_on, existing.note, existing.document_ref) == (
-                reached_on, note, document_ref):
+        same_document = (_same_document(session, existing.document_ref, document) if document
+                         else existing.document_ref == document_ref)
+        if (existing.reached_on, existing.note) == (reached_on, note) and same_document:
             return navigator_out(navigator, coaching, _reached(session, navigator.id))
         raise Conflict("this milestone is recorded already", {"key": ["recorded already"]})
+    if document is not None:
+        document_ref, _ = _store_document(session, coach, navigator.id, key, document)
     session.add(MilestoneRecord(navigator_id=navigator.id, key=key, reached_on=reached_on,
                                 note=note, document_ref=document_ref, recorded_by=coach.id,
                                 recorded_at=now()))
     session.flush()
     emit_numbered(session, navigator, "milestone_reached", {
         "navigator_id": navigator.id, "programme_id": navigator.programme_id,
-        "ags": navigator.ags, "key": key, "title": milestone["title"],
+        "programme_name": session.get(Programme, navigator.programme_id).name,
+        "ags": navigator.ags, "municipality": session.get(Body, navigator.ags).name,
+        "participant": _addressed(navigator), "coach_name": coach.name,
+        "coach_email": coach.email, "key": key, "title": milestone["title"],
         "reached_on": reached_on, "document_ref": document_ref})
     _complete_if_done(session, navigator)
     return navigator_out(navigator, coaching, _reached(session, navigator.id))

@@ -502,7 +502,7 @@ class CourseCards:
         row = session.execute(
             select(c.title, c.location, Provider.__table__.c.name.label("provider_name"),
                    p.id, p.code, p.name, p.land, p.eligible_kinds, p.enrolment_opens_on,
-                   p.enrolment_closes_on)
+                   p.enrolment_closes_on, p.funded)
             .join_from(Course.__table__, Programme.__table__, p.id == c.programme_id)
             .join(Provider.__table__, Provider.__table__.c.id == c.provider_id)
             .where(c.id == course_id)).first()
@@ -515,7 +515,8 @@ class CourseCards:
         programme = SimpleNamespace(id=row.id, code=row.code, name=row.name, land=row.land,
                                     eligible_kinds=tuple(row.eligible_kinds),
                                     enrolment_opens_on=row.enrolment_opens_on,
-                                    enrolment_closes_on=row.enrolment_closes_on)
+                                    enrolment_closes_on=row.enrolment_closes_on,
+                                    funded=row.funded)
         return CourseCard(course_id, programme, row.title, row.location, row.provider_name,
                           modules)
 
@@ -574,7 +575,9 @@ def enrol(session: Session, ags: str, command: dict, today: date | None = None) 
         department=participant.get("department"),
         status="confirmed" if has_seat else "waitlisted", enrolled_at=now(), confirmed_at=None,
         cancelled_at=None, cancelled_by=None, completed_at=None, version=1,
-        funding_status="pending", funding_kind=None, certificate_number=None,
+        # A programme that funds nothing decides nothing: "none" from the start.
+        funding_status="pending" if programme.funded else "none", funding_kind=None,
+        certificate_number=None,
         certificate_status=None, attendance=(), course=card)
     if has_seat:
         enrolment.confirmed_at = enrolment.enrolled_at

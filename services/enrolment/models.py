@@ -7,6 +7,7 @@ from datetime import date, datetime
 from sqlalchemy import (
     JSON,
     Boolean,
+    LargeBinary,
     Date,
     Float,
     ForeignKey,
@@ -378,6 +379,49 @@ class MilestoneRecord(Base):
     document_ref: Mapped[str | None] = mapped_column(String(300), nullable=True)
     recorded_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("coaches.id"), nullable=False)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class CoachSignInLink(Base):
+    """A single-use sign-in link for a coach's pages (hash of its token only); by address,
+    since one person may coach in several programmes."""
+
+    __tablename__ = "coach_sign_in_links"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), nullable=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class CoachSession(Base):
+    """A signed-in coach (hash of the id the gateway's cookie carries)."""
+
+    __tablename__ = "coach_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), nullable=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class MilestoneDocument(Base):
+    """A PDF a coach uploaded for a milestone (the Digitale Agenda); the milestone's record
+    names it as ``document:<id>``."""
+
+    __tablename__ = "milestone_documents"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    navigator_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("navigators.id"),
+                                                    nullable=False, index=True)
+    key: Mapped[str] = mapped_column(String(40), nullable=False)
+    filename: Mapped[str] = mapped_column(String(200), nullable=False)
+    content: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    uploaded_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("coaches.id"), nullable=False)
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
 class MilestoneOverdue(Base):

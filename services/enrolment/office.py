@@ -1,10 +1,9 @@
 """The programme office's way in, and onboarding the municipalities' contacts at scale.
 
 Plain functions, no nameko. Office staff are registered by an operator (``lotsen office add``);
-they sign in like the clerks do, by a single-use link of 15 minutes mailed by notifications
-(``office_sign_in_link_requested``), into a session whose id the gateway keeps in a signed
-cookie. Only hashes of link tokens and session ids are stored. A removed member's sessions end
-at once.
+they sign in at the office's desk (``signin``): a single-use link mailed by notifications
+(``office_sign_in_link_requested``) opens a session whose id the gateway keeps in a signed
+cookie. A removed member's sessions end at once.
 
 Onboarding registers or updates each municipality's contact from the office's CSV and invites
 the contact to the portal (``colleague_invited``, from "dem Programmbüro"). A row that changes
@@ -12,13 +11,10 @@ nothing sends nothing, so the same file can be uploaded again.
 """
 from __future__ import annotations
 
-import secrets
-from datetime import timedelta
-
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.common.errors import AuthenticationFailed, LotsenError, NotFound
+from services.common.errors import LotsenError, NotFound
 from services.common.outbox import emit, emit_numbered
 from services.enrolment.domain import hash_secret, new_secret, now, row_error
 from services.enrolment.models import (
@@ -28,7 +24,7 @@ from services.enrolment.models import (
     OfficeSignInLink,
     OfficeStaff,
 )
-from services.enrolment.portal import LINK_MINUTES, MAX_OPEN_LINKS
+from services.enrolment.signin import Desk
 
 INVITED_BY = "Das Programmbüro"
 
@@ -48,11 +44,8 @@ def remove_staff(session: Session, email: str) -> dict:
     member = session.get(OfficeStaff, email)
     if member is None or member.removed_at is not None:
         raise NotFound("no such member of the office", {"email": ["not registered"]})
-    moment = now()
-    member.removed_at = moment
-    session.execute(update(OfficeSession).where(OfficeSession.email == email,
-                                                OfficeSession.ended_at.is_(None))
-                    .values(ended_at=moment))
+    member.removed_at = now()
+    DESK.end_sessions(session, email)
     return _staff_out(member)
 
 
@@ -66,67 +59,16 @@ def _staff_out(member: OfficeStaff) -> dict:
             "removed_at": member.removed_at}
 
 
-def _active(session: Session, email: str) -> OfficeStaff | None:
+def _member(session: Session, email: str) -> dict | None:
     member = session.get(OfficeStaff, email)
-    return member if member is not None and member.removed_at is None else None
+    if member is None or member.removed_at is not None:
+        return None
+    return {"email": member.email, "name": member.name}
 
 
-def request_sign_in(session: Session, email: str, link_base: str) -> int:
-    """Mail a link if ``email`` belongs to the office; 0 or 1 (the caller answers the same)."""
-    member = _active(session, email)
-    if member is None:
-        return 0
-    moment = now()
-    open_links = session.scalars(select(OfficeSignInLink.token_hash).where(
-        OfficeSignInLink.email == email, OfficeSignInLink.used_at.is_(None),
-        OfficeSignInLink.expires_at > moment)).all()
-    if len(open_links) >= MAX_OPEN_LINKS:
-        return 0
-    token = secrets.token_urlsafe(32)
-    link = OfficeSignInLink(token_hash=hash_secret(token), email=email, created_at=moment,
-                            expires_at=moment + timedelta(minutes=LINK_MINUTES))
-    session.add(link)
-    session.flush()
-    emit(session, "office_sign_in_link_requested", {
-        "email": email, "name": member.name, "link": link_base + token,
-        "expires_at": link.expires_at})
-    return 1
-
-
-def sign_in(session: Session, token: str, session_hours: float) -> dict:
-    link = session.scalar(select(OfficeSignInLink).where(
-        OfficeSignInLink.token_hash == hash_secret(token)).with_for_update())
-    moment = now()
-    if link is None or link.used_at is not None or link.expires_at <= moment:
-        raise AuthenticationFailed("this sign-in link is unknown, used or expired",
-                                   {"token": ["unknown, used or expired"]})
-    link.used_at = moment
-    if _active(session, link.email) is None:
-        raise AuthenticationFailed("this address may no longer sign in",
-                                   {"token": ["unknown, used or expired"]})
-    session_id = secrets.token_urlsafe(32)
-    session.add(OfficeSession(id_hash=hash_secret(session_id), email=link.email,
-                              created_at=moment,
-                              expires_at=moment + timedelta(hours=session_hours)))
-    session.flush()
-    return dict(current(session, session_id), session_id=session_id)
-
-
-def current(session: Session, session_id: str) -> dict:
-    """The member behind a live session; ``AuthenticationFailed`` otherwise."""
-    found = session.get(OfficeSession, hash_secret(session_id))
-    member = _active(session, found.email) if found is not None else None
-    if found is None or found.ended_at is not None or found.expires_at <= now() or member is None:
-        raise AuthenticationFailed("no such session, or it has ended",
-                                   {"session": ["ended or unknown"]})
-    return {"email": member.email, "name": member.name, "expires_at": found.expires_at}
-
-
-def sign_out(session: Session, session_id: str) -> dict:
-    session.execute(update(OfficeSession).where(
-        OfficeSession.id_hash == hash_secret(session_id), OfficeSession.ended_at.is_(None))
-        .values(ended_at=now()))
-    return {"signed_out": True}
+DESK = Desk(OfficeSignInLink, OfficeSession, _member, "office_sign_in_link_requested")
+request_sign_in, sign_in, current, sign_out = (
+    DESK.request_sign_in, DESK.sign_in, DESK.current, DESK.sign_out)
 
 
 # --- onboarding --------------------------------------------------------------------------------

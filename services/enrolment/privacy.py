@@ -26,6 +26,7 @@ from services.enrolment.models import (
     Enrolment,
     Erasure,
     IdempotencyRecord,
+    MilestoneRecord,
     Module,
     Navigator,
     OutboxMessage,
@@ -61,7 +62,9 @@ def erase_participant(session: Session, email: str, reason: str, key: bytes,
     the waitlist and the funding follow their rules. Asking again for an address already
     erased answers with the earlier erasure."""
     enrolments = _of_person(session, email, lock=True)
-    if not enrolments:
+    named = session.scalar(select(func.count()).select_from(Navigator).where(
+        Navigator.email == _normal(email)))
+    if not enrolments and not named:
         earlier = session.scalars(select(Erasure).where(
             Erasure.email_key == privacy.email_key(key, email))
             .order_by(Erasure.erased_at)).all()
@@ -79,8 +82,8 @@ def erase_participant(session: Session, email: str, reason: str, key: bytes,
             "ended; cancel it first, then erase",
             {"email": [f"active enrolment {e.id} ({e.status}, course {e.course.status})"
                        for e in running]})
-    erasure = erase_enrolments(session, enrolments, "request", reason,
-                               privacy.email_key(key, email), moment)
+    erasure = erase_people(session, [(privacy.email_key(key, email), enrolments,
+                                      _normal(email))], "request", reason, moment)[0]
     return {"status": "erased", **erasure}
 
 
@@ -93,24 +96,29 @@ def erase_enrolments(session: Session, enrolments: list[Enrolment], cause: str,
 
 def erase_people(session: Session, people: list[tuple[str, list[Enrolment]]], cause: str,
                  reason: str | None, moment: datetime | None = None) -> list[dict]:
-    """Erase several people at once, ``(email key, their enrolments)`` each: one pseudonym,
-    one record and one ``participant_erased`` per person; the stored events and idempotency
-    answers are scrubbed in one pass for all of them."""
+    """Erase several people at once, ``(email key, their enrolments[, their address])``
+    each: one pseudonym, one record and one ``participant_erased`` per person; the stored
+    events and idempotency answers are scrubbed in one pass for all of them. The address
+    finds them as a coaching programme's Navigator even without an enrolment."""
     if not people:
         return []
     moment = moment or now()
     pseudonyms, navigators, results = {}, {}, []
-    for email_key, enrolments in people:
+    for email_key, enrolments, *address in people:
         pseudonym = privacy.new_pseudonym()
         stand_in = privacy.erased_participant(pseudonym)
         # The same person as a coaching programme's Navigator (their enrolments' address).
-        addresses = {e.email for e in enrolments}
+        addresses = {e.email for e in enrolments} | set(address)
+        named = []
         if addresses:
-            for navigator_id in session.scalars(update(Navigator).where(
-                    Navigator.email.in_(addresses)).values(
-                    given_name=stand_in["given_name"], family_name=stand_in["family_name"],
-                    email=stand_in["email"], department=None).returning(Navigator.id)):
-                navigators[navigator_id] = pseudonym
+            named = list(session.scalars(update(Navigator).where(
+                Navigator.email.in_(addresses)).values(
+                given_name=stand_in["given_name"], family_name=stand_in["family_name"],
+                email=stand_in["email"], department=None).returning(Navigator.id)))
+            navigators.update(dict.fromkeys(named, pseudonym))
+        if named:  # a coach's notes are free text: they may name the person
+            session.execute(update(MilestoneRecord).where(
+                MilestoneRecord.navigator_id.in_(named)).values(note=None))
         for enrolment in enrolments:
             enrolment.given_name = stand_in["given_name"]
             enrolment.family_name = stand_in["family_name"]
@@ -127,10 +135,13 @@ def erase_people(session: Session, people: list[tuple[str, list[Enrolment]]], ca
             "erasure_id": erasure.id, "pseudonym": pseudonym, "cause": cause,
             "erased_at": moment,
             "enrolments": [{"enrolment_id": e.id, "programme_id": e.programme_id,
-                            "course_id": e.course_id, "ags": e.ags} for e in enrolments]})
+                            "course_id": e.course_id, "ags": e.ags} for e in enrolments],
+            "navigators": named})
         results.append({"erasure_id": str(erasure.id), "pseudonym": pseudonym,
-                        "erased_at": moment.isoformat(), "enrolments": len(enrolments)})
-    _scrub_idempotency_answers(session, [e for _, group in people for e in group], pseudonyms)
+                        "erased_at": moment.isoformat(), "enrolments": len(enrolments),
+                        "navigators": len(named)})
+    _scrub_idempotency_answers(session, [e for _, group, *_ in people for e in group],
+                               pseudonyms)
     privacy.scrub_envelopes(session, OutboxMessage.__table__, pseudonyms)
     privacy.scrub_envelopes(session, OutboxMessage.__table__, navigators, key="navigator_id")
     session.flush()

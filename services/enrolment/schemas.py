@@ -1,6 +1,9 @@
 """What crosses the enrolment service's RPC boundary: inputs checked, outputs shaped."""
 from __future__ import annotations
 
+import base64
+import binascii
+
 from marshmallow import (
     Schema,
     ValidationError,
@@ -356,6 +359,11 @@ class CoachIn(Schema):
     max_navigators = fields.Integer(required=True, strict=True,
                                     validate=validate.Range(min=1, max=500))
 
+    @post_load
+    def normalise(self, data, **kwargs):
+        data["email"] = data["email"].strip().lower()  # the coach signs in with it
+        return data
+
 
 class PairIn(Schema):
     navigator_id = fields.UUID(required=True)
@@ -370,6 +378,41 @@ class MilestoneIn(Schema):
     note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=2000))
     document_ref = fields.String(load_default=None, allow_none=True,
                                  validate=validate.Length(min=1, max=300))
+
+
+# An uploaded PDF travels base64-encoded in the RPC's JSON: at most 8 MiB of document.
+MAX_DOCUMENT_BASE64 = 4 * (8 * 1024 * 1024 + 2) // 3
+
+
+class DocumentIn(Schema):
+    filename = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    content = fields.String(required=True,
+                            validate=validate.Length(min=4, max=MAX_DOCUMENT_BASE64))
+
+    @post_load
+    def decode(self, data, **kwargs):
+        try:
+            data["content"] = base64.b64decode(data["content"], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValidationError("not base64", "content") from None
+        data["filename"] = data["filename"].replace("\x00", "").strip() or "dokument.pdf"
+        return data
+
+
+class CoachMilestoneIn(MilestoneIn):
+    """A milestone recorded on the coaches' pages: a reference or an uploaded PDF."""
+
+    document = fields.Nested(DocumentIn, load_default=None, allow_none=True)
+
+    @validates_schema
+    def one_document(self, data, **kwargs):
+        if data.get("document") and data.get("document_ref"):
+            raise ValidationError("either a reference or an uploaded PDF, not both",
+                                  "document_ref")
+
+
+class DocumentIdIn(Schema):
+    document_id = fields.UUID(required=True)
 
 
 class CoachingDayIn(Schema):

@@ -1,6 +1,7 @@
 """RPC and event entrypoints of the enrolment service: validate, call the domain, return."""
 from __future__ import annotations
 
+import base64
 import json
 import logging
 
@@ -399,6 +400,65 @@ class EnrolmentService:
             s, coaching.coach_by_token(s, self.coach_token), data["navigator_id"], data["key"],
             data["reached_on"], data["note"], data["document_ref"])))
 
+    # --- the coaches' pages (the gateway; coach sessions live here) ---------------------------
+
+    def _coach(self, session, session_id) -> str:
+        """The address of the coach whose live session this is, or ``AuthenticationFailed``."""
+        return coaching.DESK.current(session, session_id)["email"]
+
+    @rpc(GATEWAY)
+    def coach_request_sign_in(self, email, link_base):
+        """Mail a sign-in link if the address is a coach's; the same answer always."""
+        return self._desk_request(coaching.DESK, email, link_base)
+
+    @rpc(GATEWAY)
+    def coach_sign_in(self, token):
+        return self._desk_sign_in(coaching.DESK, token)
+
+    @rpc(GATEWAY)
+    def coach_session(self, session_id):
+        session_id = self._secret(session_id, "session")
+        return PERSON_OUT.dump(self.db.run(coaching.DESK.current, session_id, commit=False))
+
+    @rpc(GATEWAY)
+    def coach_sign_out(self, session_id):
+        return self.db.run(coaching.DESK.sign_out, self._secret(session_id, "session"))
+
+    @rpc(GATEWAY)
+    def coach_desk(self, session_id):
+        """The signed-in coach's Navigators, per programme, with their milestones."""
+        session_id = self._secret(session_id, "session")
+        return self._out(self.db.run(lambda s: coaching.desk(s, self._coach(s, session_id)),
+                                     commit=False))
+
+    @rpc(GATEWAY)
+    def coach_record_milestone(self, session_id, milestone):
+        """A milestone recorded by the signed-in coach, with a reference or a PDF."""
+        session_id = self._secret(session_id, "session")
+        data = load(schemas.CoachMilestoneIn(), milestone, "milestone")
+
+        def record(session):
+            coach = coaching.coach_of(session, self._coach(session, session_id),
+                                      data["navigator_id"])
+            return coaching.record_milestone(
+                session, coach, data["navigator_id"], data["key"], data["reached_on"],
+                data["note"], data["document_ref"], data["document"])
+        return self._out(self.db.run(record))
+
+    @rpc(GATEWAY)
+    def coach_document(self, session_id, document_id):
+        """An uploaded document for its Navigator's coach: name and base64 content."""
+        session_id = self._secret(session_id, "session")
+        document_id = load(schemas.DocumentIdIn(), {"document_id": document_id},
+                           "document")["document_id"]
+
+        def fetch(session):
+            stored = coaching.document_for(session, self._coach(session, session_id),
+                                           document_id)
+            return {"filename": stored.filename, "size": stored.size,
+                    "content": base64.b64encode(stored.content).decode("ascii")}
+        return self.db.run(fetch, commit=False)
+
     @staticmethod
     def _out(value):
         """Dates and times as ISO strings, as every RPC answer carries them."""
@@ -410,20 +470,26 @@ class EnrolmentService:
         """The office member whose live session this is, or ``AuthenticationFailed``."""
         return self.db.run(office.current, self._secret(session_id, "session"), commit=False)
 
-    @rpc(GATEWAY)
-    def office_request_sign_in(self, email, link_base):
-        """Mail a sign-in link if the address belongs to the office; the same answer always."""
+    def _desk_request(self, desk, email, link_base):
         with self._mail_context():
             data = load(SIGN_IN_REQUEST_IN, {"email": email, "link_base": link_base},
                         "sign-in request")
-        self.db.run(office.request_sign_in, data["email"], data["link_base"])
+        self.db.run(desk.request_sign_in, data["email"], data["link_base"])
         return {"requested": True}
+
+    def _desk_sign_in(self, desk, token):
+        token = self._secret(token, "sign-in link")
+        hours = float(cfg.setting(self.config.get("PORTAL") or {}, "session_hours", 8))
+        return PERSON_OUT.dump(self.db.run(desk.sign_in, token, hours))
+
+    @rpc(GATEWAY)
+    def office_request_sign_in(self, email, link_base):
+        """Mail a sign-in link if the address belongs to the office; the same answer always."""
+        return self._desk_request(office.DESK, email, link_base)
 
     @rpc(GATEWAY)
     def office_sign_in(self, token):
-        token = self._secret(token, "sign-in link")
-        hours = float(cfg.setting(self.config.get("PORTAL") or {}, "session_hours", 8))
-        return PERSON_OUT.dump(self.db.run(office.sign_in, token, hours))
+        return self._desk_sign_in(office.DESK, token)
 
     @rpc(GATEWAY)
     def office_session(self, session_id):

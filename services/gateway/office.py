@@ -10,7 +10,6 @@ pages that work without JavaScript and load nothing from elsewhere.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 from urllib.parse import urlencode
 
 from markupsafe import Markup
@@ -19,7 +18,7 @@ from werkzeug.wrappers import Response
 from services.common.broker import RpcProxy
 from services.common.errors import LotsenError
 from services.gateway import charts, pages, upload
-from services.gateway import portal_auth as auth
+from services.gateway.desks import Desk
 from services.gateway.portal import (
     NOTICES,
     PageError,
@@ -58,6 +57,9 @@ class OfficeVisit(Visit):
         return super().render(template, status, **context)
 
 
+DESK = Desk("/buero", COOKIE, "office", "/buero/abdeckung", OfficeVisit, "office_sign_in.html")
+
+
 def euros(cents) -> str:
     if cents is None:
         return "–"
@@ -83,33 +85,11 @@ class OfficePages:
 
     funding = RpcProxy("funding")
 
-    def _office_person(self, request) -> dict | None:
-        session_id = auth.session_id_from(self.portal.key, request.cookies.get(COOKIE))
-        if session_id is None:
-            return None
-        try:
-            person = self._call("office_session", session_id)
-        except LotsenError as exc:
-            if exc.status in (401, 422):
-                return None
-            raise
-        return dict(person, session_id=session_id)
-
     def _office_visit(self, request, signed_in: bool = True) -> OfficeVisit:
-        person = self._office_person(request)
-        if signed_in and person is None:
-            expired = request.cookies.get(COOKIE)
-            raise PageRedirect("/buero/anmelden" + ("?hinweis=abgelaufen" if expired else ""),
-                               [lambda r: r.delete_cookie(COOKIE, path="/buero")]
-                               if expired else [])
-        return OfficeVisit(self.portal, request, person)
+        return DESK.open(self, request, signed_in)
 
     def _office_post(self, request, signed_in: bool = True) -> OfficeVisit:
-        visit = self._office_visit(request, signed_in)
-        if not visit.form_is_ours():
-            raise PageError(403, "Formular abgelaufen", "Dieses Formular ist abgelaufen oder "
-                            "kam nicht von dieser Seite. Bitte laden Sie die Seite neu.")
-        return visit
+        return DESK.posted(self, request, signed_in)
 
     def _coverage(self, visit: OfficeVisit, programme: str) -> dict:
         return self._call("office_coverage", visit.person["session_id"], _codes(programme),
@@ -128,69 +108,27 @@ class OfficePages:
 
     @page("GET", "/buero")
     def office_home(self, request):
-        raise PageRedirect("/buero/abdeckung" if self._office_person(request)
-                           else "/buero/anmelden")
+        return DESK.home_page(self, request)
 
     @page("GET", "/buero/anmelden")
     def office_sign_in_form(self, request):
-        visit = self._office_visit(request, signed_in=False)
-        if visit.person is not None:
-            raise PageRedirect("/buero/abdeckung")
-        return visit.render("office_sign_in.html", title="Anmelden", values={"email": ""},
-                            menu=[])
+        return DESK.sign_in_form(self, request)
 
     @page("POST", "/buero/anmelden")
     def office_sign_in_request(self, request):
-        visit = self._office_visit(request, signed_in=False)
-        values = _nul_free(_form(request, "email"))
-        if not visit.form_is_ours():
-            return visit.render("office_sign_in.html", 400, title="Anmelden", values=values,
-                                menu=[], errors={"_form": "Das Formular war abgelaufen. Bitte "
-                                                          "senden Sie es noch einmal."})
-        if not values["email"]:
-            return visit.render("office_sign_in.html", 422, title="Anmelden", values=values,
-                                menu=[], errors={"email": "Bitte geben Sie Ihre E-Mail-Adresse "
-                                                          "ein."})
-        try:
-            self._call("office_request_sign_in", values["email"],
-                       self.portal.public_url + "/buero/link/")
-        except LotsenError as exc:
-            if exc.status != 422:
-                raise
-            return visit.render("office_sign_in.html", 422, title="Anmelden", values=values,
-                                menu=[], errors={"email": "Bitte geben Sie eine gültige "
-                                                          "E-Mail-Adresse an."})
-        raise PageRedirect("/buero/anmelden?hinweis=link", visit.cookies)
+        return DESK.sign_in_request(self, request)
 
     @page("GET", "/buero/link/<token>")
     def office_link_page(self, request, token):
-        visit = self._office_visit(request, signed_in=False)
-        return visit.render("link.html", title="Anmeldung bestätigen", token=token[:100],
-                            action="/buero/link", menu=[])
+        return DESK.link_page(self, request, token)
 
     @page("POST", "/buero/link")
     def office_link_use(self, request):
-        visit = self._office_post(request, signed_in=False)
-        try:
-            person = self._call("office_sign_in", request.form.get("token", "")[:200])
-        except LotsenError as exc:
-            if exc.status not in (401, 422):
-                raise
-            return visit.render("link_invalid.html", 400, title="Link ungültig", menu=[],
-                                again="/buero/anmelden")
-        value = auth.session_cookie(self.portal.key, person["session_id"])
-        seconds = int((datetime.fromisoformat(person["expires_at"])
-                       - datetime.now(timezone.utc)).total_seconds())
-        raise PageRedirect("/buero/abdeckung", [lambda r: r.set_cookie(
-            COOKIE, value, max_age=max(seconds, 0), httponly=True, secure=self.portal.secure,
-            samesite="Lax", path="/buero")])
+        return DESK.link_use(self, request)
 
     @page("POST", "/buero/abmelden")
     def office_sign_out(self, request):
-        visit = self._office_post(request)
-        self._call("office_sign_out", visit.person["session_id"])
-        raise PageRedirect("/buero/anmelden?hinweis=abgemeldet", [
-            lambda r: r.delete_cookie(COOKIE, path="/buero")])
+        return DESK.sign_out(self, request)
 
     # --- coverage and map -----------------------------------------------------------------
 

@@ -59,6 +59,8 @@ def funding_text(funding: dict | None) -> str:
         return "Wartet auf Förderung (zurzeit keine Mittel frei)"
     if status == "released":
         return "Förderung freigegeben"
+    if status == "none":
+        return "Keine Förderung (das Programm sieht keine vor)"
     return "Wird geprüft"
 
 

@@ -70,9 +70,21 @@ def page_response(body: str, status: int = 200) -> Response:
     return Response(body, status=status, content_type=HTML, headers=dict(PAGE_HEADERS))
 
 
-def error_page(status: int, title: str, message: str) -> Response:
+# Each set of pages has its own header and start page, error pages included.
+AREAS = {"/portal": ("base.html", "Zur Startseite des Portals"),
+         "/buero": ("office_base.html", "Zur Startseite des Programmbüros"),
+         "/coaching": ("coach_base.html", "Zur Startseite für das Coaching")}
+
+
+def area_of(path: str) -> str:
+    return next((a for a in AREAS if path == a or path.startswith(a + "/")), "/portal")
+
+
+def error_page(status: int, title: str, message: str, area: str = "/portal") -> Response:
+    layout, home_text = AREAS[area]
     return page_response(pages.render("error.html", title=title, message=message, person=None,
-                                      csrf="", nav="", notices=[]), status)
+                                      csrf="", nav="", notices=[], layout=layout,
+                                      home=area, home_text=home_text), status)
 
 
 def _redirect(location: str, cookies=()) -> Response:
@@ -88,37 +100,44 @@ class PageEntrypoint(ProblemHttpEntrypoint):
     def __init__(self, method, url, **kwargs):
         kwargs.setdefault("expected_exceptions",
                           (LotsenError, HttpProblem, PageRedirect, PageError))
+        self.area = area_of(url)
         super().__init__(method, url, **kwargs)
 
     def body_refused(self, exc):
+        if exc.status == 413 and self.document:
+            return error_page(413, "Datei zu groß", "Das Dokument ist zu groß. Ein PDF darf "
+                              "höchstens 8 MB groß sein.", self.area)
         if exc.status == 413:
             return error_page(413, "Datei zu groß", "Die Datei ist zu groß. Bitte laden Sie "
-                              "höchstens 500 Zeilen auf einmal hoch.")
+                              "höchstens 500 Zeilen auf einmal hoch.", self.area)
         return error_page(exc.status, "Anfrage nicht angekommen", "Die Anfrage kam nicht "
-                          "vollständig an. Bitte versuchen Sie es noch einmal.")
+                          "vollständig an. Bitte versuchen Sie es noch einmal.", self.area)
 
     def response_from_exception(self, exc):
         if isinstance(exc, PageRedirect):
             return _redirect(exc.location, exc.cookies)
         if isinstance(exc, PageError):
-            return error_page(exc.status, exc.title, exc.message)
+            return error_page(exc.status, exc.title, exc.message, self.area)
         status = getattr(exc, "status", 500)
         if status == 503:
             return error_page(503, "Dienst nicht erreichbar", "Der Dienst antwortet gerade "
-                              "nicht. Bitte versuchen Sie es in einigen Sekunden noch einmal.")
+                              "nicht. Bitte versuchen Sie es in einigen Sekunden noch einmal.",
+                              self.area)
+        portal = self.area == "/portal"
         if status == 404:
             return error_page(404, "Nicht gefunden", "Diese Seite oder Anmeldung gibt es nicht "
-                              "(oder sie gehört nicht zu Ihrer Kommune).")
+                              "(oder sie gehört nicht zu Ihrer Kommune)." if portal else
+                              "Diese Seite gibt es nicht.", self.area)
         if status == 401:
-            return _redirect("/portal/anmelden?hinweis=abgelaufen")
+            return _redirect(f"{self.area}/anmelden?hinweis=abgelaufen")
         if status == 403:
             return error_page(403, "Nicht erlaubt", "Das darf nur die Kontaktperson Ihrer "
-                              "Kommune.")
+                              "Kommune." if portal else "Das ist nicht erlaubt.", self.area)
         if isinstance(exc, (LotsenError, HttpProblem)):
             return error_page(status, "Das hat nicht geklappt", "Die Anfrage konnte nicht "
-                              "ausgeführt werden. Bitte prüfen Sie Ihre Angaben.")
+                              "ausgeführt werden. Bitte prüfen Sie Ihre Angaben.", self.area)
         return error_page(500, "Fehler", "Etwas ist auf unserer Seite schiefgegangen. Bitte "
-                          "versuchen Sie es später noch einmal.")
+                          "versuchen Sie es später noch einmal.", self.area)
 
 
 def page(method: str, url: str, **kwargs):
@@ -133,7 +152,7 @@ def page(method: str, url: str, **kwargs):
             except PageRedirect as exc:
                 return _redirect(exc.location, exc.cookies)
             except PageError as exc:
-                return error_page(exc.status, exc.title, exc.message)
+                return error_page(exc.status, exc.title, exc.message, area_of(request.path))
         return PageEntrypoint.decorator(method, url, **kwargs)(wrapper)
     return decorate
 

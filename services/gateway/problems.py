@@ -77,16 +77,18 @@ def response_for(exc: BaseException) -> Response:
 class ProblemHttpEntrypoint(HttpRequestHandler):
     server = web.GatewayWebServer()
 
-    def __init__(self, method, url, **kwargs):
+    def __init__(self, method, url, document=False, **kwargs):
         kwargs.setdefault("expected_exceptions", (LotsenError, HttpProblem))
+        self.document = document  # a form that uploads a document: the larger limit
         super().__init__(method, url, **kwargs)
 
     def handle_request(self, request):
         # Runs in the connection's green thread: the body is read (with its time and size
         # limits) before a worker of the shared pool is taken.
-        timeout_s, limit = web.limits(self.container.config)
+        timeout_s, limit = web.limits(self.container.config, self.document)
         try:
-            web.read_body(request.environ, limit, timeout_s)
+            web.read_body(request.environ, limit, timeout_s,
+                          web.DOCUMENTS_AT_ONCE if self.document else web.BODIES_AT_ONCE)
         except web.BodyRefused as exc:
             return self.body_refused(exc)
         return super().handle_request(request)

@@ -95,7 +95,8 @@ class Participant(Schema):
 
 
 class Funding(Schema):
-    status = fields.String(metadata={"description": "pending, granted, waiting or released"})
+    status = fields.String(metadata={"description": "pending, granted, waiting or released; none "
+                                                  "in a programme that funds nothing"})
     kind = fields.String(allow_none=True, metadata={"description": "guaranteed or pool"})
 
 

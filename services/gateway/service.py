@@ -22,6 +22,7 @@ from services.common.logs import LogContext
 from services.common.metrics import Metrics
 from services.gateway import openapi, verification
 from services.gateway.auth import RememberedKeys
+from services.gateway.coaching import CoachPages
 from services.gateway.office import OfficePages
 from services.gateway.portal import PortalPages
 from services.gateway.problems import HttpProblem, http
@@ -40,9 +41,10 @@ def json_response(payload, status: int = 200, headers: dict | None = None) -> Re
                     content_type=f"{JSON}; charset=utf-8")
 
 
-class GatewayService(PortalPages, OfficePages):
+class GatewayService(PortalPages, OfficePages, CoachPages):
     """The municipality API (JSON), the portal's pages (``PortalPages``), the programme
-    office's pages (``OfficePages``) and the public verification pages."""
+    office's pages (``OfficePages``), the coaches' pages (``CoachPages``) and the public
+    verification pages."""
 
     name = "gateway"
 

@@ -24,22 +24,26 @@ from services.common import config as cfg
 CHUNK = 64 * 1024
 
 
-def limits(config: dict) -> tuple[float, int]:
-    """(read timeout in seconds, body limit in bytes) from the ``GATEWAY`` settings."""
+def limits(config: dict, document: bool = False) -> tuple[float, int]:
+    """(read timeout in seconds, body limit in bytes) from the ``GATEWAY`` settings; a form
+    that uploads a document (a coach's PDF) has ``max_document_bytes`` and twice the time."""
     gateway = config.get("GATEWAY") or {}
-    return (float(cfg.setting(gateway, "read_timeout_s", 10)),
-            int(cfg.setting(gateway, "max_body_bytes", 1_048_576)))
+    timeout_s = float(cfg.setting(gateway, "read_timeout_s", 10))
+    if document:
+        return 2 * timeout_s, int(cfg.setting(gateway, "max_document_bytes", 9 * 1_048_576))
+    return timeout_s, int(cfg.setting(gateway, "max_body_bytes", 1_048_576))
 
 
-LINK_TOKEN = re.compile(r"(/portal/link/)[^\s?\"]+")
+LINK_TOKEN = re.compile(r"(/(?:portal|buero|coaching)/link/)[^\s?\"]+")
 
 
 class HideLinkTokens(logging.Filter):
-    """Access log lines name the request's path: a portal sign-in link's token (a credential
-    until it is used) is replaced before the line is written."""
+    """Access log lines name the request's path: a sign-in link's token (a credential until
+    it is used; the portal's, the office's, the coaches') is replaced before the line is
+    written."""
 
     def filter(self, record):
-        if isinstance(record.msg, str) and "/portal/link/" in record.msg:
+        if isinstance(record.msg, str) and "/link/" in record.msg:
             record.msg = LINK_TOKEN.sub(r"\1<token>", record.msg)
         return True
 
@@ -57,6 +61,7 @@ class GatewayWebServer(WebServer):
 
 
 BODIES_AT_ONCE = eventlet.semaphore.Semaphore(64)
+DOCUMENTS_AT_ONCE = eventlet.semaphore.Semaphore(4)  # the large ones: 4 x 9 MiB at most
 
 
 class BodyRefused(Exception):
@@ -81,7 +86,8 @@ def _stop_reading(environ) -> None:
             pass
 
 
-def read_body(environ: dict, limit: int, timeout_s: float) -> None:
+def read_body(environ: dict, limit: int, timeout_s: float,
+              gate: eventlet.semaphore.Semaphore = BODIES_AT_ONCE) -> None:
     """Read the request body now and put it back into ``environ`` as a complete body with a
     ``Content-Length``; raise ``BodyRefused`` for one that is too large, too slow or broken."""
     coding = environ.get("HTTP_TRANSFER_ENCODING", "").strip().lower()
@@ -103,7 +109,7 @@ def read_body(environ: dict, limit: int, timeout_s: float) -> None:
     parts, size = [], 0
     # Bodies are read before the key is checked: bound how many are held at once, so that many
     # connections cannot fill the memory (at most BODIES_AT_ONCE x the size limit).
-    if not BODIES_AT_ONCE.acquire(timeout=timeout_s):
+    if not gate.acquire(timeout=timeout_s):
         _stop_reading(environ)
         raise BodyRefused(503, "Service unavailable",
                           "too many request bodies are being received; try again shortly")
@@ -124,7 +130,7 @@ def read_body(environ: dict, limit: int, timeout_s: float) -> None:
         raise BodyRefused(400, "Bad request", "the request body is malformed or incomplete") \
             from None
     finally:
-        BODIES_AT_ONCE.release()
+        gate.release()
     if size > limit:  # the rest is read and dropped after the answer, so the client sees it
         raise BodyRefused(413, "Body too large", f"request bodies are limited to {limit} bytes")
     if not chunked and size < wanted:

@@ -401,6 +401,12 @@ def office_sign_in_link_requested(session: Session, payload: dict, event_id: str
                                   payload, "Programmbüro", "Seiten des Programmbüros")])
 
 
+def coach_sign_in_link_requested(session: Session, payload: dict, event_id: str):
+    """The link mail for a coach."""
+    _write(session, [_link_notice(f"{event_id}:coach:sign_in_link", "coach_sign_in_link",
+                                  payload, "Coaching", "Seiten für das Coaching")])
+
+
 def colleague_invited(session: Session, payload: dict, event_id: str):
     _write(session, [_notice(f"{event_id}:portal:colleague_invited", "colleague_invited",
                              "municipality", payload["email"], payload["name"],
@@ -426,6 +432,31 @@ def _coaching_pair(key: str, template: str, payload: dict, context: dict) -> lis
                 payload["coach_name"], dict(base, participant_name=payload["coach_name"]),
                 now()),
     ]
+
+
+def _to_navigator(key: str, template: str, payload: dict, context: dict) -> dict:
+    person = payload["participant"]
+    name = f"{person['given_name']} {person['family_name']}"
+    return _notice(key, template, "navigator", person["email"], name,
+                   dict(participant_name=name, navigator_name=name,
+                        municipality=payload["municipality"],
+                        programme_name=payload["programme_name"], **context), now())
+
+
+def navigator_named(session: Session, payload: dict, event_id: str):
+    """The named person learns that they are their municipality's Navigator (once per
+    Navigator, whichever delivery of the event comes first)."""
+    _write(session, [_to_navigator(f"named:{payload['navigator_id']}", "navigator_named",
+                                   payload, {"replaces": bool(payload.get("replaces_id"))})])
+
+
+def milestone_reached(session: Session, payload: dict, event_id: str):
+    """The Navigator gets the coach's record of a milestone (once per milestone)."""
+    _write(session, [_to_navigator(
+        f"reached:{payload['navigator_id']}:{payload['key']}", "milestone_reached", payload,
+        {"title": payload["title"], "reached_on": payload["reached_on"],
+         "coach_name": payload["coach_name"], "coach_email": payload["coach_email"],
+         "with_document": bool(payload.get("document_ref"))})])
 
 
 def coaching_paired(session: Session, payload: dict, event_id: str):

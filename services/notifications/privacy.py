@@ -76,6 +76,11 @@ def participant_erased(session: Session, payload: dict, mail_dir: Path | None = 
         copy.status = ERASED
     notices = session.execute(select(Notice.id, Notice.status).where(
         Notice.enrolment_id.in_(ids))).all()
+    if payload.get("navigators"):  # mails to or about them as a Navigator
+        notices += session.execute(select(Notice.id, Notice.status).where(
+            Notice.enrolment_id.is_(None), or_(*(
+                Notice.dedup_key.contains(f":{navigator_id}")
+                for navigator_id in payload["navigators"])))).all()
     legacy = set(_legacy_notices(session, emails, names)) if emails else set()
     if legacy:
         notices += session.execute(select(Notice.id, Notice.status)

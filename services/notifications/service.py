@@ -291,6 +291,18 @@ class NotificationsService:
     @event_handler("enrolment", "colleague_invited")
     def on_colleague_invited(self, envelope):
         self._on(envelope, "colleague_invited", domain.colleague_invited)
+    @event_handler("enrolment", "coach_sign_in_link_requested")
+    def on_coach_sign_in_link_requested(self, envelope):
+        self._on(envelope, "coach_sign_in_link_requested", domain.coach_sign_in_link_requested)
+
+    @event_handler("enrolment", "navigator_named")
+    def on_navigator_named(self, envelope):
+        self._on(envelope, "navigator_named", domain.navigator_named)
+
+    @event_handler("enrolment", "milestone_reached")
+    def on_milestone_reached(self, envelope):
+        self._on(envelope, "milestone_reached", domain.milestone_reached)
+
     @event_handler("enrolment", "coaching_paired")
     def on_coaching_paired(self, envelope):
         self._on(envelope, "coaching_paired", domain.coaching_paired)

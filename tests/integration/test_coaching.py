@@ -33,6 +33,16 @@ def navigator(n):
             "email": f"navigator{n}@sachsen.example"}
 
 
+def baden_navigators(session):
+    """A coaching programme in Baden-Württemberg, to use the gateway and portal tests'
+    worlds."""
+    programme = domain.create_programme(session, {
+        "code": "BW-NAV", "name": "Navigatoren", "land": "08", "role_name": "Navigator",
+        "eligible_kinds": ["gemeinde"], "enrolment_opens_on": date(2026, 1, 1),
+        "enrolment_closes_on": date(2099, 1, 1)})
+    coaching.define(session, programme, MILESTONES)
+
+
 @pytest.fixture
 def saxony(container_factory, mail_config, enrolment_db, register_file):
     enrolment_db.run(import_register, [b for b in parse_register(register_file)
@@ -140,13 +150,7 @@ def test_a_municipality_names_its_navigator_through_the_gateway(
     """A coaching programme in Baden-Württemberg here, to use the gateway tests' world."""
     from tests.integration.test_gateway import Client, is_problem
 
-    def setup(session):
-        programme = domain.create_programme(session, {
-            "code": "BW-NAV", "name": "Navigatoren", "land": "08", "role_name": "Navigator",
-            "eligible_kinds": ["gemeinde"], "enrolment_opens_on": date(2026, 1, 1),
-            "enrolment_closes_on": date(2099, 1, 1)})
-        coaching.define(session, programme, MILESTONES)
-    enrolment_db.run(setup)
+    enrolment_db.run(baden_navigators)
     for service in (EnrolmentService, GatewayService):
         container_factory(service, gateway_config).start()
     client = Client(f"http://{gateway_config['WEB_SERVER_ADDRESS']}", world["keys"][world["a"]])
@@ -179,13 +183,7 @@ def test_a_municipality_names_its_navigator_through_the_gateway(
 def test_the_clerk_names_and_replaces_the_navigator_in_the_portal(portal):
     from tests.integration.test_portal import sign_in
 
-    def setup(session):
-        programme = domain.create_programme(session, {
-            "code": "BW-NAV", "name": "Navigatoren", "land": "08", "role_name": "Navigator",
-            "eligible_kinds": ["gemeinde"], "enrolment_opens_on": date(2026, 1, 1),
-            "enrolment_closes_on": date(2099, 1, 1)})
-        coaching.define(session, programme, MILESTONES)
-    portal["db"].run(setup)
+    portal["db"].run(baden_navigators)
     browser = sign_in(portal, portal["contact"])
     assert 'href="/portal/navigator/BW-NAV"' in browser.get("/portal/uebersicht").text
     assert "Digital-Navigator benennen" in browser.get("/portal/navigator/BW-NAV").text
@@ -288,3 +286,116 @@ def test_the_new_methods_refuse_callers_without_their_proof(
                          context_data={"coach_token": "ct_made_up"}) as coach:
         with pytest.raises(AuthenticationFailed):
             coach.coach_navigators()
+
+
+def test_a_coach_signs_in_sees_their_navigators_and_records_milestones_with_a_pdf(portal,
+                                                                                 caplog):
+    """The coaches' pages over real HTTP: sign-in by a mailed link, only the coach's own
+    Navigators, a milestone with a note, the Agenda with an uploaded PDF, mail to the
+    Navigator each time."""
+    import logging
+    import re
+
+    from tests.integration.test_portal import Browserish, mails_to
+    caplog.set_level(logging.INFO)
+
+    def setup(session):
+        baden_navigators(session)
+        ours = coaching.name_navigator(session, portal["a"], "BW-NAV", navigator(1))
+        theirs = coaching.name_navigator(session, portal["b"], "BW-NAV", navigator(2))
+        lehmann, _ = coaching.register_coach(session, "BW-NAV", "Lotse Lehmann",
+                                             "lehmann@ssg.example", 3)
+        lange, _ = coaching.register_coach(session, "BW-NAV", "Lotsin Lange",
+                                           "lange@ssg.example", 3)
+        start = date.today() - timedelta(days=120)
+        coaching.pair(session, ours["id"], lehmann.id, start)
+        coaching.pair(session, theirs["id"], lange.id, start)
+        return ours["id"], theirs["id"]
+    ours, theirs = portal["db"].run(setup)
+    base, directory = portal["base"], portal["mail"]
+
+    browser = Browserish(base)
+    assert browser.get("/coaching/navigatoren").headers["Location"].endswith("/coaching/anmelden")
+    page = browser.get("/coaching/anmelden")
+    assert page.status_code == 200 and '<html lang="de">' in page.text
+    assert browser.post("/coaching/anmelden", {"email": "LEHMANN@ssg.example"}).status_code == 303
+    mail = wait_for(lambda: [m for m in mails_to(directory, "lehmann@ssg.example")
+                             if "Seiten für das Coaching" in str(m["Subject"])],
+                    timeout=30, message="coach sign-in mail")[0]
+    link = re.search(r"https?://[^\s\"<>]+/coaching/link/[A-Za-z0-9_-]+",
+                     mail.get_body(("plain",)).get_content()).group(0)
+    browser.get(link.removeprefix(base))
+    token = browser.hidden("token")
+    assert browser.post("/coaching/link", {"token": token}).status_code == 303
+    listing = browser.follow()
+    assert listing.status_code == 200 and "Meine Navigatoren" in listing.text
+    assert f'href="/coaching/navigatoren/{ours}"' in listing.text
+    assert theirs not in listing.text and "Karin2" not in listing.text
+    assert "2 überfällig" in listing.text  # day 120: both milestones past due
+    refused = browser.get(f"/coaching/navigatoren/{theirs}")
+    assert refused.status_code == 404  # in the coaches' own header, back to their start
+    assert "Lotsinnen und Lotsen im Coaching" in refused.text and 'href="/coaching"' in refused.text
+    assert browser.get("/portal/uebersicht").status_code == 303  # no way into the portal
+
+    detail = browser.get(f"/coaching/navigatoren/{ours}")
+    assert "Karin1 Krause1" in detail.text and 'enctype="multipart/form-data"' in detail.text
+    path = f"/coaching/navigatoren/{ours}"
+    yesterday = (date.today() - timedelta(days=1)).strftime("%d.%m.%Y")
+    assert browser.post(path, {"key": "situation", "reached_on": yesterday,
+                               "note": "Bestandsaufnahme im Hauptamt",
+                               "document_ref": ""}).status_code == 303
+    page = browser.follow().text
+    assert "Der Meilenstein ist erfasst" in page and "Bestandsaufnahme im Hauptamt" in page
+
+    # The Agenda needs its document: none, then a file that is no PDF, then the PDF.
+    browser.get(path)
+    missing = browser.post(path, {"key": "agenda", "reached_on": date.today().isoformat(),
+                                  "note": "", "document_ref": ""})
+    assert missing.status_code == 422 and 'id="fehler-document_ref"' in missing.text
+    not_pdf = browser.post(path, {"key": "agenda", "reached_on": date.today().isoformat(),
+                                  "note": "", "document_ref": ""},
+                           files={"dokument": ("agenda.docx", b"PK\x03\x04 word",
+                                               "application/msword")})
+    assert not_pdf.status_code == 422 and 'id="fehler-dokument"' in not_pdf.text
+    pdf = b"%PDF-1.7\n% Digitale Agenda\n" + bytes(range(256)) * 4000  # about 1 MB
+    uploaded = browser.post(path, {"key": "agenda", "reached_on": date.today().isoformat(),
+                                   "note": "", "document_ref": ""},
+                            files={"dokument": ("Agenda Gemeinde.pdf", pdf, "application/pdf")})
+    assert uploaded.status_code == 303, uploaded.text[:300]
+    page = browser.follow().text
+    found = re.search(r'href="(/coaching/dokumente/[0-9a-f-]{36})"', page)
+    assert found and "Alle Meilensteine sind erreicht" in page
+    download = browser.get(found.group(1))
+    assert download.status_code == 200 and download.content == pdf
+    assert download.headers["Content-Type"] == "application/pdf"
+    assert download.headers["Content-Disposition"].startswith("attachment")
+
+    # Another coach gets neither the Navigator nor the document.
+    other = Browserish(base)
+    other.get("/coaching/anmelden")
+    other.post("/coaching/anmelden", {"email": "lange@ssg.example"})
+    mail = wait_for(lambda: [m for m in mails_to(directory, "lange@ssg.example")
+                             if "Seiten für das Coaching" in str(m["Subject"])],
+                    timeout=30, message="second coach's sign-in mail")[0]
+    link = re.search(r"https?://[^\s\"<>]+/coaching/link/[A-Za-z0-9_-]+",
+                     mail.get_body(("plain",)).get_content()).group(0)
+    other.get(link.removeprefix(base))
+    other.post("/coaching/link", {"token": other.hidden("token")})
+    assert other.get(found.group(1)).status_code == 404
+    assert other.get(path).status_code == 404
+
+    # The Navigator was told when named and at each milestone, once each.
+    def told():
+        subjects = sorted(str(m["Subject"]).split(":")[0].split(" für ")[0]
+                          for m in mails_to(directory, "navigator1@sachsen.example"))
+        return subjects if len(subjects) >= 4 else None
+    assert wait_for(told, timeout=30, message="the Navigator's mails") == [
+        "Ihr Coaching als Digital-Navigator beginnt", "Meilenstein erreicht",
+        "Meilenstein erreicht", "Sie sind Digital-Navigator"]
+
+    assert browser.get("/coaching/navigatoren").status_code == 200, browser.last.text[:2000]
+    assert browser.post("/coaching/abmelden", {}).status_code == 303
+    assert browser.get("/coaching/navigatoren").status_code == 303
+    # No link token, no Navigator's name or address in any log line.
+    assert token not in caplog.text and "/coaching/link/<token>" in caplog.text
+    assert "navigator1@sachsen.example" not in caplog.text and "Krause1" not in caplog.text

@@ -198,3 +198,84 @@ def test_erasing_a_participant_erases_them_as_navigator_too(db):
     assert "Krause1" not in navigator.family_name and navigator.email != person(1)["email"]
     stored = db.run(lambda s: [str(m.envelope) for m in s.query(OutboxMessage)])
     assert not [e for e in stored if "Krause1" in e or "navigator1@sachsen.example" in e]
+
+
+def test_a_navigator_who_never_enrolled_can_be_erased(db):
+    from services.enrolment import privacy
+    from services.enrolment.models import MilestoneRecord, Navigator
+
+    named = db.run(coaching.name_navigator, PIRNA, "SN-DN", person(5))
+    coach, _ = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann", "lehmann@ssg.example", 5)
+    db.run(coaching.pair, uuid.UUID(named["id"]), coach.id, date.today() - timedelta(days=7))
+    db.run(lambda s: coaching.record_milestone(
+        s, s.get(type(coach), coach.id), uuid.UUID(named["id"]), "situation", date.today(),
+        "Gespräch mit Frau Krause5 im Hauptamt", None))
+    erased = db.run(privacy.erase_participant, "Navigator5@Sachsen.example", "Antrag", b"k" * 32)
+    assert (erased["status"], erased["enrolments"], erased["navigators"]) == ("erased", 0, 1)
+    row = db.run(lambda s: s.get(Navigator, uuid.UUID(named["id"])))
+    assert "Krause5" not in row.family_name and row.email != person(5)["email"]
+    note = db.run(lambda s: s.get(MilestoneRecord, (uuid.UUID(named["id"]), "situation")).note)
+    assert note is None  # the coach's free text named her
+    stored = db.run(lambda s: [str(m.envelope) for m in s.query(OutboxMessage)])
+    assert not [e for e in stored if "Krause5" in e or "navigator5@sachsen.example" in e]
+    [announced] = events(db, "participant_erased")
+    assert announced["enrolments"] == [] and announced["navigators"] == [named["id"]]
+    from services.common.events import ParticipantErasedV1
+    assert ParticipantErasedV1().validate(dict(announced, erased_at=announced["erased_at"])) == {}
+    again = db.run(privacy.erase_participant, "navigator5@sachsen.example", "Antrag", b"k" * 32)
+    assert again["status"] == "already_erased"
+
+
+def test_coaches_sign_in_by_address_and_see_only_their_navigators(db):
+    first = db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(1))
+    second = db.run(coaching.name_navigator, LEIPZIG, "SN-DN", person(2))
+    mine, _ = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann", "lehmann@ssg.example", 5)
+    other, _ = db.run(coaching.register_coach, "SN-DN", "Lotsin Lange", "lange@ssg.example", 5)
+    db.run(coaching.pair, uuid.UUID(first["id"]), mine.id)
+    db.run(coaching.pair, uuid.UUID(second["id"]), other.id)
+    assert db.run(coaching.DESK.request_sign_in, "jemand@ssg.example", "http://x/link/") == 0
+    assert db.run(coaching.DESK.request_sign_in, "lehmann@ssg.example", "http://x/link/") == 1
+    [mail] = events(db, "coach_sign_in_link_requested")
+    token = mail["link"].rsplit("/", 1)[1]
+    signed = db.run(coaching.DESK.sign_in, token, 8)
+    assert signed["name"] == "Lotse Lehmann"
+    from services.common.errors import AuthenticationFailed
+    with pytest.raises(AuthenticationFailed):  # a link works once
+        db.run(coaching.DESK.sign_in, token, 8)
+    [programme] = db.run(coaching.desk, "lehmann@ssg.example")
+    assert [n["municipality"] for n in programme["navigators"]] == ["Dresden, Stadt"]
+    assert programme["programme"]["code"] == "SN-DN"
+    with pytest.raises(NotFound):  # Leipzig's Navigator is Lange's
+        db.run(coaching.coach_of, "lehmann@ssg.example", uuid.UUID(second["id"]))
+
+
+def test_an_agenda_pdf_is_kept_and_only_its_coach_gets_it(db):
+    first = db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(1))
+    mine, _ = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann", "lehmann@ssg.example", 5)
+    other, _ = db.run(coaching.register_coach, "SN-DN", "Lotsin Lange", "lange@ssg.example", 5)
+    navigator_id = uuid.UUID(first["id"])
+    db.run(coaching.pair, navigator_id, mine.id, date.today() - timedelta(days=100))
+    pdf = b"%PDF-1.7\n" + b"Digitale Agenda Dresden\n" * 100
+
+    def record(content, name="agenda.pdf"):
+        return db.run(lambda s: coaching.record_milestone(
+            s, s.get(type(mine), mine.id), navigator_id, "agenda", date.today(), None, None,
+            {"filename": name, "content": content}))
+    with pytest.raises(RuleViolation) as not_pdf:
+        record(b"<html>keine PDF</html>")
+    assert not_pdf.value.fields == {"document": ["not a PDF file"]}
+    with pytest.raises(RuleViolation) as too_large:
+        record(b"%PDF-" + b"0" * coaching.MAX_DOCUMENT_BYTES)
+    assert list(too_large.value.fields) == ["document"]
+    done = record(pdf)
+    ref = done["milestones"][1]["document_ref"]
+    assert ref.startswith("document:")
+    assert record(pdf)["milestones"][1]["document_ref"] == ref  # sent twice: kept once
+    with pytest.raises(Conflict):
+        record(pdf + b"anders")
+    stored = db.run(coaching.document_for, "lehmann@ssg.example", uuid.UUID(ref[9:]))
+    assert (stored.content, stored.filename, stored.size) == (pdf, "agenda.pdf", len(pdf))
+    with pytest.raises(NotFound):
+        db.run(coaching.document_for, "lange@ssg.example", uuid.UUID(ref[9:]))
+    [reached] = events(db, "milestone_reached")
+    assert reached["document_ref"] == ref and reached["participant"]["email"] == person(1)["email"]

@@ -20,7 +20,9 @@ COURSE = {"title": "Basisseminar „Digitale Verwaltung“ für Kommunen mit lan
                        "date": (date(2027, 2, 1) + timedelta(days=7 * n)).isoformat()}
                       for n in range(1, 4)]}
 SENDER = ("Programmbüro Kommunale Digitallotsen", "noreply@lotsen.example")
-TEMPLATES = ["body_reminded", "coaching_paired", "milestone_overdue", "sign_in_link", "office_sign_in_link", "colleague_invited",
+TEMPLATES = ["body_reminded", "coaching_paired", "milestone_overdue", "navigator_named",
+             "milestone_reached", "sign_in_link", "office_sign_in_link", "coach_sign_in_link",
+             "colleague_invited",
              "enrolment_confirmed", "enrolment_waitlisted", "enrolment_promoted",
              "enrolment_cancelled", "course_cancelled", "funding_granted", "funding_waiting",
              "funding_released", "course_reminder", "certificate_issued", "certificate_revoked"]
@@ -91,7 +93,8 @@ def context(role, to_name):
             "valid_until": "14:15", "invited_by": "Das Programmbüro",
             "portal_url": "https://x.example/portal", "navigator_name": "Karin Krause",
             "coach_name": "Lotse Lehmann", "coach_email": "lehmann@ssg.example",
-            "started_on": "2027-01-11", "title": "Digitale Agenda", "due_on": "2027-05-03"}
+            "started_on": "2027-01-11", "title": "Digitale Agenda", "due_on": "2027-05-03",
+            "replaces": True, "reached_on": "2027-03-01", "with_document": True}
 
 
 def same(n, sender, ctx, attachment=None):
