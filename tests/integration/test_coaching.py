@@ -240,6 +240,7 @@ def test_a_coaching_programme_without_funding_funds_nothing_and_parks_nothing(
     with SignedRpc("enrolment", service_config) as town:
         made = town.enrol(DRESDEN, {"course_id": course, "participant": navigator(1)})
         assert made["status"] == "confirmed"
+        assert made["funding"] == {"status": "none", "kind": None}  # not "pending" for ever
     handled = lambda: funding_db.run(lambda s: s.scalar(  # noqa: E731
         select(func.count()).select_from(InboxRecord)))
     wait_for(lambda: handled() >= 2, message="programme and enrolment handled by funding")

@@ -88,6 +88,8 @@ def test_service_errors_become_german_sentences_next_to_their_field():
     assert pages.status_text({"status": "waitlisted", "waitlist_position": 3}) == \
         "Warteliste, Platz 3"
     assert pages.funding_text({"status": "granted", "kind": "guaranteed"}).startswith("Gefördert")
+    assert pages.funding_text({"status": "pending"}) == "Wird geprüft"
+    assert pages.funding_text({"status": "none", "kind": None}).startswith("Keine Förderung")
 
 
 # --- the rules of signing in, on the enrolment service's own database (SQLite) ---------------
