@@ -408,7 +408,22 @@ def coaching_add_coach(obj: Context, code, name, email, max_navigators):
         _fail(exc)
     coach, token = obj.run(coaching.register_coach, data["programme_code"], data["name"],
                            data["email"], data["max_navigators"])
-    click.echo(f"coach {coach.id} registered; token (shown once): {token}")
+    click.echo(f"coach {coach.id} registered; they sign in at /coaching with {data['email']}; "
+               f"token for their software's RPC (shown once): {token}")
+
+
+@coaching_group.command("navigators")
+@click.argument("code")
+@click.option("--unpaired", is_flag=True, help="only those without a coach")
+@click.pass_obj
+def coaching_navigators(obj: Context, code, unpaired):
+    """The programme's active Navigators: id, AGS, municipality, coach (to pair from)."""
+    from services.enrolment import coaching
+    for navigator in obj.run(coaching.programme_navigators, code[:40]):
+        if unpaired and navigator["coach_id"]:
+            continue
+        click.echo(f"{navigator['id']}  {navigator['ags']}  {navigator['municipality']}  "
+                   f"{navigator['coach_name'] or '(no coach)'}")
 
 
 @coaching_group.command("pair")

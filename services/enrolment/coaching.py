@@ -177,6 +177,10 @@ def _reached(session: Session, navigator_id) -> dict:
 def register_coach(session: Session, code: str, name: str, email: str,
                    max_navigators: int) -> tuple[Coach, str]:
     programme, _ = _coaching(session, code)
+    if session.scalar(select(Coach.id).where(Coach.programme_id == programme.id,
+                                             Coach.email == email)) is not None:
+        raise Conflict("this address coaches in this programme already",
+                       {"email": ["registered already"]})
     token = f"ct_{secrets.token_urlsafe(32)}"
     coach = Coach(id=uuid.uuid4(), programme_id=programme.id, name=name, email=email,
                   max_navigators=max_navigators, token_hash=hash_secret(token),
@@ -433,6 +437,20 @@ def report_overdue(session: Session, today: date | None = None) -> int:
 
 
 # --- what the office sees ------------------------------------------------------------------------
+
+def programme_navigators(session: Session, code: str, today: date | None = None) -> list[dict]:
+    """Every active Navigator of the programme with their municipality, coach and milestones,
+    by municipality: the office's list to pair from."""
+    programme, coaching = _coaching(session, code)
+    coaches = {c.id: c.name for c in session.scalars(select(Coach).where(
+        Coach.programme_id == programme.id))}
+    rows = session.execute(
+        select(Navigator, Body.name).join(Body, Body.ags == Navigator.ags)
+        .where(Navigator.programme_id == programme.id, Navigator.replaced_at.is_(None))
+        .order_by(Body.name, Navigator.ags)).all()
+    return [dict(navigator_out(n, coaching, _reached(session, n.id), today), municipality=name,
+                 coach_name=coaches.get(n.coach_id)) for n, name in rows]
+
 
 def overview(session: Session, code: str, today: date | None = None) -> dict:
     """Municipalities with a Navigator, with an Agenda (the milestone that names a document),

@@ -514,6 +514,34 @@ class EnrolmentService:
             self.db.run(coverage.coverage, data["programme_codes"], commit=False))
 
     @rpc(GATEWAY)
+    def office_coaching(self, session_id, programme_code):
+        """A coaching programme for the office: the overview, the coaches and every active
+        Navigator, to pair from."""
+        self._office(session_id)
+        code = load(PROGRAMME_CODE_IN, {"programme_code": programme_code},
+                    "programme")["programme_code"]
+        return self._out(self.db.run(lambda s: {
+            "overview": coaching.overview(s, code),
+            "navigators": coaching.programme_navigators(s, code)}, commit=False))
+
+    @rpc(GATEWAY)
+    def office_register_coach(self, session_id, coach):
+        """A coach the office registers (they sign in by address; no token is shown)."""
+        self._office(session_id)
+        data = load(schemas.CoachIn(), coach, "coach")
+        made, _ = self.db.run(coaching.register_coach, data["programme_code"], data["name"],
+                              data["email"], data["max_navigators"])
+        return {"id": str(made.id), "name": made.name}
+
+    @rpc(GATEWAY)
+    def office_pair(self, session_id, navigator_id, coach_id, started_on=None):
+        self._office(session_id)
+        data = load(schemas.PairIn(), {"navigator_id": navigator_id, "coach_id": coach_id,
+                                       "started_on": started_on}, "pairing")
+        return self._out(self.db.run(coaching.pair, data["navigator_id"], data["coach_id"],
+                                     data["started_on"]))
+
+    @rpc(GATEWAY)
     def office_onboard(self, session_id, rows, portal_url):
         """Register or update each row's municipality contact and invite it to the portal;
         a report per row (``created``, ``updated``, ``unchanged`` or the error)."""

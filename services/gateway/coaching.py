@@ -143,7 +143,7 @@ class CoachPages:
             content = file.read()
             if not content.startswith(b"%PDF-"):
                 errors["dokument"] = "Bitte laden Sie das Dokument als PDF hoch."
-            document = {"filename": _nul_free({"n": file.filename})["n"][-200:],
+            document = {"filename": file.filename.replace("\x00", "")[-200:],
                         "content": base64.b64encode(content).decode("ascii")}
             if values["document_ref"]:
                 errors["document_ref"] = ("Bitte geben Sie entweder einen Verweis an oder "

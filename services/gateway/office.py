@@ -32,7 +32,8 @@ from services.gateway.portal import (
 COOKIE = "lotsen_buero"
 MENU = [("abdeckung", "/buero/abdeckung", "Abdeckung"), ("karte", "/buero/karte", "Karte"),
         ("budget", "/buero/budget", "Budget"), ("kontakte", "/buero/kontakte", "Kontakte"),
-        ("erinnerungen", "/buero/erinnerungen", "Erinnerungen")]
+        ("erinnerungen", "/buero/erinnerungen", "Erinnerungen"),
+        ("coaching", "/buero/coaching", "Coaching")]
 LEVELS = {"land": ("per_land", "Land"), "bezirk": ("per_bezirk", "Regierungsbezirk"),
           "kreis": ("per_kreis", "Kreis")}
 SORTS = {"name": lambda r: r["name"], "anteil": lambda r: (r["covered_percent"], r["name"]),
@@ -44,7 +45,11 @@ OFFICE_NOTICES = dict(
     NOTICES, erinnert="Die Erinnerungen sind verschickt. Jede Kommune erhält eine Kampagne "
                       "nur einmal, auch wenn sie noch einmal gestartet wird.",
     link="Wenn diese Adresse für die Seiten des Programmbüros freigeschaltet ist, ist eine "
-         "E-Mail mit einem Anmeldelink unterwegs. Der Link gilt 15 Minuten und nur einmal.")
+         "E-Mail mit einem Anmeldelink unterwegs. Der Link gilt 15 Minuten und nur einmal.",
+    zugeordnet="Die Zuordnung ist gespeichert. Der Digital-Navigator und die Lotsin oder der "
+               "Lotse erhalten eine E-Mail.",
+    eingetragen="Die Lotsin oder der Lotse ist eingetragen und kann sich auf den Seiten für "
+                "das Coaching mit der eigenen E-Mail-Adresse anmelden.")
 
 
 class OfficeVisit(Visit):
@@ -278,6 +283,81 @@ class OfficePages:
                            "problems": " ".join(problems)})
         return visit.render("office_contacts_report.html", title="Kontakte eingetragen",
                             nav="kontakte", report=report, counts=answer["counts"])
+
+    # --- coaching: coaches and pairing -----------------------------------------------------
+
+    COACH_FIELDS = ("name", "email", "max_navigators")
+
+    def _coaching_programmes(self, visit) -> list[dict]:
+        return [p for p in self._coverage(visit, ALL)["programmes"]
+                if self._coaching_overview(p["code"]) is not None]
+
+    def _coaching_page(self, visit, request, values=None, errors=None, status=200,
+                       pair_errors=None):
+        programmes = self._coaching_programmes(visit)
+        chosen = request.args.get("programm") or request.form.get("programm") or (
+            programmes[0]["code"] if programmes else "")
+        if chosen not in {p["code"] for p in programmes}:
+            chosen = programmes[0]["code"] if programmes else ""
+        view = (self._call("office_coaching", visit.person["session_id"], chosen)
+                if chosen else None)
+        free = [c for c in view["overview"]["coaches"] if c["load"] < c["max_navigators"]] \
+            if view else []
+        return visit.render("office_coaching.html", status, title="Coaching", nav="coaching",
+                            programmes=programmes, programme=chosen, view=view,
+                            free_coaches=free, values=values or dict.fromkeys(
+                                self.COACH_FIELDS, ""), errors=errors or {},
+                            pair_errors=pair_errors or {})
+
+    @page("GET", "/buero/coaching")
+    def office_coaching(self, request):
+        visit = self._office_visit(request)
+        return self._coaching_page(visit, request)
+
+    @page("POST", "/buero/coaching/lotsen")
+    def office_add_coach(self, request):
+        visit = self._office_post(request)
+        values = _nul_free(_form(request, "programm", *self.COACH_FIELDS))
+        errors = {}
+        if not values["max_navigators"].isdigit():
+            errors["max_navigators"] = "Bitte geben Sie eine ganze Zahl von 1 bis 500 an."
+        if not errors:
+            try:
+                self._call("office_register_coach", visit.person["session_id"], {
+                    "programme_code": values["programm"][:40], "name": values["name"],
+                    "email": values["email"], "max_navigators": int(values["max_navigators"])})
+            except LotsenError as exc:
+                if exc.status not in (409, 422):
+                    raise
+                errors = pages.field_errors(exc.fields, values)
+                if exc.status == 409:
+                    errors = {"email": "Diese Adresse ist in diesem Programm schon eingetragen."}
+                elif "max_navigators" in (exc.fields or {}):
+                    errors["max_navigators"] = "Bitte geben Sie eine ganze Zahl von 1 bis 500 an."
+                errors = errors or {"_form": "Das ist so nicht möglich."}
+        if errors:
+            return self._coaching_page(visit, request, values, errors, 422)
+        raise PageRedirect(f"/buero/coaching?programm={values['programm'][:40]}"
+                           "&hinweis=eingetragen")
+
+    @page("POST", "/buero/coaching/zuordnen")
+    def office_pair_navigator(self, request):
+        visit = self._office_post(request)
+        values = _nul_free(_form(request, "programm", "navigator_id", "coach_id"))
+        try:
+            self._call("office_pair", visit.person["session_id"], values["navigator_id"][:40],
+                       values["coach_id"][:40])
+        except LotsenError as exc:
+            if exc.status not in (404, 422):
+                raise
+            message = ("Diese Lotsin oder dieser Lotse begleitet schon so viele Navigatoren "
+                       "wie vorgesehen." if "coach_id" in (exc.fields or {})
+                       and exc.status == 422 else
+                       "Bitte wählen Sie eine Lotsin oder einen Lotsen aus.")
+            return self._coaching_page(visit, request, status=422,
+                                       pair_errors={values["navigator_id"][:40]: message})
+        raise PageRedirect(f"/buero/coaching?programm={values['programm'][:40]}"
+                           "&hinweis=zugeordnet")
 
     # --- outreach ---------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """Sachsen's coaching programme through the services' RPC (real RabbitMQ, PostgreSQL) and the
 reminders notifications sends to a real SMTP server."""
+import re
+import uuid
 from datetime import date, timedelta
 
 import eventlet
@@ -14,6 +16,7 @@ from services.gateway.service import GatewayService
 from services.notifications.service import NotificationsService
 from tests.integration.helpers import SignedRpc, wait_for
 from tests.integration.test_gateway import gateway_config, world  # noqa: F401 (fixtures)
+from tests.integration.test_office import office_system  # noqa: F401 (fixture)
 from tests.integration.test_portal import portal  # noqa: F401 (fixture)
 from tests.integration.test_notifications import (  # noqa: F401 (fixtures)
     mail_config,
@@ -265,7 +268,14 @@ def test_the_new_methods_refuse_callers_without_their_proof(
                      lambda: anyone.pair_navigator("a", "b"),
                      lambda: anyone.report_overdue_milestones(),
                      lambda: anyone.record_milestone({}),
-                     lambda: anyone.name_navigator(DRESDEN, "SN-DN", navigator(1))):
+                     lambda: anyone.name_navigator(DRESDEN, "SN-DN", navigator(1)),
+                     lambda: anyone.coach_request_sign_in("a@b.example", "http://x.example/"),
+                     lambda: anyone.coach_desk("x" * 40),
+                     lambda: anyone.coach_record_milestone("x" * 40, {}),
+                     lambda: anyone.coach_document("x" * 40, "a"),
+                     lambda: anyone.office_coaching("x" * 40, "SN-DN"),
+                     lambda: anyone.office_register_coach("x" * 40, {}),
+                     lambda: anyone.office_pair("x" * 40, "a", "b")):
             with pytest.raises(AuthenticationFailed):
                 call()
     with ServiceRpcProxy("funding", service_config) as anyone:
@@ -278,9 +288,13 @@ def test_the_new_methods_refuse_callers_without_their_proof(
     enrolment = gateway.start()
     try:
         sign_for(gateway, service_config)
-        with pytest.raises(AuthenticationFailed) as refused:
-            enrolment.office_coverage("y" * 43)
-        assert refused.value.fields == {"session": ["ended or unknown"]}
+        for call in (lambda: enrolment.office_coverage("y" * 43),
+                     lambda: enrolment.office_pair("y" * 43, "a", "b"),
+                     lambda: enrolment.coach_desk("y" * 43),
+                     lambda: enrolment.coach_document("y" * 43, str(uuid.uuid4()))):
+            with pytest.raises(AuthenticationFailed) as refused:
+                call()
+            assert refused.value.fields == {"session": ["ended or unknown"]}
     finally:
         gateway.stop()
     with ServiceRpcProxy("enrolment", service_config,
@@ -400,3 +414,43 @@ def test_a_coach_signs_in_sees_their_navigators_and_records_milestones_with_a_pd
     # No link token, no Navigator's name or address in any log line.
     assert token not in caplog.text and "/coaching/link/<token>" in caplog.text
     assert "navigator1@sachsen.example" not in caplog.text and "Krause1" not in caplog.text
+
+
+def test_the_office_registers_coaches_and_pairs_navigators_in_its_pages(office_system):
+    """The office's coaching page: a coach registered, the Navigators of a programme listed,
+    one paired; a coach at the maximum is not offered (and refused if sent anyway)."""
+    from tests.integration.test_office import signed_in
+
+    def setup(session):
+        baden_navigators(session)
+        return [coaching.name_navigator(session, ags, "BW-NAV", navigator(n))["id"]
+                for n, ags in enumerate((office_system["a"], office_system["b"]))]
+    first, second = office_system["db"].run(setup)
+    browser = signed_in(office_system)
+    page = browser.get("/buero/coaching?programm=BW-NAV")
+    assert page.status_code == 200 and "2 Kommunen mit Digital-Navigator" in page.text
+    assert "Zuordnen für" not in page.text  # nobody to pair with yet
+    bad = browser.post("/buero/coaching/lotsen", {"programm": "BW-NAV", "name": "Lotse Lehmann",
+                                                  "email": "lehmann@ssg.example",
+                                                  "max_navigators": "viele"})
+    assert bad.status_code == 422 and 'id="fehler-max_navigators"' in bad.text
+    assert browser.post("/buero/coaching/lotsen", {
+        "programm": "BW-NAV", "name": "Lotse Lehmann", "email": "lehmann@ssg.example",
+        "max_navigators": "1"}).status_code == 303
+    page = browser.follow()
+    assert "ist eingetragen" in page.text and page.text.count("Zuordnen für") == 2
+    twice = browser.post("/buero/coaching/lotsen", {
+        "programm": "BW-NAV", "name": "Lotse Lehmann", "email": "LEHMANN@ssg.example",
+        "max_navigators": "3"})
+    assert twice.status_code == 422 and "schon eingetragen" in twice.text
+    coach_id = re.search(r'<option value="([0-9a-f-]{36})">Lotse Lehmann', twice.text).group(1)
+    assert browser.post("/buero/coaching/zuordnen", {
+        "programm": "BW-NAV", "navigator_id": first, "coach_id": coach_id}).status_code == 303
+    page = browser.follow()
+    assert "Die Zuordnung ist gespeichert" in page.text and "Lotse Lehmann, seit" in page.text
+    assert "Zuordnen für" not in page.text  # his one place is taken
+    full = browser.post("/buero/coaching/zuordnen", {
+        "programm": "BW-NAV", "navigator_id": second, "coach_id": coach_id})
+    assert full.status_code == 422 and "so viele Navigatoren" in full.text
+    coverage = browser.get("/buero/abdeckung?programm=BW-NAV").text
+    assert "davon 1 mit Coach" in coverage and 'href="/buero/coaching?programm=BW-NAV"' in coverage
