@@ -22,7 +22,6 @@ from datetime import date
 from pathlib import Path
 
 import click
-import yaml
 
 from services.common import config as cfg
 from services.common.errors import LotsenError
@@ -251,44 +250,15 @@ def programme():
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_obj
 def programme_create(obj: Context, file: Path):
-    from services.common.schemas import load
-    from services.enrolment import domain
-    from services.enrolment.schemas import ProgrammeIn
+    from services import programme_files
     from services.funding import domain as funding
-    from services.funding.schemas import FundingPolicyIn
 
-    raw = _jsonable(yaml.safe_load(file.read_text(encoding="utf-8")) or {})
-    funding_section = raw.pop("funding", None)
-    coaching_section = raw.pop("coaching", None)
     try:
-        data = load(ProgrammeIn(), raw, "programme file")
-        policy = load(FundingPolicyIn(), funding_section, "funding section") \
-            if funding_section is not None else None
-        from services.enrolment.schemas import CoachingSectionIn
-        milestones = load(CoachingSectionIn(), coaching_section, "coaching section")[
-            "milestones"] if coaching_section is not None else None
-        # A coaching programme without a funding section funds nothing; a seminar programme
-        # without one waits for a policy (lotsen funding policy).
-        data["funded"] = funding_section is not None or coaching_section is None
+        parsed = programme_files.read(file)
     except LotsenError as exc:
         _fail(exc)
-
-    def create(session):
-        programme = domain.create_programme(session, data)
-        if milestones is not None:
-            from services.enrolment import coaching
-            coaching.define(session, programme, milestones)
-        bodies = len(domain.eligible_bodies(session, programme))
-        if policy:
-            needed = bodies * policy["guaranteed_per_body"] * policy["fee_cents"]
-            if policy["budget_cents"] < needed:
-                raise RuleViolation("the budget does not cover one guaranteed seat per body",
-                                    {"funding.budget_cents": [f"at least {needed} for {bodies} "
-                                                              "eligible bodies"]})
-        return {"id": programme.id, "code": programme.code, "bodies": bodies}
-
-    from services.common.errors import RuleViolation
-    created = obj.run(create)
+    created = obj.run(programme_files.create, parsed)
+    policy, milestones = parsed.policy, parsed.milestones
     click.echo(f"programme {created['code']} created: {created['bodies']} eligible bodies"
                + (f", coaching with {len(milestones)} milestones" if milestones else ""))
     if policy:
@@ -300,12 +270,6 @@ def programme_create(obj: Context, file: Path):
         click.echo("no funding section: nothing is funded in this coaching programme")
     else:
         click.echo("no funding section: nothing is funded until a policy is set")
-
-
-def _jsonable(value):
-    """YAML reads dates as dates; the schemas take the ISO strings an RPC caller sends."""
-    return json.loads(json.dumps(value, default=lambda v: v.isoformat()
-                                 if isinstance(v, date) else str(v)))
 
 
 @programme.command("publish")

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
-import yaml
 from sqlalchemy import func, select
 
+from services import programme_files
 from services.common.config import PROJECT_ROOT
-from services.common.schemas import load
 from services.enrolment import domain
 from services.enrolment.models import Body, Programme
-from services.enrolment.schemas import ProgrammeIn
 
 PROGRAMME_FILE = PROJECT_ROOT / "deploy" / "programmes" / "bw-digitallotsen.yaml"
 
@@ -52,6 +51,27 @@ PAST_PARTICIPANTS = {
 DEMO_OFFICE = "buero@lotsen.example"  # may sign in to the programme office's pages
 
 
+DEMO_COACH = "lotse@lotsen.example"  # may sign in to the coaches' pages
+COACHING_FILE = PROJECT_ROOT / "deploy" / "programmes" / "sn-digital-navigatoren.yaml"
+PIRNA = "14628270"
+
+
+def _coaching(session) -> dict | None:
+    """Sachsen's coaching programme, when the real register brought Sachsen's bodies: Pirna
+    registered, its Navigator named and paired with the demo coach three weeks ago."""
+    from services.enrolment import coaching
+    if session.get(Body, PIRNA) is None:
+        return None
+    programme_files.create(session, programme_files.read(COACHING_FILE))
+    domain.register_municipality(session, PIRNA, "Hauptamt Pirna", "digital@pirna.example")
+    named = coaching.name_navigator(session, PIRNA, "SN-DN", {
+        "given_name": "Karin", "family_name": "Beispiel",
+        "email": "karin.beispiel@pirna.example", "department": "Hauptamt"})
+    coach, _ = coaching.register_coach(session, "SN-DN", "Lotse (Demo)", DEMO_COACH, 20)
+    coaching.pair(session, uuid.UUID(named["id"]), coach.id, date.today() - timedelta(days=21))
+    return {"programme": "SN-DN", "coach": DEMO_COACH, "municipality": PIRNA}
+
+
 def _modules(first: date) -> list[dict]:
     return [{"number": n, "title": title, "date": first + timedelta(days=7 * (n - 1))}
             for n, title in enumerate(MODULES, start=1)]
@@ -79,13 +99,11 @@ def load_demo(handle, register_file: Path | None, credentials_path: Path,
         return f"no register file: {len(FALLBACK_BODIES)} demo bodies loaded"
 
     register_note = handle.run(bodies)
-    raw = yaml.safe_load(PROGRAMME_FILE.read_text(encoding="utf-8"))
-    policy = raw.pop("funding", None)
-    programme = load(ProgrammeIn(), {k: v.isoformat() if isinstance(v, date) else v
-                                     for k, v in raw.items()}, "demo programme")
+    parsed = programme_files.read(PROGRAMME_FILE)
+    policy = parsed.policy
 
     def setup(session):
-        domain.create_programme(session, programme)
+        programme_files.create(session, parsed)
         provider, token = domain.create_provider(
             session, "Verwaltungsschule des Gemeindetags Baden-Württemberg")
         start = date.today() + timedelta(days=30)
@@ -118,7 +136,8 @@ def load_demo(handle, register_file: Path | None, credentials_path: Path,
         domain.change_course_status(session, provider, past.id, "close")
         from services.enrolment import office
         office.add_staff(session, DEMO_OFFICE, "Programmbüro (Demo)")
-        return {"office": DEMO_OFFICE, "provider": {"name": provider.name, "token": token}, "courses": courses,
+        return {"office": DEMO_OFFICE, "coaching": _coaching(session),
+                "provider": {"name": provider.name, "token": token}, "courses": courses,
                 "course_that_took_place": {
                     "id": str(past.id), "location": "Heidelberg",
                     "modules": [{"number": m.number, "date": m.date.isoformat()}
@@ -129,12 +148,9 @@ def load_demo(handle, register_file: Path | None, credentials_path: Path,
     credentials = handle.run(setup)
     if funding_handle is not None and policy:
         from services.funding import domain as funding
-        from services.funding.schemas import FundingPolicyIn
-        checked = load(FundingPolicyIn(), {k: v.isoformat() if isinstance(v, date) else v
-                                           for k, v in policy.items()}, "demo funding policy")
         programme_id = handle.run(lambda s: s.scalar(select(Programme.id).where(
             Programme.code == "BW-DL")))
-        funding_handle.run(funding.set_policy, programme_id, "BW-DL", checked)
+        funding_handle.run(funding.set_policy, programme_id, "BW-DL", policy)
     credentials_path.parent.mkdir(parents=True, exist_ok=True)
     credentials_path.write_text(json.dumps(credentials, indent=2, ensure_ascii=False),
                                 encoding="utf-8")
@@ -144,4 +160,6 @@ def load_demo(handle, register_file: Path | None, credentials_path: Path,
             f"{len(credentials['course_that_took_place']['enrolment_ids'])} participants to "
             f"record attendance for) and {len(credentials['municipalities'])} municipalities loaded"
             f"{', funding policy set' if funding_handle is not None and policy else ''}\n"
-            f"provider token and API keys: {credentials_path}")
+            + (f"coaching programme SN-DN: Pirna's Navigator paired with "
+               f"{DEMO_COACH} (sign in at /coaching)\n" if credentials["coaching"] else "")
+            + f"provider token and API keys: {credentials_path}")

@@ -83,9 +83,14 @@ def test_demo_loads_once_and_run_serves_it(cli_env, register_file):
     assert invoke(path, "migrate").exit_code == 0
     first = invoke(path, "demo", "--register", str(register_file))
     assert first.exit_code == 0 and "demo programme BW-DL" in first.output
+    assert "coaching programme SN-DN" in first.output  # the real register has Sachsen
     second = invoke(path, "demo")
     assert "already loaded" in second.output
     credentials = json.loads((Path(config["LOTSEN_HOME"]) / "demo-credentials.json").read_text())
+    assert credentials["coaching"] == {"programme": "SN-DN", "coach": "lotse@lotsen.example",
+                                       "municipality": "14628270"}
+    listed = invoke(path, "coaching", "navigators", "SN-DN")
+    assert listed.exit_code == 0 and "14628270  Pirna, Stadt  Lotse (Demo)" in listed.output
 
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "--config", str(path), "run"],
