@@ -88,7 +88,7 @@ class ProblemHttpEntrypoint(HttpRequestHandler):
         timeout_s, limit = web.limits(self.container.config, self.document)
         try:
             web.read_body(request.environ, limit, timeout_s,
-                          web.DOCUMENTS_AT_ONCE if self.document else web.BODIES_AT_ONCE)
+                          web.DOCUMENTS_AT_ONCE if self.document else None)
         except web.BodyRefused as exc:
             return self.body_refused(exc)
         return super().handle_request(request)

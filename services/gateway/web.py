@@ -87,7 +87,7 @@ def _stop_reading(environ) -> None:
 
 
 def read_body(environ: dict, limit: int, timeout_s: float,
-              gate: eventlet.semaphore.Semaphore = BODIES_AT_ONCE) -> None:
+              gate: eventlet.semaphore.Semaphore | None = None) -> None:
     """Read the request body now and put it back into ``environ`` as a complete body with a
     ``Content-Length``; raise ``BodyRefused`` for one that is too large, too slow or broken."""
     coding = environ.get("HTTP_TRANSFER_ENCODING", "").strip().lower()
@@ -109,6 +109,7 @@ def read_body(environ: dict, limit: int, timeout_s: float,
     parts, size = [], 0
     # Bodies are read before the key is checked: bound how many are held at once, so that many
     # connections cannot fill the memory (at most BODIES_AT_ONCE x the size limit).
+    gate = BODIES_AT_ONCE if gate is None else gate
     if not gate.acquire(timeout=timeout_s):
         _stop_reading(environ)
         raise BodyRefused(503, "Service unavailable",

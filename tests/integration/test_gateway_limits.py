@@ -2,6 +2,7 @@
 enrolment and certificates services, RabbitMQ and PostgreSQL): slow uploads time out without
 starving anyone, chunked bodies are read (within the size limit), and odd credentials are
 answered, not crashed on."""
+import io
 import json
 import socket
 import time
@@ -168,3 +169,33 @@ def test_bodies_received_at_once_are_bounded(monkeypatch):
         assert refused.status == 503
     else:
         raise AssertionError("a body was read although none may be held")
+
+
+def test_a_document_upload_has_its_own_larger_limit_and_its_own_bound():
+    """Only a form that uploads a document (a coach's PDF) may send more than
+    ``max_body_bytes``; such bodies are held at most four at a time."""
+    import eventlet.semaphore
+
+    from services.gateway import web
+    config = {"GATEWAY": {"max_body_bytes": 1000, "max_document_bytes": 5000,
+                          "read_timeout_s": 3}}
+    assert web.limits(config) == (3.0, 1000)
+    assert web.limits(config, document=True) == (6.0, 5000)
+    body = b"x" * 3000
+    environ = {"CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+    web.read_body(environ, limit=5000, timeout_s=6.0, gate=web.DOCUMENTS_AT_ONCE)
+    assert environ["wsgi.input"].read() == body
+    try:
+        web.read_body({"CONTENT_LENGTH": "3000", "wsgi.input": io.BytesIO(body)},
+                      limit=1000, timeout_s=3.0)
+    except web.BodyRefused as refused:
+        assert refused.status == 413
+    else:
+        raise AssertionError("a body above max_body_bytes was read")
+    try:
+        web.read_body({"CONTENT_LENGTH": "10", "wsgi.input": None}, 100, 0.1,
+                      gate=eventlet.semaphore.Semaphore(0))
+    except web.BodyRefused as refused:
+        assert refused.status == 503
+    else:
+        raise AssertionError("a document was read although none may be held")
