@@ -415,6 +415,7 @@ def test_a_coach_signs_in_sees_their_navigators_and_records_milestones_with_a_pd
     # No link token, no Navigator's name or address in any log line.
     assert token not in caplog.text and "/coaching/link/<token>" in caplog.text
     assert "navigator1@sachsen.example" not in caplog.text and "Krause1" not in caplog.text
+    assert "lehmann@ssg.example" not in caplog.text.lower()
 
 
 def test_the_office_registers_coaches_and_pairs_navigators_in_its_pages(office_system):
@@ -455,3 +456,76 @@ def test_the_office_registers_coaches_and_pairs_navigators_in_its_pages(office_s
     assert full.status_code == 422 and "so viele Navigatoren" in full.text
     coverage = browser.get("/buero/abdeckung?programm=BW-NAV").text
     assert "davon 1 mit Coach" in coverage and 'href="/buero/coaching?programm=BW-NAV"' in coverage
+
+
+def test_every_module_and_every_milestone_bring_a_certificate_that_lists_the_milestones(
+        container_factory, mail_config, enrolment_db, register_file, smtp):
+    """Through the services: the Navigator attends both modules (the provider records it)
+    and the coach records both milestones; only then does the certificate come, by mail, with
+    the milestones on it."""
+    import io
+
+    from pypdf import PdfReader
+
+    from services.certificates.service import CertificatesService
+
+    inbox, _ = smtp
+    enrolment_db.run(import_register, [b for b in parse_register(register_file)
+                                       if b.land == "14"])
+
+    def setup(session):
+        programme = domain.create_programme(session, {
+            "code": "SN-DN", "name": "Digital-Navigatoren Sachsen", "land": "14",
+            "role_name": "Digital-Navigator", "eligible_kinds": ["gemeinde", "kreis"],
+            "enrolment_opens_on": date.today() - timedelta(days=100),
+            "enrolment_closes_on": date(2099, 1, 1), "funded": False})
+        coaching.define(session, programme, MILESTONES)
+        domain.register_municipality(session, DRESDEN, "Hauptamt", "hauptamt@dresden.example")
+        _, token = domain.create_provider(session, "Sächsischer Städte- und Gemeindetag")
+        return token
+    token = enrolment_db.run(setup)
+    for service in (EnrolmentService, CertificatesService, NotificationsService):
+        container_factory(service, mail_config).start()
+    config = mail_config
+    first = date.today() - timedelta(days=20)
+    with ServiceRpcProxy("enrolment", config, context_data={"provider_token": token}) as p:
+        course = p.create_course({
+            "programme_code": "SN-DN", "title": "Grundlagen für Navigatoren",
+            "location": "Dresden", "capacity": 10, "open": True,
+            "modules": [{"number": n, "title": title,
+                         "date": (first + timedelta(days=7 * n)).isoformat()}
+                        for n, title in ((1, "Sächsisches eGovernment-Gesetz"),
+                                         (2, "Basiskomponenten und OZG"))]})["id"]
+    with SignedRpc("enrolment", config) as town:
+        named = town.name_navigator(DRESDEN, "SN-DN", navigator(1))
+        enrolled = town.enrol(DRESDEN, {"course_id": course, "participant": navigator(1)})
+    with SignedRpc("enrolment", config, operator=True) as office:
+        coach = office.register_coach({"programme_code": "SN-DN", "name": "Lotse Lehmann",
+                                       "email": "lehmann@ssg.example", "max_navigators": 5})
+        office.pair_navigator(named["id"], coach["id"],
+                              (date.today() - timedelta(days=30)).isoformat())
+    with ServiceRpcProxy("enrolment", config, context_data={"provider_token": token}) as p:
+        for module in (1, 2):
+            p.record_attendance(course, module, [enrolled["id"]])
+    with ServiceRpcProxy("enrolment", config,
+                         context_data={"coach_token": coach["token"]}) as lehmann:
+        lehmann.record_milestone({"navigator_id": named["id"], "key": "situation",
+                                  "reached_on": (date.today() - timedelta(days=5)).isoformat()})
+
+    def certificate_mails():
+        return [m for m in inbox.messages if "Zertifikat" in str(m["Subject"])]
+    eventlet.sleep(2)  # every module attended, one milestone still open: nothing yet
+    assert certificate_mails() == []
+    with SignedRpc("enrolment", config) as town:
+        assert town.get_enrolment(DRESDEN, enrolled["id"])["status"] == "confirmed"
+    with ServiceRpcProxy("enrolment", config,
+                         context_data={"coach_token": coach["token"]}) as lehmann:
+        lehmann.record_milestone({"navigator_id": named["id"], "key": "agenda",
+                                  "reached_on": date.today().isoformat(),
+                                  "document_ref": "Stadtratsbeschluss 2026/117"})
+    [mail, *_] = wait_for(certificate_mails, timeout=60, message="the certificate mail")
+    assert mail["To"].addresses[0].addr_spec == "navigator1@sachsen.example"
+    [pdf] = [part.get_content() for part in mail.iter_attachments()]
+    text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    assert "Meilensteine" in text
+    assert "Situation vor Ort erfasst" in text and "Digitale Agenda geschrieben" in text
