@@ -270,3 +270,28 @@ def test_an_older_registration_arriving_late_leaves_the_newer_contact():
             "neu@wiesloch.example"
     finally:
         handle.dispose()
+
+
+def test_an_insert_skipping_duplicates_is_compiled_once_and_skips_them(db):
+    """The inbox's and the notices' INSERT ... ON CONFLICT DO NOTHING comes from SQLAlchemy's
+    statement cache after its first use (the dialects' own construct was compiled anew on
+    every call), renders the conflict clause, and skips a row whose key exists."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy.engine.default import CACHE_HIT
+
+    from services.common.outbox import insert_skipping_duplicates
+    table = InboxRecord.__table__
+    moment = datetime.now(timezone.utc)
+
+    def insert(session, event_id):
+        result = insert_skipping_duplicates(session, table, [{
+            "consumer": "test", "event_id": event_id, "event_type": "x", "handled_at": moment}],
+            ["consumer", "event_id"], returning=[table.c.event_id])
+        return result.context.cache_hit, result.context.compiled.string, result.all()
+    first, second = uuid.uuid4(), uuid.uuid4()
+    db.run(insert, first)  # the first call may compile
+    hit, sql, rows = db.run(insert, second)
+    assert hit == CACHE_HIT and "ON CONFLICT (consumer, event_id) DO NOTHING" in sql
+    assert [r.event_id for r in rows] == [second]
+    assert db.run(insert, second)[2] == []  # the same key again: skipped, nothing returned
