@@ -19,13 +19,13 @@ from services.common import callers
 from services.common import config as cfg
 from services.common.db import Database
 from services.common.callers import OPERATOR, PUBLIC
-from services.common.entrypoints import Operator, event_handler, rpc
+from services.common.entrypoints import GroupCommits, Operator, event_handler, rpc
 from services.common.errors import ValidationFailed
 from services.common.events import parse_event
 from services.common.schemas import EnrolmentIdsIn, load
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
-from services.common.outbox import handle_once
+from services.common.outbox import handle_in_group, handle_once
 from services.notifications import delivery, domain, privacy
 from services.notifications.models import InboxRecord, Notice, OutboxMessage
 
@@ -217,14 +217,18 @@ class NotificationsService:
     metrics = Metrics(mail_figures)
 
     db = Database("notifications", OutboxMessage, InboxRecord, relay=False)
+    group = GroupCommits()
     mailer = Mailer()
     config = Config()
     operator = Operator()
 
     def _on(self, envelope, event_type, fn):
+        """Each event once (the inbox), its notices written in the same transaction. Events
+        that queue up while a transaction runs are handled together in the next one: one
+        inbox statement and one COMMIT for all of them; if that fails, each is tried alone."""
         event = parse_event(envelope, event_type)
-        self.db.run(handle_once, event, f"{self.name}.{event_type}",
-                    lambda session, e: fn(session, e.payload, str(e.event_id)))
+        handle_in_group(self.group, self.db, "notices", event, f"{self.name}.{event_type}",
+                        lambda session, e: fn(session, e.payload, str(e.event_id)))
         self.mailer.wake()
 
     @event_handler("enrolment", "municipality_registered")
