@@ -453,7 +453,19 @@ def test_the_office_registers_coaches_and_pairs_navigators_in_its_pages(office_s
     assert "Zuordnen für" not in page.text  # his one place is taken
     full = browser.post("/buero/coaching/zuordnen", {
         "programm": "BW-NAV", "navigator_id": second, "coach_id": coach_id})
-    assert full.status_code == 422 and "so viele Navigatoren" in full.text
+    assert full.status_code == 422 and f'id="fehler-coach-{second}"' in full.text
+    assert "begleitet schon so viele Navigatoren wie vorgesehen" in full.text
+    # A second coach: the paired Navigator may change to her, the other gets her too.
+    assert browser.post("/buero/coaching/lotsen", {
+        "programm": "BW-NAV", "name": "Lotsin Lange", "email": "lange@ssg.example",
+        "max_navigators": "2"}).status_code == 303
+    page = browser.follow().text
+    assert page.count("Wechseln für") == 1 and page.count("Zuordnen für") == 1
+    lange = re.search(r'<option value="([0-9a-f-]{36})">Lotsin Lange', page).group(1)
+    assert browser.post("/buero/coaching/zuordnen", {
+        "programm": "BW-NAV", "navigator_id": first, "coach_id": lange}).status_code == 303
+    page = browser.follow().text
+    assert "Lotsin Lange, seit" in page and "Lotse Lehmann, seit" not in page
     coverage = browser.get("/buero/abdeckung?programm=BW-NAV").text
     assert "davon 1 mit Coach" in coverage and 'href="/buero/coaching?programm=BW-NAV"' in coverage
 
