@@ -233,9 +233,35 @@ def export_participant(session: Session, email: str, key: bytes) -> dict:
                      "retention_days": enrolment.course.programme.retention_days})
     erasures = session.scalars(select(Erasure).where(
         Erasure.email_key == privacy.email_key(key, email)).order_by(Erasure.erased_at)).all()
-    return {"enrolments": shown,
+    return {"enrolments": shown, "navigators": _as_navigator(session, email),
             "erasures": [{"erased_at": e.erased_at.isoformat(), "cause": e.cause,
                           "enrolments": len(e.enrolment_ids)} for e in erasures]}
+
+
+def _as_navigator(session: Session, email: str) -> list[dict]:
+    """The person as a coaching programme's Navigator: named when, for whom, by which coach,
+    and the milestones their coach recorded (with the notes)."""
+    from services.enrolment.models import Body, Coach, MilestoneRecord
+    rows = session.execute(
+        select(Navigator, Programme.name, Body.name).join(Programme,
+                                                          Programme.id == Navigator.programme_id)
+        .join(Body, Body.ags == Navigator.ags).where(Navigator.email == _normal(email))
+        .order_by(Navigator.named_at)).all()
+    out = []
+    for navigator, programme_name, municipality in rows:
+        coach = session.get(Coach, navigator.coach_id) if navigator.coach_id else None
+        records = session.scalars(select(MilestoneRecord).where(
+            MilestoneRecord.navigator_id == navigator.id).order_by(MilestoneRecord.reached_on))
+        out.append({
+            "programme_name": programme_name, "municipality": municipality,
+            "given_name": navigator.given_name, "family_name": navigator.family_name,
+            "email": navigator.email, "department": navigator.department,
+            "named_at": navigator.named_at.isoformat(),
+            "replaced_at": navigator.replaced_at.isoformat() if navigator.replaced_at else None,
+            "coach": coach.name if coach else None,
+            "milestones": [{"key": r.key, "reached_on": r.reached_on.isoformat(),
+                            "note": r.note, "document_ref": r.document_ref} for r in records]})
+    return out
 
 
 def enrolment_ids_of(session: Session, email: str) -> list:

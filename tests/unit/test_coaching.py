@@ -210,6 +210,11 @@ def test_a_navigator_who_never_enrolled_can_be_erased(db):
     db.run(lambda s: coaching.record_milestone(
         s, s.get(type(coach), coach.id), uuid.UUID(named["id"]), "situation", date.today(),
         "Gespräch mit Frau Krause5 im Hauptamt", None))
+    [shown] = db.run(privacy.export_participant, "navigator5@sachsen.example",
+                     b"k" * 32)["navigators"]  # Art. 15: what is held about her as Navigator
+    assert (shown["family_name"], shown["coach"], shown["municipality"]) == (
+        "Krause5", "Lotse Lehmann", "Pirna, Stadt")
+    assert shown["milestones"][0]["note"] == "Gespräch mit Frau Krause5 im Hauptamt"
     erased = db.run(privacy.erase_participant, "Navigator5@Sachsen.example", "Antrag", b"k" * 32)
     assert (erased["status"], erased["enrolments"], erased["navigators"]) == ("erased", 0, 1)
     row = db.run(lambda s: s.get(Navigator, uuid.UUID(named["id"])))
@@ -224,6 +229,8 @@ def test_a_navigator_who_never_enrolled_can_be_erased(db):
     assert ParticipantErasedV1().validate(dict(announced, erased_at=announced["erased_at"])) == {}
     again = db.run(privacy.erase_participant, "navigator5@sachsen.example", "Antrag", b"k" * 32)
     assert again["status"] == "already_erased"
+    assert db.run(privacy.export_participant, "navigator5@sachsen.example",
+                  b"k" * 32)["navigators"] == []
 
 
 def test_coaches_sign_in_by_address_and_see_only_their_navigators(db):
