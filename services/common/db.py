@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from services.common import config as cfg
+from services.common.errors import LotsenError
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,34 @@ class DatabaseHandle:
 
     def dispose(self):
         self.engine.dispose()
+
+
+def run_in_group(group, db: "BoundDatabase", key, fn: Callable, *args, lock_order=None):
+    """``db.run(fn, *args)``, sharing a transaction with the calls of the same ``key`` that
+    queued up while another one ran (a ``GroupCommit``): one BEGIN and one COMMIT for all of
+    them. Each runs with its own correlation id and gets its own answer; a ``LotsenError`` is
+    its own refusal and leaves the others be, so ``fn`` must refuse before it writes anything
+    that should not stay. Any other error runs every call again alone. Calls are taken in order
+    of ``lock_order`` (stable, so arrival order within one value), so that transactions in
+    different processes take row locks in the same order and do not deadlock each other."""
+    outcome = group.run(key, (fn, args, db.correlation_id, lock_order),
+                        lambda calls: db.run(_run_all, calls))
+    if isinstance(outcome, LotsenError):
+        raise outcome
+    return outcome
+
+
+def _run_all(session: Session, calls: list) -> list:
+    order = sorted(range(len(calls)), key=lambda n: (calls[n][3] is None, str(calls[n][3] or "")))
+    outcomes = [None] * len(calls)
+    for n in order:
+        fn, args, correlation_id, _ = calls[n]
+        session.info["correlation_id"] = correlation_id
+        try:
+            outcomes[n] = fn(session, *args)
+        except LotsenError as refusal:
+            outcomes[n] = refusal
+    return outcomes
 
 
 class BoundDatabase:

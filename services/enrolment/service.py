@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from services.common import callers
 from services.common import privacy as common_privacy
 from services.common.broker import RpcProxy
-from services.common.db import Database
+from services.common.db import Database, run_in_group
 from services.common.callers import (
     COACH,
     GATEWAY,
@@ -60,6 +60,7 @@ EXPORT_PARTS = (("funding", "funding"), ("certificates", "certificates"),
                 ("notifications", "mails"))
 EXPORT_TIMEOUT_S = 30
 BODY_OUT = schemas.BodyOut()
+ENROL_LANES = 4
 COVERAGE_IN = schemas.CoverageIn()
 PROGRAMME_CODE_IN = schemas.NameNavigatorIn(only=("programme_code",))
 CONTACT_ROW_IN = schemas.ContactRowIn()
@@ -75,6 +76,11 @@ COLLEAGUE_OUT = schemas.ColleagueOut()
 def enrolment_figures(session) -> dict:
     rows = session.execute(select(Enrolment.status, func.count()).group_by(Enrolment.status))
     return {f"enrolments_{status}": count for status, count in rows}
+
+
+def _enrol_with_key(session, api_key, command) -> dict:
+    body, created = domain.enrol_with_key(session, api_key, command)
+    return {"body": BODY_OUT.dump(body), "enrolment": created}
 
 
 class EnrolmentService:
@@ -181,7 +187,7 @@ class EnrolmentService:
         ags = self._ags(ags)
         with self._mail_context():
             command = load(ENROL_IN, enrolment, "enrolment")
-        return self._enrol(domain.enrol, ags, command)
+        return self._enrol(command, domain.enrol, ags, command)
 
     @rpc(GATEWAY)
     def enrol_with_key(self, api_key, enrolment):
@@ -194,14 +200,15 @@ class EnrolmentService:
             self.db.run(domain.authenticate_municipality, api_key)  # strangers learn nothing
             raise
 
-        def run(session):
-            body, created = domain.enrol_with_key(session, api_key, command)
-            return {"body": BODY_OUT.dump(body), "enrolment": created}
-        return self._enrol(run)
+        return self._enrol(command, _enrol_with_key, api_key, command)
 
-    def _enrol(self, fn, *args):
+    def _enrol(self, command, fn, *args):
+        """Enrolments that arrive while another one's transaction runs share the next one
+        (one BEGIN, one COMMIT), taking their courses' locks in the order of the course ids."""
         try:
-            return self.db.run(fn, *args)
+            course_id = command["course_id"]
+            return run_in_group(self.group, self.db, ("enrol", course_id.int % ENROL_LANES), fn,
+                                *args, lock_order=course_id)
         except IntegrityError:
             # A concurrent twin (same key or same participant) committed first: run again to
             # answer as the rules say (the first result, or a clear duplicate error).

@@ -122,6 +122,43 @@ def test_the_count_does_not_grow_with_the_table(enrolment_service, enrolment_db,
     within(seen, ENROL)
 
 
+def test_enrolments_that_queue_up_share_one_transaction(enrolment_db, world):
+    """Ten callers at once: the first enrols alone, the nine that queued up behind it in one
+    more transaction with three statements each. Each caller gets its own answer, refusals
+    included, and each event carries its own caller's correlation id."""
+    import eventlet
+    from services.common.errors import DuplicateEnrolment, NotFound
+    roomy = str(seed_course(enrolment_db))
+    group = GroupCommit()
+    callers = [worker_factory(EnrolmentService, db=BoundDatabase(enrolment_db, f"call-{n}"),
+                              config={}, group=group) for n in range(10)]
+    callers[0].enrol(world["bodies"][0], dict(request(world, 0), course_id=roomy))  # the card
+    requests = [(world["bodies"][n % 6], dict(request(world, n), course_id=roomy))
+                for n in range(1, 11)]
+    requests[4] = ("08999999", requests[4][1])  # no such body
+    requests[7] = (requests[7][0], dict(requests[7][1], participant=participant(2)))  # a twin
+    with counting(enrolment_db.engine) as seen:
+        pool = eventlet.GreenPool(10)
+        answers = list(pool.imap(lambda n: _answer(callers[n].enrol, *requests[n]), range(10)))
+    assert seen.commits == 2, str(seen)
+    assert seen.count == 10 * ENROL - 2, str(seen)  # the two refused write nothing
+    assert isinstance(answers[4], NotFound) and isinstance(answers[7], DuplicateEnrolment)
+    made = [a for a in answers if isinstance(a, dict)]
+    assert len(made) == 8 and all(a["status"] == "confirmed" for a in made)
+    created = {e["payload"]["enrolment_id"]: e for e in _created_events(enrolment_db)}
+    for n, answer in enumerate(answers):
+        if isinstance(answer, dict):
+            assert created[answer["id"]]["correlation_id"] == f"call-{n}"
+    assert len(created) == 9  # the card's enrolment and the eight made together
+
+
+def _answer(call, *args):
+    try:
+        return call(*args)
+    except Exception as refusal:
+        return refusal
+
+
 def seed_course(enrolment_db):
     from tests.integration.helpers import course_data
 
