@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -145,6 +145,12 @@ def programme_published(session: Session, payload: dict):
         session.execute(delete(EligibleBody).where(
             EligibleBody.programme_id == programme.programme_id,
             EligibleBody.ags.in_(removed)))
+    if (added or removed) and session.get_bind().dialect.name == "postgresql":
+        # Fresh planner statistics for the bodies: until autovacuum gets round to them the
+        # planner takes the table for a handful of rows, and the reserve's count of seats held
+        # becomes a scan of every body per guaranteed seat (100 ms at 1,136 bodies). ANALYZE
+        # counts the rows this transaction inserted.
+        session.execute(text("ANALYZE eligible_bodies"))
     programme.revision = payload["revision"]
     programme.name = payload["name"]
     programme.funded = payload.get("funded", True)

@@ -278,3 +278,23 @@ def test_decisions_that_queue_up_share_one_transaction(enrolment_service, enrolm
     order = funding_db.run(lambda s: [str(f.enrolment_id) for f in s.query(
         funding_domain.Funding).order_by(funding_domain.Funding.sequence)])
     assert order == [e["payload"]["enrolment_id"] for e in created]
+
+
+def test_the_planner_knows_the_eligible_bodies_once_they_are_announced(
+        enrolment_service, enrolment_db, funding_db, world):
+    """The reserve's count joins fundings to eligible bodies. Without statistics the planner
+    takes the bodies for a handful of rows and scans all of them per guaranteed seat (100 ms
+    a decision at 1,136 bodies), until autovacuum gets round to it: the announcement that
+    loads them analyzes them."""
+    from sqlalchemy import text
+
+    published = [e for e in outbox_events(enrolment_db)
+                 if e["event_type"] == "programme_published"][0]
+    funding = worker_factory(FundingService, db=BoundDatabase(funding_db, None),
+                             group=GroupCommit())
+    funding.on_programme_published(published)
+    announced = len(published["payload"]["eligible_bodies"])
+    assert announced > 1000  # the whole register of Baden-Württemberg
+    rows = funding_db.run(lambda s: s.scalar(text(
+        "SELECT reltuples FROM pg_class WHERE relname = 'eligible_bodies'")))
+    assert rows == announced
