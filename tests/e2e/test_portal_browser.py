@@ -117,21 +117,34 @@ class Browser:
         select.select_by_visible_text(next(o.text for o in select.options
                                            if option_text in o.text))
 
-    def _navigating(self, element):
-        """Click what leads to another page, and wait until that page is there."""
+    def _navigating(self, locate):
+        """Click what ``locate`` finds, which leads to another page, and wait until it is there.
+
+        Right after a page has loaded, chromedriver now and then refuses a click with "Node
+        with given id does not belong to the document" (its cached node ids still belong to
+        the page before). Nothing was clicked then, so the element is looked up afresh and
+        clicked once more; any other error, or the same one twice, fails the test.
+        """
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support import expected_conditions
         from selenium.webdriver.support.ui import WebDriverWait
         old = self.find("html")
-        element.click()
+        try:
+            locate().click()
+        except WebDriverException as error:
+            if "does not belong to the document" not in str(error.msg):
+                raise
+            old = self.find("html")
+            locate().click()
         WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
         WebDriverWait(self.driver, 30).until(
             lambda d: d.execute_script("return document.readyState") == "complete")
 
     def press(self, button_text: str):
-        self._navigating(self._xpath("//button[normalize-space(.)=$t]", button_text))
+        self._navigating(lambda: self._xpath("//button[normalize-space(.)=$t]", button_text))
 
     def follow(self, link_text: str):
-        self._navigating(self._xpath("//a[normalize-space(.)=$t]", link_text))
+        self._navigating(lambda: self._xpath("//a[normalize-space(.)=$t]", link_text))
 
     def has_link(self, link_text: str) -> bool:
         from selenium.webdriver.common.by import By
