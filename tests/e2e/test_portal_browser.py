@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import secrets
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
@@ -124,19 +125,28 @@ class Browser:
         with given id does not belong to the document" (its cached node ids still belong to
         the page before). Nothing was clicked then, so the element is looked up afresh and
         clicked once more; any other error, or the same one twice, fails the test.
+
+        The new page is recognised by a mark left on the old page's ``window``: every new
+        document starts without it. (Waiting for the old ``<html>`` element to go stale met the
+        same chromedriver error while the page was changing.)
         """
         from selenium.common.exceptions import WebDriverException
-        from selenium.webdriver.support import expected_conditions
         from selenium.webdriver.support.ui import WebDriverWait
-        old = self.find("html")
+        mark = secrets.token_hex(8)
+        self.js("window.__pageBeforeClick = arguments[0]", mark)
         try:
             locate().click()
         except WebDriverException as error:
             if "does not belong to the document" not in str(error.msg):
                 raise
-            old = self.find("html")
             locate().click()
-        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
+
+        def on_the_next_page(driver):
+            try:
+                return driver.execute_script("return window.__pageBeforeClick || null") != mark
+            except WebDriverException:  # the old document is going away mid-call: ask again
+                return False
+        WebDriverWait(self.driver, 30).until(on_the_next_page)
         WebDriverWait(self.driver, 30).until(
             lambda d: d.execute_script("return document.readyState") == "complete")
 
