@@ -1,7 +1,9 @@
 """Counting what a hot path says to its database, through SQLAlchemy's events.
 
-``Statements`` records every statement an engine sends (``executemany`` counts once: it is one
-round trip with insertmanyvalues), every transaction begun and every commit or rollback. A
+``Statements`` records every statement an engine sends, every transaction begun and every
+commit or rollback. An ``executemany`` counts once per row it sends: psycopg2's executemany is
+a round trip per row. Where SQLAlchemy batches the rows into one statement instead
+(insertmanyvalues, e.g. a plain INSERT), the event sees that one statement and counts it once. A
 statement budget test runs a hot path once, deterministically, and compares the counts with
 the budget: a change that adds a query fails the suite instead of slowing production.
 """
@@ -42,7 +44,8 @@ def counting(engine):
     seen = Statements()
 
     def on_execute(conn, cursor, statement, parameters, context, executemany):
-        seen.sql.append(statement)
+        rows = len(parameters) if executemany and isinstance(parameters, (list, tuple)) else 1
+        seen.sql.extend([statement] * rows)
 
     def on_begin(conn):
         seen.begins += 1

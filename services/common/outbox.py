@@ -60,7 +60,13 @@ class InsertSkippingDuplicates(Insert):
 def insert_skipping_duplicates(session: Session, table, rows: list[dict], conflict: list[str],
                                returning=None):
     """``INSERT ... ON CONFLICT (conflict) DO NOTHING`` on PostgreSQL and SQLite: rows whose
-    key exists already are left as they are. With ``returning`` (columns), the rows written."""
+    key exists already are left as they are. With ``returning`` (columns), the rows written.
+
+    Several rows always go with a RETURNING (of the conflict columns if the caller wants
+    none): SQLAlchemy 2.0 sends an INSERT with ON CONFLICT and several rows as one statement
+    only then, and otherwise hands them to psycopg2's executemany, a round trip per row."""
+    if returning is None and len(rows) > 1:
+        returning = [table.c[name] for name in conflict]
     shape = ("skipping", table, tuple(conflict), tuple(returning or ()))
     statement = _INSERTS.get(shape)
     if statement is None:
