@@ -85,25 +85,22 @@ class Who:
     contact_email: str
 
 
-_COPY = (KnownEnrolment.enrolment_id, KnownEnrolment.ags, KnownEnrolment.given_name,
-         KnownEnrolment.family_name, KnownEnrolment.email, KnownEnrolment.status,
-         KnownEnrolment.course, KnownEnrolment.version)
-_WHO = (Contact.name, Contact.contact_name, Contact.contact_email)
-
-# Built once: these run for nearly every event.
-_COPY_AND_CONTACT = (select(*_COPY, *_WHO).select_from(KnownEnrolment)
-                     .outerjoin(Contact, Contact.ags == KnownEnrolment.ags)
-                     .where(KnownEnrolment.enrolment_id == bindparam("enrolment_id")))
-_CONTACT = select(*_WHO).where(Contact.ags == bindparam("ags"))
+# Built once, on the tables themselves (no ORM objects are made from them): these run for
+# nearly every event.
+_K, _C, _E = KnownEnrolment.__table__.c, Contact.__table__.c, EarlyFundingEvent.__table__.c
+_COPY = (_K.enrolment_id, _K.ags, _K.given_name, _K.family_name, _K.email, _K.status, _K.course,
+         _K.version)
+_WHO = (_C.name, _C.contact_name, _C.contact_email)
+_COPY_AND_CONTACT = (select(*_COPY, *_WHO).select_from(KnownEnrolment.__table__)
+                     .outerjoin(Contact.__table__, _C.ags == _K.ags)
+                     .where(_K.enrolment_id == bindparam("enrolment_id")))
+_CONTACT = select(*_WHO).where(_C.ags == bindparam("ags"))
 # The two halves of the early-funding handshake (module docstring).
 _CONTACT_KEY_SHARE = _CONTACT.with_for_update(read=True, key_share=True)
 _CONTACT_FOR_UPDATE = _CONTACT.with_for_update()
-_TAKE_EARLY = (delete(EarlyFundingEvent)
-               .where(EarlyFundingEvent.enrolment_id == bindparam("enrolment_id"))
-               .returning(EarlyFundingEvent.event_id, EarlyFundingEvent.event_type,
-                          EarlyFundingEvent.payload, EarlyFundingEvent.received_at))
-
-
+_TAKE_EARLY = (delete(EarlyFundingEvent.__table__)
+               .where(_E.enrolment_id == bindparam("enrolment_id"))
+               .returning(_E.event_id, _E.event_type, _E.payload, _E.received_at))
 def _copy_of(row) -> Copy:
     return Copy(*row[:8])
 
@@ -193,6 +190,11 @@ def municipality_registered(session: Session, payload: dict, event_id: str):
 
 ERASED = "erased"
 FINAL = ("cancelled", "completed", ERASED)
+# (Not past a final state written meanwhile: an erasure committed since the read stays. An
+# UPDATE's parameters must not be named like its columns.)
+_MOVE_ON = (update(KnownEnrolment.__table__)
+            .where(_K.enrolment_id == bindparam("enrolment"), _K.status.not_in(FINAL))
+            .values(status=bindparam("new_status"), version=bindparam("new_version")))
 
 
 def _remember(session: Session, payload: dict, status: str) -> tuple[Copy, bool]:
@@ -218,12 +220,8 @@ def _remember(session: Session, payload: dict, status: str) -> tuple[Copy, bool]
         # Only a newer event moves the copy on (a retried promotion handled after the
         # cancellation must not make it confirmed again), and nothing undoes a cancellation.
         copy = replace(copy, status=status, version=payload.get("sequence") or copy.version)
-        # (Not past a final state written meanwhile: an erasure committed since the read
-        # stays.)
-        session.execute(update(KnownEnrolment)
-                        .where(KnownEnrolment.enrolment_id == copy.enrolment_id,
-                               KnownEnrolment.status.not_in(FINAL))
-                        .values(status=copy.status, version=copy.version))
+        session.execute(_MOVE_ON, {"enrolment": copy.enrolment_id, "new_status": copy.status,
+                                   "new_version": copy.version})
     return copy, False
 
 
