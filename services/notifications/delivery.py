@@ -26,6 +26,7 @@ import smtplib
 import socket
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -91,13 +92,19 @@ def _printable(value: str) -> bool:
     return value.isprintable() and "=?" not in value
 
 
+@lru_cache(maxsize=4096)
+def _q_char(char: str) -> str:
+    """A character's Q encoding, worked out once per character (names repeat their letters)."""
+    return "".join(_Q[b] for b in char.encode("utf-8"))
+
+
 def encoded_words(value: str, size: int = _WORD_TEXT) -> list[str]:
     """``value`` as RFC 2047 encoded words (UTF-8, Q encoding), each within ``size`` encoded
     characters and no character split between two; a reader joins adjacent ones back without
     the folding space between them."""
     words, current = [], ""
     for char in value:
-        piece = "".join(_Q[b] for b in char.encode("utf-8"))
+        piece = _q_char(char)
         if current and len(current) + len(piece) > size:
             words.append(f"=?utf-8?q?{current}?=")
             current = ""
