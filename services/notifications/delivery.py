@@ -26,10 +26,10 @@ import smtplib
 import socket
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
 

@@ -101,6 +101,8 @@ _CONTACT_FOR_UPDATE = _CONTACT.with_for_update()
 _TAKE_EARLY = (delete(EarlyFundingEvent.__table__)
                .where(_E.enrolment_id == bindparam("enrolment_id"))
                .returning(_E.event_id, _E.event_type, _E.payload, _E.received_at))
+
+
 def _copy_of(row) -> Copy:
     return Copy(*row[:8])
 
