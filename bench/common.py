@@ -42,19 +42,38 @@ def python_of(root: Path) -> str:
     return str(candidate) if candidate.exists() else sys.executable
 
 
-def each_checkout(script: str, compare: str | None, root: Path, options: list[str]) -> list:
+ORDERS = ("ab", "abba")
+
+
+def each_checkout(script: str, compare: str | None, root: Path, options, order: str = "ab"
+                  ) -> list:
     """Run ``script`` once per checkout (``compare`` first, if given, then ``root``), each in a
     process of its own with that checkout's interpreter, so it imports that checkout's
-    services; returns what each wrote with ``--json``."""
+    services; returns what each wrote with ``--json``. ``options``: the script's options, or a
+    function of the checkout that gives them.
+
+    ``order="abba"`` measures ``compare``, ``root``, ``root``, ``compare``. Measured twice
+    back to back, the same commit came out up to a quarter dearer in CPU the second time
+    (bench/results.md, 2026-12-07 afternoon): in A B order that lands on B alone; in A B B A
+    both sides get one first and one second place. Each run is then labelled with its place."""
     import json
     import tempfile
 
+    if order not in ORDERS:
+        raise ValueError(f"order is one of {ORDERS}, not {order!r}")
+    sides = ([compare] if compare else []) + [str(root)]
+    if order == "abba" and compare:
+        sides = sides + sides[::-1]
     results = []
-    for checkout in ([compare] if compare else []) + [str(root)]:
+    for place, checkout in enumerate(sides, start=1):
+        arguments = options(checkout) if callable(options) else options
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             subprocess.run([python_of(Path(checkout)), script, "--checkout", checkout,
-                            *options, "--json", out.name], check=True)
-            results.append(json.loads(Path(out.name).read_text()))
+                            *arguments, "--json", out.name], check=True)
+            result = json.loads(Path(out.name).read_text())
+        if len(sides) > 2:
+            result["checkout"] = f"{result['checkout']} (run {place})"
+        results.append(result)
     return results
 
 

@@ -6,8 +6,10 @@ endpoint (one request per body with its one or two rows) and through single call
 the time until every enrolment is accepted, every funding decision is made (the funding
 service's rows and the enrolment service's copy of the decision) and every e-mail is delivered
 (file transport, the embedded default), and the CPU each service process, PostgreSQL and
-RabbitMQ used per enrolment. Next to it, in the same run, the no-op event chain of the same
-length (RPC, then two event hops), its three services each in a process of its own.
+RabbitMQ used per enrolment. Counted from each service's outbox and inbox afterwards (exact,
+whatever the machine's speed): how many relay batches and event-handling transactions the
+enrolments took. Next to it, in the same run, the no-op event chain of the same length (RPC,
+then two event hops), its three services each in a process of its own.
 
     .venv/bin/python bench/national.py [--lands 08,09] [--share 1.0] [--concurrency 20]
         [--compare /path/to/other/checkout] [--profile DIR]
@@ -261,6 +263,7 @@ def national_case(workdir: Path, mode: str, lands, share, concurrency, seed,
                  >= len(keys), "funding knows every body", 900)
             total = len(enrolments)
             samplers = profile(system, profile_dir, mode)
+            marks = message_marks(system)
             meter = CpuMeter(system.pids()).start()
             started = time.perf_counter()
             sent = send(system, enrolments, keys, mode, concurrency)
@@ -274,6 +277,7 @@ def national_case(workdir: Path, mode: str, lands, share, concurrency, seed,
                 "notifications", "SELECT count(*) FROM notices WHERE status = 'sent'")
                 >= total * MAILS_PER_ENROLMENT, "every mail delivered")
             cpu = meter.stop()
+            grouping = message_grouping(system, marks)
             for sampler in samplers:
                 sampler.send_signal(signal.SIGINT)  # py-spy writes its file and exits
                 sampler.wait(timeout=60)
@@ -286,9 +290,37 @@ def national_case(workdir: Path, mode: str, lands, share, concurrency, seed,
                     "seen_s": seen - started, "mailed_s": mailed - started,
                     "mails": files, "granted": granted, "parked_queues": parked,
                     "rss": {s: peak_rss_mb(p.pid) for s, p in system.processes.items()},
+                    "grouping": grouping,
                     "cpu_ms": {group: seconds * 1000 / total for group, seconds in cpu.items()}}
         finally:
             system.stop()
+
+
+def message_marks(system: System) -> dict:
+    """Where each service's outbox ends and its database's clock stands before the first
+    request: what comes after is the run's."""
+    return {service: (system.count(service, "SELECT coalesce(max(position), 0) FROM outbox"),
+                      system.count(service, "SELECT now()"))
+            for service in SERVICES[:-1]}
+
+
+def message_grouping(system: System, marks: dict) -> dict:
+    """Per service, counted from its tables after the run (exact, whatever the machine's
+    speed): events its relay published and in how many batches (a batch marks its rows with
+    one moment), and events it handled and in how many transactions (the inbox rows written by
+    one transaction share its xmin)."""
+    grouping = {}
+    for service, (position, moment) in marks.items():
+        with system.engines[service].connect() as conn:
+            published, batches = conn.execute(text(
+                "SELECT count(published_at), count(DISTINCT published_at) FROM outbox "
+                "WHERE position > :p"), {"p": position}).one()
+            handled, transactions = conn.execute(text(
+                "SELECT count(*), count(DISTINCT xmin::text) FROM inbox "
+                "WHERE handled_at >= :t"), {"t": moment}).one()
+        grouping[service] = {"published": published, "batches": batches,
+                             "handled": handled, "transactions": transactions}
+    return grouping
 
 
 def noop_chain_rate(workdir: Path, chains: int) -> float:
@@ -367,6 +399,15 @@ def table(results: list[dict], args) -> str:
         lambda r, x: f"**{sum(x['cpu_ms'][s] for s in SERVICES):.1f}**")
     for group in SERVICES + ["postgresql", "rabbitmq"]:
         row(f"CPU ms per enrolment, {group}", lambda r, x, g=group: f"{x['cpu_ms'][g]:.1f}")
+    def per_enrolment(x, count, of):
+        total = sum(g[count] for g in x["grouping"].values())
+        each = sum(g[of] for g in x["grouping"].values())
+        return f"{total / x['enrolments']:.2f} ({each / max(total, 1):.1f})"
+
+    row("relay batches per enrolment, all services (events per batch)",
+        lambda r, x: per_enrolment(x, "batches", "published"))
+    row("event-handling transactions per enrolment (events per transaction)",
+        lambda r, x: per_enrolment(x, "transactions", "handled"))
     for service in SERVICES:
         row(f"peak RSS {service} (MB)", lambda r, x, s=service: f"{x['rss'][s]:.0f}")
     return "\n".join(lines)
@@ -383,6 +424,8 @@ def main():
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--checkout", help="measure this checkout (default: this one)")
     parser.add_argument("--compare", help="also measure this checkout, first")
+    parser.add_argument("--order", choices=common.ORDERS, default="ab",
+                        help="with --compare: ab, or abba to give both sides a first place")
     parser.add_argument("--json", help="write the figures to this file (no table)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--profile", help="sample every service with py-spy into DIR")
@@ -393,7 +436,7 @@ def main():
     results = common.each_checkout(__file__, args.compare, ROOT, [
         "--lands", args.lands, "--share", str(args.share), "--concurrency",
         str(args.concurrency), "--modes", args.modes, "--seed", str(args.seed),
-        *(["--profile", args.profile] if args.profile else [])])
+        *(["--profile", args.profile] if args.profile else [])], order=args.order)
     (print if args.no_write else common.append_results)(table(results, args))
 
 

@@ -487,6 +487,8 @@ def main():
     parser.add_argument("--skip-noop", action="store_true")
     parser.add_argument("--checkout", help="measure this checkout (default: this one)")
     parser.add_argument("--compare", help="also measure this checkout, first")
+    parser.add_argument("--order", choices=common.ORDERS, default="ab",
+                        help="with --compare: ab, or abba to give both sides a first place")
     parser.add_argument("--json", help="write the figures to this file (no table)")
     parser.add_argument("--profile", help="sample the notifications process with py-spy into DIR")
     parser.add_argument("--keep-logs", help="copy the service's logs into DIR")
@@ -495,20 +497,13 @@ def main():
     if args.json:
         Path(args.json).write_text(json.dumps(measure_checkout(args)))
         return
-    runs = []
-    for checkout in ([args.compare] if args.compare else []) + [str(ROOT)]:
-        with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            # Each checkout in a process of its own: it imports that checkout's services.
-            subprocess.run([python_of(Path(checkout)), __file__, "--checkout", checkout,
-                            "--enrolments", str(args.enrolments), "--bodies", str(args.bodies),
-                            "--rate", str(args.rate), "--early", str(args.early),
-                            "--seed", str(args.seed), "--json", out.name,
-                            *(["--skip-noop"] if args.skip_noop else []),
-                            *(["--keep-logs", f"{args.keep_logs}/{Path(checkout).name}"]
-                              if args.keep_logs else []),
-                            *(["--profile", f"{args.profile}/{Path(checkout).name}"]
-                              if args.profile else [])], check=True)
-            runs.append(json.loads(Path(out.name).read_text()))
+    runs = common.each_checkout(__file__, args.compare, ROOT, lambda checkout: [
+        "--enrolments", str(args.enrolments), "--bodies", str(args.bodies),
+        "--rate", str(args.rate), "--early", str(args.early), "--seed", str(args.seed),
+        *(["--skip-noop"] if args.skip_noop else []),
+        *(["--keep-logs", f"{args.keep_logs}/{Path(checkout).name}"] if args.keep_logs else []),
+        *(["--profile", f"{args.profile}/{Path(checkout).name}"] if args.profile else [])],
+        order=args.order)
     text = table(runs, args)
     print(text)
     if not args.no_write:

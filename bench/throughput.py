@@ -377,6 +377,8 @@ def main():
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--checkout", help="measure this checkout (default: this one)")
     parser.add_argument("--compare", help="also measure this checkout, first")
+    parser.add_argument("--order", choices=common.ORDERS, default="ab",
+                        help="with --compare: ab, or abba to give both sides a first place")
     parser.add_argument("--json", help="write the figures to this file (no table)")
     parser.add_argument("--profile", help="sample the enrolment process with py-spy into DIR")
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -386,7 +388,7 @@ def main():
         return
     runs = common.each_checkout(__file__, args.compare, ROOT, [
         "--calls", str(args.calls), "--big", str(args.big), "--seed", str(args.seed),
-        *(["--profile", args.profile] if args.profile else [])])
+        *(["--profile", args.profile] if args.profile else [])], order=args.order)
     (print if args.no_write else common.append_results)(table(runs))
 
 
