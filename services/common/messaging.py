@@ -88,11 +88,6 @@ class OutboxRelay:
         # Woken by a commit, the relay waits this long for more commits to join the batch:
         # a batch costs four statements and one wait for confirms, whatever its size.
         self.linger_s = float(cfg.setting(outbox, "linger_s", 0.02))
-        # Under load commits come faster than batches. A batch then begins no sooner than this
-        # long after the one before, and carries all the commits of that time: fewer, larger
-        # batches here, and larger groups for the consumers. A quiet relay waits the linger.
-        self.spacing_s = float(cfg.setting(outbox, "spacing_s", 0.1))
-        self._batch_began = float("-inf")
         self.exchange = get_event_exchange(service_name, config)
         # Events someone subscribes to are published mandatory: one that no queue takes (the
         # queue is gone, or not declared yet by a newer release) comes back instead of being
@@ -132,7 +127,6 @@ class OutboxRelay:
         delay = 0.5
         while not self._stopped:
             try:
-                self._batch_began = time.monotonic()
                 count = self.publish_pending()
                 delay = 0.5
             except UnroutableEvents:  # counted and logged; the queues were declared again
@@ -146,17 +140,10 @@ class OutboxRelay:
                 continue
             if count < self.batch_size:
                 woken = self._wake.wait(self.poll_interval)
-                if woken and not self._stopped:
-                    pause = self.pause_when_woken(time.monotonic())
-                    if pause > 0:
-                        time.sleep(pause)
+                if woken and self.linger_s > 0 and not self._stopped:
+                    time.sleep(self.linger_s)
                 self._wake.clear()
         self.publisher.close()
-
-    def pause_when_woken(self, now: float) -> float:
-        """How long a relay woken by a commit waits before its next batch: the linger, or
-        until ``spacing_s`` after the last batch began, whichever is later."""
-        return max(self.linger_s, self._batch_began + self.spacing_s - now)
 
     def publish_pending(self) -> int:
         """Publish one batch of unsent events; returns how many the broker confirmed.
