@@ -52,10 +52,11 @@ def each_checkout(script: str, compare: str | None, root: Path, options, order: 
     services; returns what each wrote with ``--json``. ``options``: the script's options, or a
     function of the checkout that gives them.
 
-    ``order="abba"`` measures ``compare``, ``root``, ``root``, ``compare``. Measured twice
-    back to back, the same commit came out up to a quarter dearer in CPU the second time
-    (bench/results.md, 2026-12-07 afternoon): in A B order that lands on B alone; in A B B A
-    both sides get one first and one second place. Each run is then labelled with its place."""
+    ``order="abba"`` measures ``compare``, ``root``, ``root``, ``compare``: each side gets a
+    first and a second place, and each is measured twice, so the spread between two runs of
+    the same commit is in the table next to the difference between the commits. (Measured
+    twice back to back, one commit once came out a quarter dearer in CPU the second time;
+    bench/results.md, 2026-12-07 afternoon.) Each run is then labelled with its place."""
     import json
     import tempfile
 
