@@ -12,7 +12,7 @@ enrolments took. Next to it, in the same run, the no-op event chain of the same 
 then two event hops), its three services each in a process of its own.
 
     .venv/bin/python bench/national.py [--lands 08,09] [--share 1.0] [--concurrency 20]
-        [--compare /path/to/other/checkout] [--profile DIR]
+        [--compare /path/to/other/checkout [--order abba]] [--profile DIR]
 
 ``--compare DIR`` measures that checkout first (e.g. a ``git worktree`` of an older commit with
 its own ``make install``), then this one, and prints both side by side. With ``--profile DIR``
@@ -399,6 +399,7 @@ def table(results: list[dict], args) -> str:
         lambda r, x: f"**{sum(x['cpu_ms'][s] for s in SERVICES):.1f}**")
     for group in SERVICES + ["postgresql", "rabbitmq"]:
         row(f"CPU ms per enrolment, {group}", lambda r, x, g=group: f"{x['cpu_ms'][g]:.1f}")
+
     def per_enrolment(x, count, of):
         total = sum(g[count] for g in x["grouping"].values())
         each = sum(g[of] for g in x["grouping"].values())
