@@ -1,5 +1,11 @@
 """Every service consumes through our broker-restart-proof QueueConsumer, never nameko's own:
-one of nameko's in a container would open a second connection and could die with a restart."""
+one of nameko's in a container would open a second connection and could die with a restart.
+And that consumer does not keep a stopping service waiting a second per step."""
+import socket
+from contextlib import contextmanager
+from unittest.mock import Mock
+
+from eventlet.event import Event
 from nameko import messaging as nameko_messaging
 from nameko.containers import ServiceContainer
 
@@ -18,3 +24,36 @@ def test_every_service_consumes_through_the_restart_proof_queue_consumer():
     # for its RPC replies.
     assert consumers == {name: 1 for name in consumers}
     assert {"enrolment", "funding", "certificates", "notifications", "gateway"} <= set(consumers)
+
+
+def test_a_consumer_winding_down_waits_briefly_and_exits_when_the_last_provider_left():
+    """The consumer thread handles leaving providers only between waits in the broker socket.
+    Waits are counted, not timed: idle, each is kombu's 1 s; once a provider leaves, short; once
+    the last has left, the thread exits without waiting again."""
+    consumer = broker.QueueConsumer()
+    first, second = object(), object()
+    consumer._consumers = {first: Mock(), second: Mock()}
+    left = {first: Event(), second: Event()}
+    waits = []
+
+    class Connection:
+        def drain_events(self, timeout):
+            waits.append(timeout)
+            if len(waits) == 2:  # the entrypoints are being stopped: the first one leaves
+                consumer._pending_remove_providers[first] = left[first]
+            if len(waits) == 4:
+                consumer._pending_remove_providers[second] = left[second]
+            raise socket.timeout()
+
+        def heartbeat_check(self):
+            pass
+
+    @contextmanager
+    def context(**kwargs):
+        yield Connection(), None, None
+    consumer.consumer_context = context
+
+    assert list(consumer.consume(limit=None)) == []  # no message came
+    assert waits == [1, 1, broker.WINDING_DOWN_POLL_S, broker.WINDING_DOWN_POLL_S]
+    assert left[first].ready() and left[second].ready()
+    assert consumer._consumers == {} and consumer.should_stop
