@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import eventlet
 import requests
 import yaml
 from aiosmtpd.controller import Controller
@@ -198,15 +199,17 @@ class System:
                  "--service", service], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, *services: str):
-        for service in services or SERVICES:
+        """Every service asked at once (the health CLI is a process of its own each time)."""
+        def ready(service):
             if service == "gateway":
                 wait_for(lambda: _ok(self.base + "/health/ready"), timeout=60,
                          message="gateway ready")
             else:
-                wait_for(lambda s=service: subprocess.run(
+                wait_for(lambda: subprocess.run(
                     [sys.executable, "-m", "services.cli", "--config", str(self.path),
-                     "health", s], cwd=REPO, capture_output=True, timeout=60).returncode == 0,
-                    timeout=90, message=f"{service} healthy")
+                     "health", service], cwd=REPO, capture_output=True,
+                    timeout=60).returncode == 0, timeout=90, message=f"{service} healthy")
+        list(eventlet.GreenPool().imap(ready, services or SERVICES))
 
     def kill(self, service: str):
         """SIGKILL: no shutdown, no acks, whatever was in flight is in flight."""
@@ -249,11 +252,15 @@ class System:
         path = self.tmp / "programme.yaml"
         path.write_text(yaml.safe_dump(programme, allow_unicode=True))
         assert "1136 eligible bodies" in self.cli("programme", "create", str(path))
-        token = re.search(r"token: (\S+)", self.cli("provider", "create", "VWA Baden")).group(1)
-        keys = {ags: re.search(r": (lk_\S+)", self.cli(
-            "municipality", "register", ags, "--contact-name", f"Hauptamt {town}",
-            "--contact-email", f"hauptamt@{town}.example")).group(1)
-            for ags, town in bodies.items()}
+        # The provider and the bodies are independent of each other: registered side by side,
+        # as several people in the office could, each CLI call its own process.
+        calls = [("provider", "create", "VWA Baden")] + [
+            ("municipality", "register", ags, "--contact-name", f"Hauptamt {town}",
+             "--contact-email", f"hauptamt@{town}.example") for ags, town in bodies.items()]
+        provider, *registered = eventlet.GreenPool(4).imap(lambda args: self.cli(*args), calls)
+        token = re.search(r"token: (\S+)", provider).group(1)
+        keys = {ags: re.search(r": (lk_\S+)", output).group(1)
+                for ags, output in zip(bodies, registered)}
         return {"code": programme["code"], "budget": programme["funding"]["budget_cents"],
                 "provider_token": token, "keys": keys, "towns": bodies}
 
