@@ -43,6 +43,7 @@ def python_of(root: Path) -> str:
 
 
 ORDERS = ("ab", "abba")
+PLACE_VARIABLE = "LOTSEN_BENCH_PLACE"  # set by each_checkout for each run of an A B B A
 
 
 def each_checkout(script: str, compare: str | None, root: Path, options, order: str = "ab"
@@ -68,14 +69,26 @@ def each_checkout(script: str, compare: str | None, root: Path, options, order: 
     results = []
     for place, checkout in enumerate(sides, start=1):
         arguments = options(checkout) if callable(options) else options
+        env = dict(os.environ, **({PLACE_VARIABLE: str(place)} if len(sides) > 2 else {}))
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             subprocess.run([python_of(Path(checkout)), script, "--checkout", checkout,
-                            *arguments, "--json", out.name], check=True)
+                            *arguments, "--json", out.name], check=True, env=env)
             result = json.loads(Path(out.name).read_text())
         if len(sides) > 2:
             result["checkout"] = f"{result['checkout']} (run {place})"
         results.append(result)
     return results
+
+
+def run_suffix() -> str:
+    """In an A B B A comparison, this run's place (``-run4``); else nothing. Files named after
+    a run (py-spy profiles) carry it, so a side's second run does not replace its first's."""
+    place = os.environ.get(PLACE_VARIABLE)
+    return f"-run{place}" if place else ""
+
+
+def run_name(root: Path) -> str:
+    return root.name + run_suffix()
 
 
 def append_results(text: str):

@@ -357,7 +357,7 @@ def measure_checkout(args) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="lotsen-national-"))
     try:
         runs = [national_case(workdir, mode, lands, args.share, args.concurrency, args.seed,
-                              args.profile and f"{args.profile}/{ROOT.name}")
+                              args.profile and f"{args.profile}/{common.run_name(ROOT)}")
                 for mode in args.modes.split(",")]
         chains = noop_chain_rate(workdir, 2000)
     finally:

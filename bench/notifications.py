@@ -272,7 +272,7 @@ def profiler(args, pid: int, name: str):
     py_spy = shutil.which("py-spy") or str(Path(python_of(ROOT)).parent / "py-spy")
     return subprocess.Popen(
         [py_spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-         "--nonblocking", "--output", str(Path(args.profile) / f"{name}.txt")],
+         "--nonblocking", "--output", str(Path(args.profile) / f"{name}{common.run_suffix()}.txt")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

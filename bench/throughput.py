@@ -256,7 +256,7 @@ def measure_checkout(args) -> dict:
                     noop_calls.run(noop, 50, CpuMeter({}))
                     enrol_calls.run(enrol_into(courses), 20, CpuMeter({}))
                     base = noop_calls.run(noop, calls, CpuMeter({"service": [noop_pid]}))
-                    sampler = profile(service_pid, f"{ROOT.name}-enrol-c{concurrency}")
+                    sampler = profile(service_pid, f"{common.run_name(ROOT)}-enrol-c{concurrency}")
                     real = enrol_calls.run(enrol_into(courses), calls,
                                            CpuMeter({"service": [service_pid]}))
                     stop_profile(sampler)
