@@ -110,7 +110,8 @@ class QueueConsumer(nameko_messaging.QueueConsumer):
         an idle service took three such waits in a row (the entrypoints, the reply listener,
         the thread's own exit): 2-3 s for every stop. Once one provider has left, the others
         follow within moments, so from then on the wait is short. Messages wake the thread at
-        once either way; an idle running service still wakes once a second."""
+        once either way; an idle running service still wakes once a second. (``limit`` and
+        ``timeout`` are kombu's; nameko's run loop passes neither.)"""
         wait = safety_interval
         with self.consumer_context(**kwargs) as (connection, _channel, _consumers):
             while not self.should_stop:
