@@ -128,10 +128,16 @@ def run(obj: Context, only):
     uri = cfg.amqp_uri(config)
     try:
         with cfg.amqp_connection(config, connect_timeout=5) as connection:
-            connection.ensure_connection(max_retries=3)
-    except Exception:
-        click.echo(f"error: RabbitMQ does not answer at {uri.split('@')[-1]}; start it "
-                   "(rabbitmq-server -detached) or set AMQP_URI", err=True)
+            cfg.ensure_connected(connection, max_retries=3)
+    except Exception as exc:
+        refusal = cfg.untrusted_certificate(exc)
+        if refusal is not None:
+            click.echo(f"error: the broker at {uri.split('@')[-1]} shows a certificate we do "
+                       f"not trust ({refusal.verify_message}); check AMQP_SSL's ca_certs and "
+                       "the host name in AMQP_URI", err=True)
+        else:
+            click.echo(f"error: RabbitMQ does not answer at {uri.split('@')[-1]}; start it "
+                       "(rabbitmq-server -detached) or set AMQP_URI", err=True)
         sys.exit(1)
     try:
         topology.declare(uri, config)

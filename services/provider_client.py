@@ -31,6 +31,7 @@ from kombu.utils.url import url_to_parts
 from nameko.exceptions import deserialize
 
 import services.common.errors  # noqa: F401  (registers the typed errors for deserialize)
+from services.common.config import ensure_connected
 
 RPC_EXCHANGE = "nameko-rpc"
 REPLY_QUEUE_TTL_MS = 300_000
@@ -66,7 +67,7 @@ class ProviderClient:
         self.close()
 
     def connect(self):
-        self.connection.ensure_connection(max_retries=3)
+        ensure_connected(self.connection, max_retries=3)
         self._channel = self.connection.channel()
         self._consumer = Consumer(self._channel, queues=[self.reply_queue],
                                   callbacks=[self._on_reply], accept=["json"], no_ack=True)

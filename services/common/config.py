@@ -6,6 +6,7 @@ Every setting has a default that works for the embedded case (SQLite files under
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 
 import yaml
@@ -46,7 +47,6 @@ def amqp_ssl(config: dict):
     the broker's certificate against it; None without TLS settings."""
     options = {k: v for k, v in (config.get("AMQP_SSL") or {}).items() if v not in (None, "")}
     if options.get("ca_certs"):
-        import ssl
         options.setdefault("cert_reqs", ssl.CERT_REQUIRED)
         # Present and None: kombu puts the URI's host name here, and only then does the TLS
         # layer check that the certificate names the broker we meant to reach.
@@ -58,6 +58,27 @@ def amqp_connection(config: dict, **kwargs):
     """A kombu connection to the broker with the configured TLS settings."""
     from kombu import Connection
     return Connection(amqp_uri(config), ssl=amqp_ssl(config), **kwargs)
+
+
+def _untrusted_certificate(exc, interval):
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        raise exc
+
+
+def ensure_connected(connection, max_retries: int):
+    """kombu's ``ensure_connection``, except that a broker certificate we do not trust (another
+    CA, another host name) fails at once: every retry would meet the same certificate, and kombu
+    waits 2, 4, 6 s between them. Raises kombu's ``OperationalError`` either way."""
+    return connection.ensure_connection(max_retries=max_retries, errback=_untrusted_certificate)
+
+
+def untrusted_certificate(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate refusal behind a failed connection, if that is what it was."""
+    while exc is not None:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def rpc_client_config(config: dict) -> dict:

@@ -267,7 +267,7 @@ class BatchPublisher:
         self.connection = Connection(self.amqp_uri, connect_timeout=10, ssl=self.ssl,
                                      transport_options={
             "read_timeout": timeout, "write_timeout": timeout})
-        self.connection.ensure_connection(max_retries=1)
+        cfg.ensure_connected(self.connection, max_retries=1)
         self.channel = self.connection.channel()
         self.channel.confirm_select()
         self.channel.events["basic_ack"].add(self._on_ack)

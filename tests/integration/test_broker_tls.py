@@ -6,9 +6,12 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import ssl
+import subprocess
+import sys
 
 import eventlet
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -111,7 +114,8 @@ def _over_tls(config: dict, link: TlsBrokerLink, ca: str) -> dict:
 def test_services_relay_and_callers_speak_tls_with_the_configured_ca(
         container_factory, service_config, enrolment_db, register_file, tls, tls_link):
     config = _over_tls(service_config, tls_link, tls["ca"])
-    container_factory(EnrolmentService, config).start()
+    container = container_factory(EnrolmentService, config)
+    container.start()
     seeded = seed(enrolment_db, register_file, capacity=5)  # publishes programme_published
     wait_for(lambda: enrolment_db.run(lambda s: s.scalar(
         select(func.count()).select_from(OutboxMessage)
@@ -123,14 +127,27 @@ def test_services_relay_and_callers_speak_tls_with_the_configured_ca(
                         ca_certs=tls["ca"]) as provider:
         assert provider.course_enrolments(str(seeded["courses"][0])) == []
     assert tls_link.connections  # everything above went through the TLS listener
+    # Stopped here, while the listener is up: nameko's fixture kills it only after the link is
+    # closed, and the kill then waits 5 s for a broker that has gone.
+    container.stop()
 
 
 def test_a_broker_certificate_from_another_ca_is_refused(
-        service_config, enrolment_db, register_file, tls, tls_link):
+        service_config, enrolment_db, register_file, tls, tls_link, tmp_path):
     config = _over_tls(service_config, tls_link, tls["other_ca"])
     with pytest.raises(OperationalError, match="CERTIFICATE_VERIFY_FAILED"):
         with cfg.amqp_connection(config, connect_timeout=5) as connection:
-            connection.ensure_connection(max_retries=1)
+            cfg.ensure_connected(connection, max_retries=1)
+    # An operator starting a service with the wrong CA is told so, not that the broker is down.
+    path = tmp_path / "wrong-ca.yaml"
+    path.write_text(yaml.safe_dump(dict(config, AMQP_SSL={"ca_certs": tls["other_ca"]})))
+    started = subprocess.run([sys.executable, "-m", "services.cli", "--config", str(path), "run",
+                              "--service", "enrolment"], capture_output=True, text=True,
+                             timeout=120)
+    assert started.returncode == 1, started.stderr
+    assert "shows a certificate we do not trust (unable to get local issuer certificate)" \
+        in started.stderr, started.stderr
+    assert "does not answer" not in started.stderr and "Traceback" not in started.stderr
     # The right CA, but a certificate for another host name: refused as well, by us and by
     # the providers' client.
     stranger = TlsBrokerLink(tls["stranger_cert"], tls["stranger_key"])
@@ -138,7 +155,7 @@ def test_a_broker_certificate_from_another_ca_is_refused(
         impostor = _over_tls(service_config, stranger, tls["ca"])
         with pytest.raises(OperationalError, match="mismatch"):
             with cfg.amqp_connection(impostor, connect_timeout=5) as connection:
-                connection.ensure_connection(max_retries=1)
+                cfg.ensure_connected(connection, max_retries=1)
         with pytest.raises(Exception, match="mismatch"):
             ProviderClient(impostor["AMQP_URI"], "lp_x", ca_certs=tls["ca"]).connect()
     finally:

@@ -5,6 +5,7 @@ import socket
 from contextlib import contextmanager
 from unittest.mock import Mock
 
+import pytest
 from eventlet.event import Event
 from nameko import messaging as nameko_messaging
 from nameko.containers import ServiceContainer
@@ -57,3 +58,41 @@ def test_a_consumer_winding_down_waits_briefly_and_exits_when_the_last_provider_
     assert waits == [1, 1, broker.WINDING_DOWN_POLL_S, broker.WINDING_DOWN_POLL_S]
     assert left[first].ready() and left[second].ready()
     assert consumer._consumers == {} and consumer.should_stop
+
+
+def _connection_failing_with(errors, monkeypatch):
+    """A kombu connection whose every attempt is recorded and fails with the next of
+    ``errors`` (then succeeds); kombu's pauses between retries are recorded, not slept."""
+    from kombu import Connection
+    from kombu.utils import functional
+    connection = Connection("pyamqp://guest:guest@127.0.0.1:1//")
+    attempts, pauses = [], []
+    monkeypatch.setattr(functional, "sleep", pauses.append)
+
+    def attempt():
+        attempts.append(1)
+        if len(attempts) <= len(errors):
+            raise errors[len(attempts) - 1]
+        return Mock()
+    connection._connection_factory = attempt
+    return connection, attempts, pauses
+
+
+def test_a_broker_certificate_we_do_not_trust_is_refused_without_retrying(monkeypatch):
+    import ssl
+
+    from kombu.exceptions import OperationalError
+
+    from services.common import config as cfg
+    mismatch = ssl.SSLCertVerificationError(1, "certificate verify failed: Hostname mismatch")
+    connection, attempts, pauses = _connection_failing_with([mismatch] * 4, monkeypatch)
+    with pytest.raises(OperationalError, match="Hostname mismatch") as raised:
+        cfg.ensure_connected(connection, max_retries=3)
+    assert (len(attempts), pauses) == (1, [])
+    assert cfg.untrusted_certificate(raised.value) is mismatch
+    # A broker that is not up yet is tried again, as before.
+    connection, attempts, pauses = _connection_failing_with(
+        [ConnectionRefusedError(111, "refused")] * 2, monkeypatch)
+    cfg.ensure_connected(connection, max_retries=3)
+    assert len(attempts) == 3 and len(pauses) >= 2
+    assert cfg.untrusted_certificate(OperationalError("refused")) is None
