@@ -138,6 +138,7 @@ def test_a_reply_lost_with_the_broker_is_sent_when_the_call_comes_again(
         assert SlowEcho.calls == [7, 7]
         # And the container lives on: it answers a new call.
         assert caller.echo(8) == 8
+    container.stop()  # while the link is up: nameko's fixture kills only after it is closed
 
 
 def test_a_service_told_to_stop_while_the_broker_is_away_stops(link, rabbit_config, tmp_path):

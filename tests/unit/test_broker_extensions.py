@@ -1,6 +1,7 @@
 """Every service consumes through our broker-restart-proof QueueConsumer, never nameko's own:
 one of nameko's in a container would open a second connection and could die with a restart.
-And that consumer does not keep a stopping service waiting a second per step."""
+And that consumer does not keep a stopping service waiting a second per step, and a broker
+whose certificate we do not trust is not tried again."""
 import socket
 from contextlib import contextmanager
 from unittest.mock import Mock
