@@ -132,9 +132,10 @@ def run(obj: Context, only):
     except Exception as exc:
         refusal = cfg.untrusted_certificate(exc)
         if refusal is not None:
+            reason = getattr(refusal, "verify_message", None) or refusal
             click.echo(f"error: the broker at {uri.split('@')[-1]} shows a certificate we do "
-                       f"not trust ({refusal.verify_message}); check AMQP_SSL's ca_certs and "
-                       "the host name in AMQP_URI", err=True)
+                       f"not trust ({reason}); check AMQP_SSL's ca_certs and the host name in "
+                       "AMQP_URI", err=True)
         else:
             click.echo(f"error: RabbitMQ does not answer at {uri.split('@')[-1]}; start it "
                        "(rabbitmq-server -detached) or set AMQP_URI", err=True)

@@ -60,7 +60,7 @@ def amqp_connection(config: dict, **kwargs):
     return Connection(amqp_uri(config), ssl=amqp_ssl(config), **kwargs)
 
 
-def _untrusted_certificate(exc, interval):
+def _give_up_on_untrusted_certificate(exc, interval):
     if isinstance(exc, ssl.SSLCertVerificationError):
         raise exc
 
@@ -69,7 +69,8 @@ def ensure_connected(connection, max_retries: int):
     """kombu's ``ensure_connection``, except that a broker certificate we do not trust (another
     CA, another host name) fails at once: every retry would meet the same certificate, and kombu
     waits 2, 4, 6 s between them. Raises kombu's ``OperationalError`` either way."""
-    return connection.ensure_connection(max_retries=max_retries, errback=_untrusted_certificate)
+    return connection.ensure_connection(max_retries=max_retries,
+                                        errback=_give_up_on_untrusted_certificate)
 
 
 def untrusted_certificate(exc: BaseException) -> ssl.SSLCertVerificationError | None:
