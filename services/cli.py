@@ -130,14 +130,15 @@ def run(obj: Context, only):
         with cfg.amqp_connection(config, connect_timeout=5) as connection:
             cfg.ensure_connected(connection, max_retries=3)
     except Exception as exc:
+        broker_at = uri.split("@")[-1]  # never the password
         refusal = cfg.untrusted_certificate(exc)
         if refusal is not None:
             reason = getattr(refusal, "verify_message", None) or refusal
-            click.echo(f"error: the broker at {uri.split('@')[-1]} shows a certificate we do "
-                       f"not trust ({reason}); check AMQP_SSL's ca_certs and the host name in "
-                       "AMQP_URI", err=True)
+            click.echo(f"error: the broker at {broker_at} shows a certificate we do not trust "
+                       f"({reason}); check AMQP_SSL's ca_certs and the host name in AMQP_URI",
+                       err=True)
         else:
-            click.echo(f"error: RabbitMQ does not answer at {uri.split('@')[-1]}; start it "
+            click.echo(f"error: RabbitMQ does not answer at {broker_at}; start it "
                        "(rabbitmq-server -detached) or set AMQP_URI", err=True)
         sys.exit(1)
     try:
