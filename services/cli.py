@@ -417,6 +417,34 @@ def coaching_pair(obj: Context, navigator_id, coach_id, started_on):
     click.echo(f"paired; coaching started {paired['coaching_started_on']}")
 
 
+@coaching_group.command("coaches")
+@click.argument("code")
+@click.pass_obj
+def coaching_coaches(obj: Context, code):
+    """The programme's coaches: id, name, address, Navigators of their maximum."""
+    from services.enrolment import coaching
+    for coach in obj.run(coaching.coaches, code[:40]):
+        click.echo(f"{coach['id']}  {coach['name']}  {coach['email']}  "
+                   f"{coach['load']} of {coach['max_navigators']}")
+
+
+@coaching_group.command("remove-coach")
+@click.argument("coach_id")
+@click.pass_obj
+def coaching_remove_coach(obj: Context, coach_id):
+    """A coach who leaves: their token and sessions end, their Navigators wait for a new one."""
+    from services.common.schemas import load
+    from services.enrolment import coaching
+    from services.enrolment.schemas import CoachIdIn
+    try:
+        data = load(CoachIdIn(), {"coach_id": coach_id}, "coach")
+    except LotsenError as exc:
+        _fail(exc)
+    removed = obj.run(coaching.remove_coach, data["coach_id"])
+    click.echo(f"coach {removed['id']} removed; {len(removed['unpaired'])} Navigators now "
+               f"without a coach (`lotsen coaching navigators CODE --unpaired`)")
+
+
 @coaching_group.command("overview")
 @click.argument("code")
 @click.pass_obj

@@ -247,9 +247,9 @@ class OfficeSignInLinkRequestedV1(Schema):
 
 # --- coaching programmes (published by enrolment) ------------------------------------------------
 
-class NavigatorNamedV1(Schema):
-    """A municipality named its Navigator for a coaching programme (``replaces_id``: the one
-    whose term this ends)."""
+class _AboutNavigator(Schema):
+    """What every event about a Navigator carries: whom, where, in which programme, and the
+    Navigator's change count."""
 
     navigator_id = fields.UUID(required=True)
     programme_id = fields.UUID(required=True)
@@ -257,26 +257,43 @@ class NavigatorNamedV1(Schema):
     ags = ags_field(required=True)
     municipality = fields.String(required=True)
     participant = fields.Nested(ParticipantSchema, required=True)
-    named_at = fields.AwareDateTime(required=True)
-    replaces_id = fields.UUID(allow_none=True, load_default=None)
     sequence = fields.Integer(required=True, validate=validate.Range(min=1))
 
 
-class CoachingPairedV1(Schema):
+class NavigatorNamedV1(_AboutNavigator):
+    """A municipality named its Navigator for a coaching programme (``replaces_id``: the one
+    whose term this ends)."""
+
+    named_at = fields.AwareDateTime(required=True)
+    replaces_id = fields.UUID(allow_none=True, load_default=None)
+
+
+class CoachingPairedV1(_AboutNavigator):
     """The office paired a Navigator with a coach; coaching (and the milestones' clock)
     starts ``started_on``."""
 
-    navigator_id = fields.UUID(required=True)
-    programme_id = fields.UUID(required=True)
-    programme_name = fields.String(required=True)
-    ags = ags_field(required=True)
-    municipality = fields.String(required=True)
-    participant = fields.Nested(ParticipantSchema, required=True)
     coach_id = fields.UUID(required=True)
     coach_name = fields.String(required=True)
     coach_email = fields.Email(required=True)
     started_on = fields.Date(required=True)
-    sequence = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class CoachingPairedV2(CoachingPairedV1):
+    """As v1, and whether the Navigator's coaching goes on (a move to another coach, or a new
+    coach after theirs left): then ``started_on`` is the coaching's first day, long past, and
+    ``paired_on`` the day this coach takes over."""
+
+    continues = fields.Boolean(required=True)
+    paired_on = fields.Date(required=True)
+
+
+class CoachingUnpairedV1(_AboutNavigator):
+    """The Navigator's coach left the programme; the Navigator is without a coach until the
+    office pairs them again (their milestones and the coaching's start day stay)."""
+
+    coach_id = fields.UUID(required=True)
+    coach_name = fields.String(required=True)
+    unpaired_at = fields.AwareDateTime(required=True)
 
 
 class CoachSignInLinkRequestedV1(OfficeSignInLinkRequestedV1):
@@ -406,6 +423,8 @@ CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("coach_sign_in_link_requested", 1): CoachSignInLinkRequestedV1,
     ("navigator_named", 1): NavigatorNamedV1,
     ("coaching_paired", 1): CoachingPairedV1,
+    ("coaching_paired", 2): CoachingPairedV2,
+    ("coaching_unpaired", 1): CoachingUnpairedV1,
     ("milestone_reached", 1): MilestoneReachedV1,
     ("milestone_overdue", 1): MilestoneOverdueV1,
     ("participant_erased", 1): ParticipantErasedV1,

@@ -176,22 +176,74 @@ def _reached(session: Session, navigator_id) -> dict:
 
 def register_coach(session: Session, code: str, name: str, email: str,
                    max_navigators: int) -> tuple[Coach, str]:
+    """Register a coach, or re-admit one who left (same row, so their records stay theirs;
+    a new token, since the old one was given up)."""
     programme, _ = _coaching(session, code)
-    if session.scalar(select(Coach.id).where(Coach.programme_id == programme.id,
-                                             Coach.email == email)) is not None:
+    coach = session.scalar(select(Coach).where(Coach.programme_id == programme.id,
+                                               Coach.email == email).with_for_update())
+    if coach is not None and coach.removed_at is None:
         raise Conflict("this address coaches in this programme already",
                        {"email": ["registered already"]})
     token = f"ct_{secrets.token_urlsafe(32)}"
-    coach = Coach(id=uuid.uuid4(), programme_id=programme.id, name=name, email=email,
-                  max_navigators=max_navigators, token_hash=hash_secret(token),
-                  created_at=now())
-    session.add(coach)
+    if coach is None:
+        coach = Coach(id=uuid.uuid4(), programme_id=programme.id, email=email,
+                      created_at=now())
+        session.add(coach)
+    coach.name, coach.max_navigators, coach.removed_at = name, max_navigators, None
+    coach.token_hash = hash_secret(token)
     session.flush()
     return coach, token
 
 
+def remove_coach(session: Session, coach_id) -> dict:
+    """A coach who leaves: their token, sign-in links and sessions stop working at once, and
+    each of their Navigators is without a coach until the office pairs them again. The
+    coaching's start day and the milestones reached stay, so the milestones' clock runs on.
+    Removing a removed coach changes nothing."""
+    coach = session.scalar(select(Coach).where(Coach.id == coach_id).with_for_update())
+    if coach is None:
+        raise NotFound("no such coach", {"coach_id": ["unknown coach"]})
+    if coach.removed_at is not None:
+        return dict(coach_out(coach), unpaired=[])
+    moment = now()
+    coach.removed_at = moment
+    navigators = session.scalars(select(Navigator).where(
+        Navigator.coach_id == coach.id, Navigator.replaced_at.is_(None))
+        .order_by(Navigator.ags).with_for_update()).all()
+    programme = session.get(Programme, coach.programme_id)
+    for navigator in navigators:
+        navigator.coach_id = None
+        emit_numbered(session, navigator, "coaching_unpaired", {
+            "navigator_id": navigator.id, "programme_id": programme.id,
+            "programme_name": programme.name, "ags": navigator.ags,
+            "municipality": session.get(Body, navigator.ags).name,
+            "participant": _addressed(navigator), "coach_id": coach.id,
+            "coach_name": coach.name, "unpaired_at": moment})
+    session.flush()
+    if _coach_member(session, coach.email) is None:  # they coach in no other programme
+        DESK.end_sessions(session, coach.email)
+    return dict(coach_out(coach), unpaired=[str(n.id) for n in navigators])
+
+
+def coach_out(coach: Coach, load: int | None = None) -> dict:
+    out = {"id": str(coach.id), "name": coach.name, "email": coach.email,
+           "max_navigators": coach.max_navigators, "removed_at": coach.removed_at}
+    if load is not None:
+        out["load"] = load
+    return out
+
+
+def coaches(session: Session, code: str) -> list[dict]:
+    """The programme's coaches who have not left, by name, with their load."""
+    programme, _ = _coaching(session, code)
+    return [coach_out(c, _load(session, c.id)) for c in session.scalars(
+        select(Coach).where(Coach.programme_id == programme.id, Coach.removed_at.is_(None))
+        .order_by(Coach.name, Coach.email))]
+
+
 def coach_by_token(session: Session, token: str | None) -> Coach:
-    coach = session.scalar(select(Coach).where(Coach.token_hash == hash_secret(token or "")))
+    coach = session.scalar(select(Coach).where(Coach.token_hash == hash_secret(token or ""),
+                                               Coach.removed_at.is_(None)))
     if coach is None:
         raise AuthenticationFailed("unknown coach token", {"caller": ["unknown_coach"]})
     return coach
@@ -208,7 +260,7 @@ def pair(session: Session, navigator_id, coach_id, started_on: date | None = Non
     coach = session.scalar(select(Coach).where(Coach.id == coach_id).with_for_update())
     navigator = session.scalar(select(Navigator).where(Navigator.id == navigator_id)
                                .with_for_update())
-    if coach is None:
+    if coach is None or coach.removed_at is not None:
         raise NotFound("no such coach", {"coach_id": ["unknown coach"]})
     if navigator is None or navigator.replaced_at is not None:
         raise NotFound("no such active Navigator", {"navigator_id": ["unknown or replaced"]})
@@ -220,6 +272,9 @@ def pair(session: Session, navigator_id, coach_id, started_on: date | None = Non
     if _load(session, coach.id) >= coach.max_navigators:
         raise RuleViolation(f"{coach.name} coaches {coach.max_navigators} Navigators already",
                             {"coach_id": ["at the maximum"]})
+    # A Navigator moved to another coach, or paired again after theirs left, goes on with
+    # the coaching they started: same first day, same milestones' due days.
+    continues = navigator.coaching_started_on is not None
     navigator.coach_id = coach.id
     navigator.coaching_started_on = navigator.coaching_started_on or started_on or now().date()
     session.flush()
@@ -229,7 +284,8 @@ def pair(session: Session, navigator_id, coach_id, started_on: date | None = Non
         "navigator_id": navigator.id, "programme_id": programme.id,
         "programme_name": programme.name, "ags": navigator.ags, "municipality": body.name,
         "participant": _addressed(navigator), "coach_id": coach.id, "coach_name": coach.name,
-        "coach_email": coach.email, "started_on": navigator.coaching_started_on})
+        "coach_email": coach.email, "started_on": navigator.coaching_started_on,
+        "continues": continues, "paired_on": now().date()})
     return navigator_out(navigator)
 
 
@@ -253,8 +309,8 @@ def coach_navigators(session: Session, coach: Coach, today: date | None = None) 
 # --- the coaches' own pages: signing in by address, their Navigators, documents ------------------
 
 def _coach_member(session: Session, email: str) -> dict | None:
-    coach = session.scalar(select(Coach).where(Coach.email == email).order_by(Coach.created_at)
-                           .limit(1))
+    coach = session.scalar(select(Coach).where(Coach.email == email, Coach.removed_at.is_(None))
+                           .order_by(Coach.created_at).limit(1))
     return {"email": coach.email, "name": coach.name} if coach is not None else None
 
 
@@ -262,8 +318,8 @@ DESK = Desk(CoachSignInLink, CoachSession, _coach_member, "coach_sign_in_link_re
 
 
 def coaches_by_email(session: Session, email: str) -> list[Coach]:
-    """One person may coach in several programmes: a row for each."""
-    return session.scalars(select(Coach).where(Coach.email == email)
+    """One person may coach in several programmes: a row for each they still coach in."""
+    return session.scalars(select(Coach).where(Coach.email == email, Coach.removed_at.is_(None))
                            .order_by(Coach.created_at)).all()
 
 
@@ -467,7 +523,8 @@ def overview(session: Session, code: str, today: date | None = None) -> dict:
         states = milestone_states(coaching, navigator, _reached(session, navigator.id), today)
         with_agenda += any(s["key"] in document_keys and s["reached_on"] for s in states)
         overdue += any(s["overdue"] for s in states)
-    coaches = session.scalars(select(Coach).where(Coach.programme_id == programme.id)
+    coaches = session.scalars(select(Coach).where(Coach.programme_id == programme.id,
+                                                  Coach.removed_at.is_(None))
                               .order_by(Coach.name)).all()
     return {"programme_code": code, "eligible": len(bodies),
             "with_navigator": len(navigators), "paired": sum(1 for n in navigators

@@ -324,7 +324,8 @@ class CoachingProgramme(Base):
 
 
 class Coach(Base):
-    """A Lotse who coaches Navigators, at most ``max_navigators`` at a time."""
+    """A Lotse who coaches Navigators, at most ``max_navigators`` at a time. A coach who
+    leaves is kept with ``removed_at``: the milestones they recorded name them."""
 
     __tablename__ = "coaches"
 
@@ -336,6 +337,7 @@ class Coach(Base):
     max_navigators: Mapped[int] = mapped_column(Integer, nullable=False)
     token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Navigator(Base):

@@ -371,6 +371,10 @@ class PairIn(Schema):
     started_on = fields.Date(load_default=None, allow_none=True)
 
 
+class CoachIdIn(Schema):
+    coach_id = fields.UUID(required=True)
+
+
 class MilestoneIn(Schema):
     navigator_id = fields.UUID(required=True)
     key = fields.String(required=True, validate=validate.Length(min=1, max=40))

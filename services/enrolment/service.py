@@ -378,6 +378,19 @@ class EnrolmentService:
         return self._out(self.db.run(coaching.pair, data["navigator_id"], data["coach_id"],
                                      data["started_on"]))
 
+    @rpc(OPERATOR)
+    def coaches(self, programme_code):
+        """The programme's coaches who have not left, with their load."""
+        code = load(PROGRAMME_CODE_IN, {"programme_code": programme_code},
+                    "programme")["programme_code"]
+        return self._out(self.db.run(coaching.coaches, code, commit=False))
+
+    @rpc(OPERATOR)
+    def remove_coach(self, coach_id):
+        """A coach who leaves: access ends, their Navigators wait to be paired again."""
+        data = load(schemas.CoachIdIn(), {"coach_id": coach_id}, "coach")
+        return self._out(self.db.run(coaching.remove_coach, data["coach_id"]))
+
     @rpc(OPERATOR, GATEWAY)
     def coaching_overview(self, programme_code):
         code = load(PROGRAMME_CODE_IN, {"programme_code": programme_code},
@@ -547,6 +560,12 @@ class EnrolmentService:
                                        "started_on": started_on}, "pairing")
         return self._out(self.db.run(coaching.pair, data["navigator_id"], data["coach_id"],
                                      data["started_on"]))
+
+    @rpc(GATEWAY)
+    def office_remove_coach(self, session_id, coach_id):
+        self._office(session_id)
+        data = load(schemas.CoachIdIn(), {"coach_id": coach_id}, "coach")
+        return self._out(self.db.run(coaching.remove_coach, data["coach_id"]))
 
     @rpc(GATEWAY)
     def office_onboard(self, session_id, rows, portal_url):

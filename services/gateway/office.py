@@ -49,7 +49,10 @@ OFFICE_NOTICES = dict(
     zugeordnet="Die Zuordnung ist gespeichert. Der Digital-Navigator und die Lotsin oder der "
                "Lotse erhalten eine E-Mail.",
     eingetragen="Die Lotsin oder der Lotse ist eingetragen und kann sich auf den Seiten für "
-                "das Coaching mit der eigenen E-Mail-Adresse anmelden.")
+                "das Coaching mit der eigenen E-Mail-Adresse anmelden.",
+    ausgetragen="Die Lotsin oder der Lotse ist ausgetragen; die Anmeldung auf den Seiten für "
+                "das Coaching endet sofort. Die Navigatoren, die sie oder er begleitet hat, "
+                "erhalten eine E-Mail und stehen unten zum Zuordnen bereit.")
 
 
 class OfficeVisit(Visit):
@@ -358,6 +361,40 @@ class OfficePages:
                                        pair_errors={values["navigator_id"][:40]: message})
         raise PageRedirect(f"/buero/coaching?programm={values['programm'][:40]}"
                            "&hinweis=zugeordnet")
+
+    def _coach_to_remove(self, visit, coach_id) -> tuple[str, dict, list[dict]]:
+        """(programme, the coach, the Navigators they coach) as the office's page lists them."""
+        programme = visit.request.values.get("programm", "")[:40]
+        coach = None
+        if re.fullmatch(r"[A-Z0-9][A-Z0-9-]{0,39}", programme):
+            try:
+                view = self._call("office_coaching", visit.person["session_id"], programme)
+            except LotsenError as exc:
+                if exc.status not in (404, 422):  # no such (coaching) programme
+                    raise
+            else:
+                coach = next((c for c in view["overview"]["coaches"] if c["id"] == coach_id),
+                             None)
+        if coach is None:
+            raise PageError(404, "Nicht gefunden",
+                            "Diese Lotsin oder diesen Lotsen gibt es in diesem Programm nicht "
+                            "(mehr).")
+        return programme, coach, [n for n in view["navigators"] if n["coach_id"] == coach_id]
+
+    @page("GET", "/buero/coaching/lotsen/<coach_id>/entfernen")
+    def office_remove_coach_form(self, request, coach_id):
+        visit = self._office_visit(request)
+        programme, coach, navigators = self._coach_to_remove(visit, coach_id)
+        return visit.render("office_remove_coach.html", title="Lotsin oder Lotse austragen",
+                            nav="coaching", programme=programme, coach=coach,
+                            navigators=navigators)
+
+    @page("POST", "/buero/coaching/lotsen/<coach_id>/entfernen")
+    def office_remove_coach(self, request, coach_id):
+        visit = self._office_post(request)
+        programme, coach, _ = self._coach_to_remove(visit, coach_id)
+        self._call("office_remove_coach", visit.person["session_id"], coach["id"])
+        raise PageRedirect(f"/buero/coaching?programm={programme}&hinweis=ausgetragen")
 
     # --- outreach ---------------------------------------------------------------------------
 

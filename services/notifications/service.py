@@ -311,6 +311,10 @@ class NotificationsService:
     def on_coaching_paired(self, envelope):
         self._on(envelope, "coaching_paired", domain.coaching_paired)
 
+    @event_handler("enrolment", "coaching_unpaired")
+    def on_coaching_unpaired(self, envelope):
+        self._on(envelope, "coaching_unpaired", domain.coaching_unpaired)
+
     @event_handler("enrolment", "milestone_overdue")
     def on_milestone_overdue(self, envelope):
         self._on(envelope, "milestone_overdue", domain.milestone_overdue)

@@ -91,6 +91,14 @@ def test_demo_loads_once_and_run_serves_it(cli_env, register_file):
                                        "municipality": "14628270"}
     listed = invoke(path, "coaching", "navigators", "SN-DN")
     assert listed.exit_code == 0 and "14628270  Pirna, Stadt  Lotse (Demo)" in listed.output
+    coaches = invoke(path, "coaching", "coaches", "SN-DN")
+    assert coaches.exit_code == 0 and "lotse@lotsen.example  1 of " in coaches.output
+    assert invoke(path, "coaching", "remove-coach", "kein-coach").exit_code == 2
+    removed = invoke(path, "coaching", "remove-coach", coaches.output.split()[0])
+    assert removed.exit_code == 0 and "1 Navigators now without a coach" in removed.output
+    unpaired = invoke(path, "coaching", "navigators", "SN-DN", "--unpaired")
+    assert "14628270  Pirna, Stadt  (no coach)" in unpaired.output
+    assert invoke(path, "coaching", "coaches", "SN-DN").output == ""
 
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "--config", str(path), "run"],

@@ -275,7 +275,10 @@ def test_the_new_methods_refuse_callers_without_their_proof(
                      lambda: anyone.coach_document("x" * 40, "a"),
                      lambda: anyone.office_coaching("x" * 40, "SN-DN"),
                      lambda: anyone.office_register_coach("x" * 40, {}),
-                     lambda: anyone.office_pair("x" * 40, "a", "b")):
+                     lambda: anyone.office_pair("x" * 40, "a", "b"),
+                     lambda: anyone.coaches("SN-DN"),
+                     lambda: anyone.remove_coach(str(uuid.uuid4())),
+                     lambda: anyone.office_remove_coach("x" * 40, str(uuid.uuid4()))):
             with pytest.raises(AuthenticationFailed):
                 call()
     with ServiceRpcProxy("funding", service_config) as anyone:
@@ -290,6 +293,7 @@ def test_the_new_methods_refuse_callers_without_their_proof(
         sign_for(gateway, service_config)
         for call in (lambda: enrolment.office_coverage("y" * 43),
                      lambda: enrolment.office_pair("y" * 43, "a", "b"),
+                     lambda: enrolment.office_remove_coach("y" * 43, str(uuid.uuid4())),
                      lambda: enrolment.coach_desk("y" * 43),
                      lambda: enrolment.coach_document("y" * 43, str(uuid.uuid4()))):
             with pytest.raises(AuthenticationFailed) as refused:
@@ -468,6 +472,26 @@ def test_the_office_registers_coaches_and_pairs_navigators_in_its_pages(office_s
     assert "Lotsin Lange, seit" in page and "Lotse Lehmann, seit" not in page
     coverage = browser.get("/buero/abdeckung?programm=BW-NAV").text
     assert "davon 1 mit Coach" in coverage and 'href="/buero/coaching?programm=BW-NAV"' in coverage
+    # Lange leaves: a page asks first and names whom she coaches; then she is gone, and her
+    # Navigator is offered to Lehmann again.
+    asked = browser.get(f"/buero/coaching/lotsen/{lange}/entfernen?programm=BW-NAV")
+    assert asked.status_code == 200 and "Lotsin Lange austragen?" in asked.text
+    assert "1 Digital-Navigator ist danach ohne Lotsin oder Lotse" in asked.text
+    assert browser.get(f"/buero/coaching/lotsen/{uuid.uuid4()}/entfernen?programm=BW-NAV"
+                       ).status_code == 404
+    assert browser.get(f"/buero/coaching/lotsen/{lange}/entfernen?programm=KEIN-PROGRAMM"
+                       ).status_code == 404
+    forged = browser.post(f"/buero/coaching/lotsen/{lange}/entfernen",
+                          {"programm": "BW-NAV", "csrf": "falsch"}, csrf=False)
+    assert forged.status_code == 403
+    assert "Lotsin Lange" in browser.get("/buero/coaching?programm=BW-NAV").text
+    assert browser.post(f"/buero/coaching/lotsen/{lange}/entfernen",
+                        {"programm": "BW-NAV"}).status_code == 303
+    page = browser.follow().text
+    assert "ist ausgetragen" in page and "Lotsin Lange" not in page
+    assert page.count("Zuordnen für") == 2 and "davon 0 mit Coach" in page
+    assert browser.post(f"/buero/coaching/lotsen/{lange}/entfernen",
+                        {"programm": "BW-NAV"}).status_code == 404  # gone already
 
 
 def test_every_module_and_every_milestone_bring_a_certificate_that_lists_the_milestones(

@@ -286,3 +286,94 @@ def test_an_agenda_pdf_is_kept_and_only_its_coach_gets_it(db):
         db.run(coaching.document_for, "lange@ssg.example", uuid.UUID(ref[9:]))
     [reached] = events(db, "milestone_reached")
     assert reached["document_ref"] == ref and reached["participant"]["email"] == person(1)["email"]
+
+
+def test_a_coach_who_leaves_loses_access_and_their_navigators_wait_for_a_new_one(db):
+    """Removing a coach ends their token, links and sessions, unpairs each of their active
+    Navigators (once, with an event each) and keeps what they recorded; the same address
+    may be registered again later, with a new token."""
+    from services.common.errors import AuthenticationFailed
+    leaving, token = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann",
+                            "lehmann@ssg.example", 3)
+    staying, _ = db.run(coaching.register_coach, "SN-DN", "Lotsin Lange", "lange@ssg.example", 1)
+    first = db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(1))
+    second = db.run(coaching.name_navigator, LEIPZIG, "SN-DN", person(2))
+    start = date.today() - timedelta(days=60)
+    for navigator in (first, second):
+        db.run(coaching.pair, uuid.UUID(navigator["id"]), leaving.id, start)
+    db.run(lambda s: coaching.record_milestone(
+        s, coaching.coach_by_token(s, token), uuid.UUID(first["id"]), "situation",
+        date.today() - timedelta(days=3), "vor Ort", None))
+    assert db.run(coaching.DESK.request_sign_in, "lehmann@ssg.example", "http://x/link/") == 1
+    [link] = events(db, "coach_sign_in_link_requested")
+    unused = db.run(coaching.DESK.request_sign_in, "lehmann@ssg.example", "http://x/link/")
+    signed = db.run(coaching.DESK.sign_in, link["link"].rsplit("/", 1)[1], 8)
+    assert unused == 1
+
+    removed = db.run(coaching.remove_coach, leaving.id)
+    assert sorted(removed["unpaired"]) == sorted([first["id"], second["id"]])
+    assert removed["removed_at"] is not None
+    with pytest.raises(AuthenticationFailed):  # the software's token
+        db.run(lambda s: coaching.coach_by_token(s, token))
+    with pytest.raises(AuthenticationFailed):  # the open session
+        db.run(coaching.DESK.current, signed["session_id"])
+    second_link = events(db, "coach_sign_in_link_requested")[1]["link"].rsplit("/", 1)[1]
+    with pytest.raises(AuthenticationFailed):  # the link mailed before
+        db.run(coaching.DESK.sign_in, second_link, 8)
+    assert db.run(coaching.DESK.request_sign_in, "lehmann@ssg.example", "http://x/link/") == 0
+    assert db.run(coaching.desk, "lehmann@ssg.example") == []
+
+    navigators = {n["id"]: n for n in db.run(coaching.programme_navigators, "SN-DN")}
+    assert {n["coach_id"] for n in navigators.values()} == {None}
+    assert navigators[first["id"]]["coaching_started_on"] == start  # the clock runs on
+    assert navigators[first["id"]]["milestones"][0]["reached_on"] is not None
+    unpaired = events(db, "coaching_unpaired")
+    assert sorted(e["navigator_id"] for e in unpaired) == sorted([first["id"], second["id"]])
+    assert {e["coach_name"] for e in unpaired} == {"Lotse Lehmann"}
+    view = db.run(coaching.overview, "SN-DN")
+    assert [c["name"] for c in view["coaches"]] == ["Lotsin Lange"] and view["paired"] == 0
+    with pytest.raises(NotFound):  # nobody is paired with a coach who left
+        db.run(coaching.pair, uuid.UUID(first["id"]), leaving.id)
+    # Removing again changes nothing and tells nobody twice.
+    assert db.run(coaching.remove_coach, leaving.id)["unpaired"] == []
+    assert len(events(db, "coaching_unpaired")) == 2
+    with pytest.raises(NotFound):
+        db.run(coaching.remove_coach, uuid.uuid4())
+
+    # Lange takes over Dresden: the coaching goes on from its first day.
+    db.run(coaching.pair, uuid.UUID(first["id"]), staying.id)
+    paired = events(db, "coaching_paired")[-1]
+    assert (paired["continues"], paired["started_on"], paired["paired_on"]) == (
+        True, start.isoformat(), date.today().isoformat())
+    assert not events(db, "coaching_paired")[0]["continues"]
+    # Lehmann comes back: the same row (his records stay his), a new token.
+    back, new_token = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann",
+                             "lehmann@ssg.example", 2)
+    assert back.id == leaving.id and new_token != token
+    assert db.run(lambda s: coaching.coach_by_token(s, new_token).id) == leaving.id
+    with pytest.raises(AuthenticationFailed):
+        db.run(lambda s: coaching.coach_by_token(s, token))
+    assert [c["name"] for c in db.run(coaching.coaches, "SN-DN")] == ["Lotse Lehmann",
+                                                                       "Lotsin Lange"]
+    with pytest.raises(Conflict):
+        db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann", "lehmann@ssg.example", 2)
+
+
+def test_a_coach_in_two_programmes_keeps_signing_in_for_the_other(db):
+    def second_programme(session):
+        programme = domain.create_programme(session, {
+            "code": "SN-DN2", "name": "Digital-Navigatoren Sachsen, zweite Runde", "land": "14",
+            "role_name": "Digital-Navigator", "eligible_kinds": ["gemeinde", "kreis"],
+            "enrolment_opens_on": date.today() - timedelta(days=10),
+            "enrolment_closes_on": date(2099, 1, 1)})
+        coaching.define(session, programme, MILESTONES)
+    db.run(second_programme)
+    first, _ = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann", "lehmann@ssg.example", 3)
+    db.run(coaching.register_coach, "SN-DN2", "Lotse Lehmann", "lehmann@ssg.example", 3)
+    db.run(coaching.DESK.request_sign_in, "lehmann@ssg.example", "http://x/link/")
+    [link] = events(db, "coach_sign_in_link_requested")
+    signed = db.run(coaching.DESK.sign_in, link["link"].rsplit("/", 1)[1], 8)
+    db.run(coaching.remove_coach, first.id)
+    assert db.run(coaching.DESK.current, signed["session_id"])["name"] == "Lotse Lehmann"
+    assert [d["programme"]["code"] for d in db.run(coaching.desk, "lehmann@ssg.example")] == [
+        "SN-DN2"]

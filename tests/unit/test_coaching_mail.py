@@ -51,3 +51,60 @@ def test_named_and_reached_are_mailed_to_the_navigator_once_each(db):
         "erased_at": datetime.now(timezone.utc), "enrolments": [],
         "navigators": [str(navigator_id)]})
     assert notices(db) == [("navigator_named", "olaf@pirna.example", "pending")]
+
+
+def rendered(db, template, role):
+    """(subject, text) of the one notice of ``template`` to ``role``."""
+    from services.notifications import delivery
+    [(context, to_role)] = db.run(lambda s: s.execute(select(Notice.context,
+                                                             Notice.recipient_role).where(
+        Notice.template == template, Notice.recipient_role == role)).all())
+    subject, text, _ = delivery.render(template, dict(context, recipient_role=to_role,
+                                                      office_name="Programmbüro"))
+    return subject, " ".join(text.split())
+
+
+def test_a_coach_who_left_is_told_to_the_navigator_once_and_the_next_one_continues(db):
+    navigator_id, gone, next_coach = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for event_id in ("u1", "u2"):  # delivered twice
+        db.run(domain.coaching_unpaired, coaching_payload(
+            navigator_id, coach_id=gone, coach_name="Lotse Lehmann",
+            unpaired_at=datetime.now(timezone.utc)), event_id)
+    assert notices(db) == [("coaching_unpaired", "karin@pirna.example", "pending")]
+    subject, text = rendered(db, "coaching_unpaired", "navigator")
+    assert subject == ("Ihr Coaching als Digital-Navigator: Lotse Lehmann begleitet Pirna, Stadt "
+                       "nicht mehr")
+    assert "ordnet Ihnen eine neue Lotsin oder einen neuen Lotsen zu" in text
+
+    # The office pairs her with the next coach: both hear that the coaching goes on.
+    db.run(domain.coaching_paired, coaching_payload(
+        navigator_id, coach_id=next_coach, coach_name="Lotsin Lange",
+        coach_email="lange@ssg.example", started_on=date(2027, 1, 11), continues=True,
+        paired_on=date(2027, 4, 6)), "p2")
+    subject, text = rendered(db, "coaching_paired", "navigator")
+    assert subject.startswith("Ihr Coaching als Digital-Navigator geht weiter")
+    assert "ab 6. April 2027 begleitet Sie Lotsin Lange" in text and "seit 11. Januar 2027" in text
+    _, to_coach = rendered(db, "coaching_paired", "coach")
+    assert "Sie begleiten ab 6. April 2027 Karin Krause" in to_coach
+    assert "Das Coaching läuft seit 11. Januar 2027" in to_coach
+
+    # A first pairing (a v1 event has no ``continues``) still reads as the beginning.
+    first = uuid.uuid4()
+    db.run(domain.coaching_paired, coaching_payload(
+        first, participant=dict(NAVIGATOR, email="olaf@pirna.example"), coach_id=next_coach,
+        coach_name="Lotsin Lange", coach_email="lange@ssg.example",
+        started_on=date(2027, 1, 11)), "p1")
+    [(context,)] = db.run(lambda s: s.execute(select(Notice.context).where(
+        Notice.to_email == "olaf@pirna.example")).all())
+    from services.notifications import delivery
+    subject, text, _ = delivery.render("coaching_paired", dict(
+        context, recipient_role="navigator", office_name="Programmbüro"))
+    assert subject.startswith("Ihr Coaching als Digital-Navigator beginnt")
+    assert "ab 11. Januar 2027 begleitet Sie Lotsin Lange" in " ".join(text.split())
+
+    # Erasing Karin takes the mail about her coach's leaving with the rest.
+    db.run(privacy.participant_erased, {
+        "erasure_id": uuid.uuid4(), "pseudonym": "abcdef123456", "cause": "request",
+        "erased_at": datetime.now(timezone.utc), "enrolments": [],
+        "navigators": [str(navigator_id)]})
+    assert [n[1] for n in notices(db)] == ["olaf@pirna.example", "lange@ssg.example"]

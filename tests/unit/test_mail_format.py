@@ -20,7 +20,7 @@ COURSE = {"title": "Basisseminar „Digitale Verwaltung“ für Kommunen mit lan
                        "date": (date(2027, 2, 1) + timedelta(days=7 * n)).isoformat()}
                       for n in range(1, 4)]}
 SENDER = ("Programmbüro Kommunale Digitallotsen", "noreply@lotsen.example")
-TEMPLATES = ["body_reminded", "coaching_paired", "milestone_overdue", "navigator_named",
+TEMPLATES = ["body_reminded", "coaching_paired", "coaching_unpaired", "milestone_overdue", "navigator_named",
              "milestone_reached", "sign_in_link", "office_sign_in_link", "coach_sign_in_link",
              "colleague_invited",
              "enrolment_confirmed", "enrolment_waitlisted", "enrolment_promoted",
@@ -94,7 +94,8 @@ def context(role, to_name):
             "portal_url": "https://x.example/portal", "navigator_name": "Karin Krause",
             "coach_name": "Lotse Lehmann", "coach_email": "lehmann@ssg.example",
             "started_on": "2027-01-11", "title": "Digitale Agenda", "due_on": "2027-05-03",
-            "replaces": True, "reached_on": "2027-03-01", "with_document": True}
+            "replaces": True, "reached_on": "2027-03-01", "with_document": True,
+            "continues": True, "paired_on": "2027-04-06"}
 
 
 def same(n, sender, ctx, attachment=None):
