@@ -4,9 +4,9 @@ against the whole system, every service in its own process, mail over SMTP.
 One walk through the three roles: the clerk of Pirna names the municipality's Digital-Navigator
 in the portal; the programme office registers a Lotse and pairs them; the Lotse signs in to
 the coaches' pages, records the situation on site and uploads the Digitale Agenda as a PDF;
-the Navigator is mailed at each step. Every page is checked with axe-core and the structural
-checks of the portal's test, and saved as a screenshot (``LOTSEN_SCREENSHOTS``, default
-var/screenshots/coaching).
+the Navigator is mailed at each step; at the end the office takes the Lotse out. Every page is
+checked with axe-core and the structural checks of the portal's test, and saved as a
+screenshot (``LOTSEN_SCREENSHOTS``, default var/screenshots/coaching).
 """
 from __future__ import annotations
 
@@ -129,6 +129,18 @@ def test_naming_pairing_and_coaching_in_a_browser(coaching_system, tmp_path):
         assert b.has_link("PDF herunterladen")
         check_page(b, "coaching-navigator-agenda", axe_source)
         b.press("Abmelden")
+
+        # Lehmann leaves: the office takes him out after a page that names his Navigators.
+        sign_in(b, system, "buero", STAFF, "Seiten des Programmbüros", axe_source)
+        b.follow("Coaching")
+        b.follow("Austragen: Lotse Lehmann")
+        assert b.heading() == "Lotse Lehmann austragen?" and "Pirna, Stadt: Karin Krause" in b.html
+        check_page(b, "buero-coaching-austragen", axe_source)
+        b.press("Ja, austragen")
+        assert "ist ausgetragen" in b.status() and "Lotse Lehmann, seit" not in b.html
+        assert "noch niemand; es ist keine Lotsin und kein Lotse eingetragen" in b.html
+        check_page(b, "buero-coaching-ausgetragen", axe_source)
+        b.press("Abmelden")
     finally:
         b.close()
 
@@ -136,8 +148,9 @@ def test_naming_pairing_and_coaching_in_a_browser(coaching_system, tmp_path):
     def to_navigator():
         subjects = [str(m["Subject"]) for m in system.inbox.messages
                     if m["To"].addresses[0].addr_spec == NAVIGATOR]
-        return subjects if len(subjects) >= 4 else None
+        return subjects if len(subjects) >= 5 else None
     subjects = wait_for(to_navigator, timeout=60, message="the Navigator's mails")
     assert sorted(s.split(":")[0].split(" für ")[0] for s in subjects) == [
-        "Ihr Coaching als Digital-Navigator beginnt", "Meilenstein erreicht",
-        "Meilenstein erreicht", "Sie sind Digital-Navigator"]
+        "Ihr Coaching als Digital-Navigator", "Ihr Coaching als Digital-Navigator beginnt",
+        "Meilenstein erreicht", "Meilenstein erreicht", "Sie sind Digital-Navigator"]
+    assert any(s.endswith("Lotse Lehmann begleitet Pirna, Stadt nicht mehr") for s in subjects)
