@@ -25,16 +25,20 @@ def saxony(register_file):
     return [b for b in parse_register(register_file) if b.land == "14"]
 
 
+def coaching_programme(session, code="SN-DN", name="Digital-Navigatoren Sachsen"):
+    programme = domain.create_programme(session, {
+        "code": code, "name": name, "land": "14",
+        "role_name": "Digital-Navigator", "eligible_kinds": ["gemeinde", "kreis"],
+        "enrolment_opens_on": date.today() - timedelta(days=10),
+        "enrolment_closes_on": date(2099, 1, 1)})
+    coaching.define(session, programme, MILESTONES)
+
+
 @pytest.fixture
 def db(tmp_path, saxony):
     def seed(session):
         import_register(session, saxony)
-        programme = domain.create_programme(session, {
-            "code": "SN-DN", "name": "Digital-Navigatoren Sachsen", "land": "14",
-            "role_name": "Digital-Navigator", "eligible_kinds": ["gemeinde", "kreis"],
-            "enrolment_opens_on": date.today() - timedelta(days=10),
-            "enrolment_closes_on": date(2099, 1, 1)})
-        coaching.define(session, programme, MILESTONES)
+        coaching_programme(session)
     handle = migrated_sqlite(tmp_path, "enrolment", OutboxMessage, InboxRecord, seed)
     yield handle
     handle.dispose()
@@ -360,14 +364,7 @@ def test_a_coach_who_leaves_loses_access_and_their_navigators_wait_for_a_new_one
 
 
 def test_a_coach_in_two_programmes_keeps_signing_in_for_the_other(db):
-    def second_programme(session):
-        programme = domain.create_programme(session, {
-            "code": "SN-DN2", "name": "Digital-Navigatoren Sachsen, zweite Runde", "land": "14",
-            "role_name": "Digital-Navigator", "eligible_kinds": ["gemeinde", "kreis"],
-            "enrolment_opens_on": date.today() - timedelta(days=10),
-            "enrolment_closes_on": date(2099, 1, 1)})
-        coaching.define(session, programme, MILESTONES)
-    db.run(second_programme)
+    db.run(coaching_programme, "SN-DN2", "Digital-Navigatoren Sachsen, zweite Runde")
     first, _ = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann", "lehmann@ssg.example", 3)
     db.run(coaching.register_coach, "SN-DN2", "Lotse Lehmann", "lehmann@ssg.example", 3)
     db.run(coaching.DESK.request_sign_in, "lehmann@ssg.example", "http://x/link/")
