@@ -40,6 +40,7 @@ SORTS = {"name": lambda r: r["name"], "anteil": lambda r: (r["covered_percent"],
          "ohne": lambda r: (-r["none"] - r["waitlisted"], r["name"]),
          "berechtigt": lambda r: (-r["eligible"], r["name"])}
 ALL = "alle"
+PROGRAMME_CODE = re.compile(r"[A-Z0-9][A-Z0-9-]{0,39}")  # as a programme's code may be
 SHOWN_BODIES = 100  # bodies without a Lotse listed on the page; the CSV has all of them
 OFFICE_NOTICES = dict(
     NOTICES, erinnert="Die Erinnerungen sind verschickt. Jede Kommune erhält eine Kampagne "
@@ -106,7 +107,7 @@ class OfficePages:
     @staticmethod
     def _programme_of(request, report: dict | None = None) -> str:
         chosen = request.args.get("programm", "")
-        if chosen and chosen != ALL and not re.fullmatch(r"[A-Z0-9][A-Z0-9-]{0,39}", chosen):
+        if chosen and chosen != ALL and not PROGRAMME_CODE.fullmatch(chosen):
             raise PageError(404, "Nicht gefunden", "Dieses Programm gibt es nicht.")
         if chosen:
             return chosen
@@ -366,7 +367,7 @@ class OfficePages:
         """(programme, the coach, the Navigators they coach) as the office's page lists them."""
         programme = visit.request.values.get("programm", "")[:40]
         coach = None
-        if re.fullmatch(r"[A-Z0-9][A-Z0-9-]{0,39}", programme):
+        if PROGRAMME_CODE.fullmatch(programme):
             try:
                 view = self._call("office_coaching", visit.person["session_id"], programme)
             except LotsenError as exc:
