@@ -24,6 +24,7 @@ from pathlib import Path
 import click
 
 from services.common import config as cfg
+from services.common.clock import calendar_today
 from services.common.errors import LotsenError
 
 DEFAULT_REGISTER = cfg.PROJECT_ROOT.parent / "shared" / "data" / "destatis-gv-auszug.csv"
@@ -526,7 +527,7 @@ def outreach_remind(obj: Context, code, campaign):
     from services.common.schemas import load
     from services.funding import domain as funding
     from services.funding.schemas import RemindIn
-    campaign = campaign or f"erinnerung-{date.today().isoformat()}"
+    campaign = campaign or f"erinnerung-{calendar_today().isoformat()}"
     try:
         data = load(RemindIn(), {"programme_code": code, "campaign": campaign})
     except LotsenError as exc:
@@ -693,7 +694,7 @@ def mail_resend(obj: Context, notice_id):
 def mail_reminders(obj: Context):
     """Write course reminders now (the service also does it every hour)."""
     from services.notifications import domain as notifications
-    count = obj.run_in("notifications", notifications.course_reminders, date.today())
+    count = obj.run_in("notifications", notifications.course_reminders, calendar_today())
     click.echo(f"{count} reminder(s) queued")
 
 

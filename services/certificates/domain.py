@@ -16,6 +16,7 @@ from services.certificates.models import (
     Certificate,
     CertificateSequence,
 )
+from services.common.clock import calendar_day
 from services.common.errors import Gone, NotFound, RuleViolation
 from services.common.outbox import emit_numbered
 
@@ -77,8 +78,9 @@ def _unique_code(session: Session) -> str:
 def _create(session: Session, data: dict, enrolment_id, ags: str, keyring, issuer: Issuer,
             supersedes: str | None = None) -> Certificate:
     issued_at = now()
-    sequence = _next_number(session, data["programme_code"], issued_at.year)
-    number = certificate_number(data["programme_code"], issued_at.year, sequence)
+    year = calendar_day(issued_at).year  # a certificate of New Year's night counts in the new year
+    sequence = _next_number(session, data["programme_code"], year)
+    number = certificate_number(data["programme_code"], year, sequence)
     code = _unique_code(session)
     url = issuer.verification_url(code)
     kid, key = keyring.current()
@@ -173,7 +175,8 @@ def render_pdf(certificate: Certificate, issuer: Issuer) -> bytes:
                    {"number": ["holder's data erased"]})
     return pdf.render(certificate.data, certificate.number,
                       issuer.verification_url(certificate.verification_code),
-                      certificate.verification_code, issuer.name, certificate.issued_at.date())
+                      certificate.verification_code, issuer.name,
+                      calendar_day(certificate.issued_at))
 
 
 def verify_code(session: Session, code: str) -> dict:

@@ -3,20 +3,25 @@ from __future__ import annotations
 
 import io
 import os
-from datetime import date
+from datetime import date, datetime
 
 import font_source_serif_pro
 import segno
 from fpdf import FPDF
+
+from services.common.clock import calendar_day
 
 FONT_DIR = os.path.join(os.path.dirname(font_source_serif_pro.__file__), "files")
 MONTHS = ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
           "Oktober", "November", "Dezember"]
 
 
-def german_date(value: date | str) -> str:
+def german_date(value: date | datetime | str) -> str:
+    """A day written out in German; a moment (an issue or revocation time) on its day in Germany."""
     if isinstance(value, str):
-        value = date.fromisoformat(value[:10])
+        value = datetime.fromisoformat(value) if "T" in value else date.fromisoformat(value)
+    if isinstance(value, datetime):
+        value = calendar_day(value)
     return f"{value.day}. {MONTHS[value.month - 1]} {value.year}"
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.common.clock import calendar_day
 from services.common.errors import AuthenticationFailed, Conflict, NotFound, RuleViolation
 from services.common.outbox import emit, emit_numbered
 from services.enrolment.domain import eligible, hash_secret, now, programme_by_code
@@ -90,7 +91,7 @@ def navigator_out(navigator: Navigator, coaching: CoachingProgramme | None = Non
 def milestone_states(coaching: CoachingProgramme, navigator: Navigator, reached: dict,
                      today: date | None) -> list[dict]:
     """Each milestone: due when, reached when (with its note and document), or overdue."""
-    today = today or now().date()
+    today = today or calendar_day(now())
     states = []
     for milestone in coaching.milestones:
         record = reached.get(milestone["key"])
@@ -121,7 +122,7 @@ def name_navigator(session: Session, ags: str, code: str, person: dict,
     body = session.get(Body, ags)
     if body is None or not eligible(body, programme):
         raise RuleViolation("programme not open to this body", {"ags": ["not eligible"]})
-    today = now().date()
+    today = calendar_day(now())
     if not programme.enrolment_opens_on <= today <= programme.enrolment_closes_on:
         raise RuleViolation("enrolment window closed", {"programme_code": ["not open now"]})
     # The lock on the body's row makes two namings at once take turns.
@@ -142,7 +143,7 @@ def name_navigator(session: Session, ags: str, code: str, person: dict,
         current.replaced_at = moment
         navigator.replaces_id = current.id
         navigator.coach_id = current.coach_id
-        navigator.coaching_started_on = moment.date() if current.coach_id else None
+        navigator.coaching_started_on = calendar_day(moment) if current.coach_id else None
         session.flush()
     session.add(navigator)
     try:
@@ -155,7 +156,7 @@ def name_navigator(session: Session, ags: str, code: str, person: dict,
         "programme_name": programme.name, "ags": ags, "municipality": body.name,
         "participant": _addressed(navigator), "named_at": moment,
         "replaces_id": current.id if current is not None else None})
-    return navigator_out(navigator, coaching, {}, moment.date())
+    return navigator_out(navigator, coaching, {}, calendar_day(moment))
 
 
 def navigators_of(session: Session, ags: str, code: str) -> list[dict]:
@@ -276,7 +277,8 @@ def pair(session: Session, navigator_id, coach_id, started_on: date | None = Non
     # the coaching they started: same first day, same milestones' due days.
     continues = navigator.coaching_started_on is not None
     navigator.coach_id = coach.id
-    navigator.coaching_started_on = navigator.coaching_started_on or started_on or now().date()
+    navigator.coaching_started_on = (navigator.coaching_started_on or started_on
+                                     or calendar_day(now()))
     session.flush()
     body = session.get(Body, navigator.ags)
     programme = session.get(Programme, navigator.programme_id)
@@ -285,7 +287,7 @@ def pair(session: Session, navigator_id, coach_id, started_on: date | None = Non
         "programme_name": programme.name, "ags": navigator.ags, "municipality": body.name,
         "participant": _addressed(navigator), "coach_id": coach.id, "coach_name": coach.name,
         "coach_email": coach.email, "started_on": navigator.coaching_started_on,
-        "continues": continues, "paired_on": now().date()})
+        "continues": continues, "paired_on": calendar_day(now())})
     return navigator_out(navigator)
 
 
@@ -391,8 +393,8 @@ def record_milestone(session: Session, coach: Coach, navigator_id, key: str, rea
     if milestone["document"] and not (document_ref or document):
         raise RuleViolation("this milestone is recorded with its document",
                             {"document_ref": ["the document's reference or an uploaded PDF"]})
-    if reached_on > now().date() or (navigator.coaching_started_on
-                                     and reached_on < navigator.coaching_started_on):
+    if reached_on > calendar_day(now()) or (navigator.coaching_started_on
+                                            and reached_on < navigator.coaching_started_on):
         raise RuleViolation("a milestone is reached between the start of coaching and today",
                             {"reached_on": ["not in the coaching's time"]})
     existing = session.get(MilestoneRecord, (navigator.id, key))
@@ -461,7 +463,7 @@ def _complete_if_done(session: Session, navigator: Navigator):
 def report_overdue(session: Session, today: date | None = None) -> int:
     """A ``milestone_overdue`` for each milestone now past its due day and not reached, once
     per Navigator and milestone (a replaced Navigator's are no longer reminded of)."""
-    today = today or now().date()
+    today = today or calendar_day(now())
     reported = 0
     coachings = {c.programme_id: c for c in session.scalars(select(CoachingProgramme))}
     names = dict(session.execute(select(Programme.id, Programme.name).where(
@@ -512,7 +514,7 @@ def overview(session: Session, code: str, today: date | None = None) -> dict:
     """Municipalities with a Navigator, with an Agenda (the milestone that names a document),
     with something overdue; each coach's load."""
     programme, coaching = _coaching(session, code)
-    today = today or now().date()
+    today = today or calendar_day(now())
     bodies = [b for b in session.scalars(select(Body).where(Body.land == programme.land))
               if eligible(b, programme)]
     navigators = session.scalars(select(Navigator).where(

@@ -22,6 +22,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from services.common.clock import calendar_day
 from services.common.errors import NotFound
 from services.common.models import utcnow
 from services.enrolment.domain import eligible
@@ -74,7 +75,7 @@ def _best_per_body(session: Session, programme_ids) -> dict[tuple, tuple[str, da
         if isinstance(since, str):  # SQLite hands an aggregate of a datetime back as text
             since = datetime.fromisoformat(since)
         best[(programme_id, ags)] = (_STATUS_OF_RANK.get(top, "none"),
-                                     since.date() if since is not None else None)
+                                     calendar_day(since) if since is not None else None)
     return best
 
 
@@ -118,7 +119,7 @@ def _weekly(bodies: list[dict], opened: date, today: date) -> list[dict]:
 def coverage(session: Session, codes: list[str] | None = None, today: date | None = None) -> dict:
     """Coverage of the given programmes (all when None): totals, per Land, Regierungsbezirk
     and Kreis, every eligible body with its position and status, and the weekly series."""
-    today = today or utcnow().date()
+    today = today or calendar_day(utcnow())
     programmes = _programmes(session, codes)
     in_land: dict[str, list] = {}
     for body in session.connection().execute(  # plain rows: no ORM loading for 11,000 bodies

@@ -68,7 +68,8 @@ def _coaching(session) -> dict | None:
         "given_name": "Karin", "family_name": "Beispiel",
         "email": "karin.beispiel@pirna.example", "department": "Hauptamt"})
     coach, _ = coaching.register_coach(session, "SN-DN", "Lotse (Demo)", DEMO_COACH, 20)
-    coaching.pair(session, uuid.UUID(named["id"]), coach.id, date.today() - timedelta(days=21))
+    coaching.pair(session, uuid.UUID(named["id"]), coach.id,
+                  domain.course_today() - timedelta(days=21))
     return {"programme": "SN-DN", "coach": DEMO_COACH, "municipality": PIRNA}
 
 
@@ -106,7 +107,7 @@ def load_demo(handle, register_file: Path | None, credentials_path: Path,
         programme_files.create(session, parsed)
         provider, token = domain.create_provider(
             session, "Verwaltungsschule des Gemeindetags Baden-Württemberg")
-        start = date.today() + timedelta(days=30)
+        start = domain.course_today() + timedelta(days=30)
         courses = []
         for title, location, capacity, first in [
             ("Basisseminar Kommunale Digitallotsen", "Wiesloch", 22, start),

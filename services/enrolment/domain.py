@@ -15,12 +15,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from types import SimpleNamespace
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 
+from services.common.clock import calendar_day
 from services.common.errors import (
     AuthenticationFailed,
     Conflict,
@@ -55,17 +55,13 @@ SEAT_HOLDING = ("confirmed", "completed")
 _COURSES, _ENROLMENTS = Course.__table__, Enrolment.__table__
 _BODIES, _IDEMPOTENCY = Body.__table__, IdempotencyRecord.__table__
 
-# Module dates are calendar days where the courses take place.
-COURSE_TIMEZONE = ZoneInfo("Europe/Berlin")
-
-
 def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
 def course_today() -> date:
     """Today's date where the courses take place (tests replace ``now`` to move the clock)."""
-    return now().astimezone(COURSE_TIMEZONE).date()
+    return calendar_day(now())
 
 
 def hash_secret(secret: str) -> str:
@@ -558,7 +554,7 @@ def enrol(session: Session, ags: str, command: dict, today: date | None = None) 
     if locked.status != "open":
         raise RuleViolation(f"course is {locked.status}, not open for enrolment",
                             {"course_id": [f"course is {locked.status}"]})
-    today = today or now().date()
+    today = today or course_today()
     if not programme.enrolment_opens_on <= today <= programme.enrolment_closes_on:
         raise RuleViolation(
             f"enrolment for {programme.code} is open from {programme.enrolment_opens_on} "
@@ -780,7 +776,7 @@ def complete(session: Session, enrolment: Enrolment, course: Course,
         "location": course.location, "provider_name": course.provider.name,
         "ags": body.ags, "municipality_name": body.name,
         # The day where the course took place, as attendance counts it (not the UTC date).
-        "completed_on": enrolment.completed_at.astimezone(COURSE_TIMEZONE).date(),
+        "completed_on": calendar_day(enrolment.completed_at),
         "modules": [{"number": m.number, "title": m.title, "date": m.date}
                     for m in course.modules],
         "participant": _participant(enrolment),
@@ -816,7 +812,7 @@ def open_courses(session: Session, ags: str, today: date | None = None) -> list[
     body = session.get(Body, ags)
     if body is None:
         raise NotFound(f"no body with AGS {ags}", {"ags": ["not in register"]})
-    today = today or now().date()
+    today = today or course_today()
     courses = session.execute(
         select(Course).join(Programme, Programme.id == Course.programme_id)
         .where(Course.status == "open", Programme.land == body.land,

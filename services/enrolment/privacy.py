@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
 from services.common import privacy
+from services.common.clock import calendar_day
 from services.common.errors import NotFound, RuleViolation
 from services.common.outbox import emit
-from services.enrolment.domain import ACTIVE_STATUSES, COURSE_TIMEZONE, present
+from services.enrolment.domain import ACTIVE_STATUSES, present
 from services.enrolment.models import (
     Course,
     Enrolment,
@@ -191,7 +192,7 @@ def expired(session: Session, today: date) -> list[Enrolment]:
     due = []
     for enrolment, days, last_day, course_status, _ in rows:
         if enrolment.status == "cancelled" and enrolment.cancelled_at is not None:
-            ended = enrolment.cancelled_at.astimezone(COURSE_TIMEZONE).date()
+            ended = calendar_day(enrolment.cancelled_at)
         elif course_status in RUNNING_COURSE and (last_day is None or last_day >= today):
             continue  # the course is still to come or under way
         else:
@@ -204,7 +205,7 @@ def expired(session: Session, today: date) -> list[Enrolment]:
 def apply_retention(session: Session, key: bytes, today: date | None = None,
                     moment: datetime | None = None) -> dict:
     """Erase what has expired, one erasure (and one event) per person."""
-    today = today or now().astimezone(COURSE_TIMEZONE).date()
+    today = today or calendar_day(now())
     by_person: dict[str, list[Enrolment]] = {}
     for enrolment in expired(session, today):
         by_person.setdefault(enrolment.email, []).append(enrolment)

@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.common.clock import calendar_day
 from services.common.errors import LotsenError, NotFound, RuleViolation
 from services.common.outbox import (
     emit_numbered,
@@ -466,7 +467,7 @@ def _fund_waiting(session: Session, programme: FundingProgramme, key: str) -> in
 def apply_reserve_deadline(session: Session, code: str, today: date | None = None) -> dict:
     """After the reserve date, unused reserve joins the pool and waiting enrolments are funded."""
     programme = _programme_by_code(session, code, lock=True)
-    today = today or now().date()
+    today = today or calendar_day(now())
     if programme.reserve_released_at or not programme.reserve_until \
             or today <= programme.reserve_until or programme.fee_cents is None \
             or programme.eligible_count is None:
@@ -621,10 +622,10 @@ def commitments(session: Session, code: str, today: date | None = None) -> dict:
         .where(LedgerEntry.programme_id == programme.programme_id,
                LedgerEntry.pot.in_(("guaranteed", "pool")))
         .order_by(LedgerEntry.position)).all()
-    today = today or datetime.now(timezone.utc).date()
+    today = today or calendar_day(now())
     changes: dict[date, dict[str, int]] = {}
     for created_at, pot, amount in rows:
-        day = created_at.date()
+        day = calendar_day(created_at)
         week = day - timedelta(days=day.weekday())
         changes.setdefault(week, {"guaranteed": 0, "pool": 0})[pot] -= amount
     series = []

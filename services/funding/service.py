@@ -9,6 +9,7 @@ from nameko.dependency_providers import Config
 from nameko.timer import timer
 from sqlalchemy import func, select, text
 
+from services.common.clock import calendar_day
 from services.common.db import Database
 from services.common.callers import GATEWAY, MUNICIPALITY, OPERATOR, PUBLIC
 from services.common.entrypoints import GroupCommits, Operator, event_handler, rpc
@@ -110,7 +111,7 @@ class FundingService:
     @timer(interval=3600)
     def reserve_deadline_timer(self):
         """Hourly, so a deadline takes effect within the hour after its day has passed."""
-        today = domain.now().date()
+        today = calendar_day(domain.now())
         for code in self.db.run(domain.due_programmes, today):
             self.db.run(domain.apply_reserve_deadline, code, today)
         self.send_due_reminders(today)

@@ -13,6 +13,7 @@ from datetime import date
 
 from werkzeug.wrappers import Response
 
+from services.common.clock import calendar_today
 from services.common.errors import LotsenError
 from services.gateway import pages
 from services.gateway.desks import Desk
@@ -123,7 +124,7 @@ class CoachPages:
     def coach_navigator_page(self, request, navigator_id):
         visit = DESK.open(self, request)
         return self._navigator_detail(visit, _id(navigator_id, "Diesen Digital-Navigator"),
-                                      {"reached_on": date.today().isoformat()}, {})
+                                      {"reached_on": calendar_today().isoformat()}, {})
 
     @page("POST", "/coaching/navigatoren/<navigator_id>", document=True)
     def coach_record_milestone(self, request, navigator_id):

@@ -9,14 +9,14 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from services.common.clock import PROGRAMME_TIMEZONE, calendar_day
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
-BERLIN = ZoneInfo("Europe/Berlin")
 
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -28,14 +28,14 @@ def german_date(value) -> str:
     if isinstance(value, str):
         value = datetime.fromisoformat(value) if "T" in value else date.fromisoformat(value)
     if isinstance(value, datetime):
-        value = value.astimezone(BERLIN).date()
+        value = calendar_day(value)
     return value.strftime("%d.%m.%Y")
 
 
 def german_time(value) -> str:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value.astimezone(BERLIN).strftime("%d.%m.%Y, %H:%M Uhr")
+    return value.astimezone(PROGRAMME_TIMEZONE).strftime("%d.%m.%Y, %H:%M Uhr")
 
 
 STATUS = {"confirmed": "Platz bestätigt", "waitlisted": "Warteliste", "cancelled": "Storniert",

@@ -20,11 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from uuid import uuid4
 from datetime import date, datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from services.common.clock import PROGRAMME_TIMEZONE
 from services.common.errors import LotsenError, NotFound
 from services.common.events import newer
 from services.common.outbox import insert_skipping_duplicates
@@ -384,7 +384,7 @@ PORTAL_SIGN_OFF = "Portal für Kommunen"
 def _link_notice(key: str, template: str, payload: dict, municipality: str,
                  sign_off: str) -> dict:
     """A sign-in link's mail, to the address that asked (and may sign in)."""
-    until = payload["expires_at"].astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M")
+    until = payload["expires_at"].astimezone(PROGRAMME_TIMEZONE).strftime("%H:%M")
     return _notice(key, template, "municipality", payload["email"], payload["name"],
                    {"municipality": municipality, "link": payload["link"],
                     "valid_until": until, "programme_name": sign_off}, now())

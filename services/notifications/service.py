@@ -5,7 +5,7 @@ import base64
 import logging
 import threading
 import uuid
-from datetime import date, timedelta
+from datetime import timedelta
 
 import eventlet
 from marshmallow import fields
@@ -19,6 +19,7 @@ from services.common import callers
 from services.common import config as cfg
 from services.common.db import Database
 from services.common.callers import OPERATOR, PUBLIC
+from services.common.clock import calendar_today
 from services.common.entrypoints import GroupCommits, Operator, event_handler, rpc
 from services.common.errors import ValidationFailed
 from services.common.events import parse_event
@@ -340,7 +341,7 @@ class NotificationsService:
     @timer(interval=3600)
     def course_reminder_timer(self):
         """Hourly; each participant is reminded once, in the week before the first module."""
-        if self.db.run(domain.course_reminders, date.today()):
+        if self.db.run(domain.course_reminders, calendar_today()):
             self.mailer.wake()
 
     # --- RPC ---------------------------------------------------------------------------------
@@ -365,7 +366,7 @@ class NotificationsService:
     @rpc(OPERATOR)
     def send_course_reminders(self):
         self.operator.require()
-        count = self.db.run(domain.course_reminders, date.today())
+        count = self.db.run(domain.course_reminders, calendar_today())
         self.mailer.wake()
         return {"reminders": count}
 

@@ -13,7 +13,7 @@ import random
 import shutil
 import subprocess
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 
 import eventlet
 import pytest
@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, text
 from services.common import topology
 from tests.conftest import ON_CI
 from tests.integration.helpers import gemeinden, wait_for
+from services.common.clock import calendar_today
 
 PER_BODY = 6
 CANCELLED = 8
@@ -98,7 +99,7 @@ def open_world(system, register_file, services=None) -> dict:
                                     extra_seats=24)
     system.start(*(services or ()))
     system.wait_ready(*(services or ()))
-    first = date.today() + timedelta(days=30)
+    first = calendar_today() + timedelta(days=30)
     with ServiceRpcProxy("enrolment", {"AMQP_URI": system.config["AMQP_URI"]}, timeout=30,
                          context_data={"provider_token": world["provider_token"]}) as provider:
         world["courses"] = [provider.create_course({

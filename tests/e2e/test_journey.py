@@ -2,11 +2,12 @@
 the CLI for the programme office, provider RPC, the gateway over HTTP, e-mail over SMTP."""
 import re
 from collections import Counter
-from datetime import date, timedelta
+from datetime import timedelta
 
 import requests
 import yaml
 
+from services.common.clock import calendar_today
 from services.provider_client import ProviderClient
 from tests.e2e.system import FEE, REPO, by_kind
 from tests.integration.helpers import wait_for
@@ -37,7 +38,7 @@ def test_the_whole_journey(make_system, register_file, tmp_path):
     # The provider sets up a course of 5 modules and 22 seats, with its own client. The journey
     # runs in one go and attendance counts only from a module's date on, so the course is one
     # that took place in the last days (entered after the fact, as providers do).
-    first = date.today() - timedelta(days=10)
+    first = calendar_today() - timedelta(days=10)
     with ProviderClient(broker, token, timeout=30) as provider:
         course = provider.create_course({
             "programme_code": "BW-DL", "title": "Basisseminar Digitallotsen",

@@ -10,12 +10,13 @@ saved as a screenshot (``LOTSEN_SCREENSHOTS``, default var/screenshots/office).
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import requests
 
+from services.common.clock import calendar_today
 from services.provider_client import ProviderClient
 from tests.e2e.test_portal_browser import (
     AXE,
@@ -45,7 +46,7 @@ def office_system(make_system, register_file, tmp_path):
     system.cli("office", "add", STAFF, "--name", "Paula Programm")
     system.start()
     system.wait_ready()
-    later = date.today() + timedelta(days=40)
+    later = calendar_today() + timedelta(days=40)
     with ProviderClient(system.config["AMQP_URI"], setup["provider_token"], timeout=30) as p:
         course = p.create_course({
             "programme_code": "BW-DL", "title": "Basisseminar Digitallotsen",

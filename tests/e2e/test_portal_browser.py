@@ -18,11 +18,12 @@ import os
 import re
 import secrets
 import shutil
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from services.common.clock import calendar_today
 from services.provider_client import ProviderClient
 from tests.conftest import ON_CI, REPO
 from tests.integration.helpers import wait_for
@@ -209,14 +210,14 @@ def portal_system(make_system, register_file):
     system.wait_ready()
     # A course that took place in the last days (attendance counts from a module's date on),
     # and one still to come.
-    first = date.today() - timedelta(days=10)
+    first = calendar_today() - timedelta(days=10)
     with ProviderClient(system.config["AMQP_URI"], setup["provider_token"], timeout=30) as p:
         past = p.create_course({
             "programme_code": "BW-DL", "title": "Basisseminar Digitallotsen",
             "location": "Wiesloch", "capacity": 22, "open": True,
             "modules": [{"number": n, "title": f"Modul {n}",
                          "date": (first + timedelta(days=n)).isoformat()} for n in range(1, 6)]})
-        later = date.today() + timedelta(days=40)
+        later = calendar_today() + timedelta(days=40)
         p.create_course({
             "programme_code": "BW-DL", "title": "Basisseminar Digitallotsen",
             "location": "Stuttgart", "capacity": 2, "open": True,

@@ -6,6 +6,7 @@ from datetime import date, timedelta
 
 from sqlalchemy import func, select
 
+from services.common.clock import calendar_today
 from services.common.entrypoints import event_handler
 from services.enrolment import domain
 from services.enrolment.models import Enrolment, OutboxMessage
@@ -28,7 +29,7 @@ PROGRAMME = {
 
 
 def course_data(capacity=22, modules=5, title="Basisseminar", location="Wiesloch"):
-    first = date.today() + timedelta(days=30)
+    first = calendar_today() + timedelta(days=30)
     return {"programme_code": "BW-DL", "title": title, "location": location,
             "capacity": capacity, "open": True,
             "modules": [{"number": n, "title": f"Modul {n}", "date": first + timedelta(days=n)}

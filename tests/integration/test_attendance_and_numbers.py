@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from services.certificates.models import Certificate
 from services.certificates.service import CertificatesService
+from services.common.clock import calendar_today
 from services.common.errors import RuleViolation, ValidationFailed
 from services.enrolment.models import Attendance
 from services.enrolment.register import import_register
@@ -52,7 +53,7 @@ def test_attendance_from_the_module_date_on_and_the_longest_code_gets_its_certif
         token = operator.create_provider("Verwaltungsschule")["token"]
 
     # The provider runs one course that took place and one that begins next week.
-    today = date.today()
+    today = calendar_today()
     with ServiceRpcProxy("enrolment", config, context_data={"provider_token": token}) as provider:
         past = provider.create_course(course(LONGEST_CODE, today - timedelta(days=40)))["id"]
         coming = provider.create_course(course(LONGEST_CODE, today + timedelta(days=7)))["id"]

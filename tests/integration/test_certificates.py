@@ -11,6 +11,7 @@ from sqlalchemy import select
 from services.certificates import credentials
 from services.certificates.models import Certificate
 from services.certificates.service import CertificatesService
+from services.common.clock import calendar_today
 from services.common.events import build_event
 from services.enrolment import domain as enrolment_domain
 from services.enrolment.service import EnrolmentService
@@ -55,7 +56,7 @@ def test_numbers_are_gapless_and_unique_with_two_instances_and_duplicates(
         numbers = handle.run(lambda s: sorted(s.scalars(select(Certificate.number))))
     finally:
         handle.dispose()
-    year = date.today().year
+    year = calendar_today().year
     assert numbers == [f"BW-DL-{year}-{n:06d}" for n in range(1, 31)]
 
 
@@ -68,7 +69,7 @@ def test_completion_to_verification_through_the_gateway(
     seeded = seed(enrolment_db, register_file, capacity=5)
     token = seeded["providers"][0]["token"]
     # A course that took place (attendance counts only from a module's date on).
-    first_module = date.today() - timedelta(days=40)
+    first_module = calendar_today() - timedelta(days=40)
     with ServiceRpcProxy("enrolment", config, context_data={"provider_token": token}) as provider:
         course = provider.create_course({
             "programme_code": "BW-DL", "title": "Basisseminar", "location": "Wiesloch",

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from nameko.standalone.rpc import ServiceRpcProxy
 
 from services.cli import main
+from services.common.clock import calendar_today
 from services.common.errors import AuthenticationFailed
 from tests.integration.helpers import SignedRpc
 
@@ -216,7 +217,7 @@ def test_privacy_commands_on_the_embedded_default(cli_env, register_file, tmp_pa
     try:
         def setup(session):
             provider, _ = domain.create_provider(session, "VWA")
-            first = date.today() + timedelta(days=10)
+            first = calendar_today() + timedelta(days=10)
             course = domain.create_course(session, provider, {
                 "programme_code": "BW-DL", "title": "Basisseminar", "location": "Wiesloch",
                 "capacity": 5, "open": True,
@@ -240,7 +241,7 @@ def test_privacy_commands_on_the_embedded_default(cli_env, register_file, tmp_pa
     unknown = invoke(path, "privacy", "erase", "niemand@example.org", "--reason", "Antrag")
     assert unknown.exit_code == 2 and "niemand" not in unknown.output
     # Far in the future the course has ended long ago: the retention run erases it.
-    later = (date.today() + timedelta(days=100)).isoformat()
+    later = (calendar_today() + timedelta(days=100)).isoformat()
     retention = invoke(path, "privacy", "retention", "--today", later)
     assert retention.exit_code == 0 and "erased 1 enrolment(s) of 1" in retention.output
     after = json.loads(invoke(path, "privacy", "export", "hiltrud.ostermeier@example.org").output)

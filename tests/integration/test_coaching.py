@@ -8,6 +8,7 @@ import eventlet
 import pytest
 from nameko.standalone.rpc import ServiceRpcProxy
 
+from services.common.clock import calendar_today
 from services.common.errors import AuthenticationFailed, Conflict, NotFound, RuleViolation
 from services.enrolment import coaching, domain
 from services.enrolment.register import import_register, parse_register
@@ -55,7 +56,7 @@ def saxony(container_factory, mail_config, enrolment_db, register_file):
         programme = domain.create_programme(session, {
             "code": "SN-DN", "name": "Digital-Navigatoren Sachsen", "land": "14",
             "role_name": "Digital-Navigator", "eligible_kinds": ["gemeinde", "kreis"],
-            "enrolment_opens_on": date.today() - timedelta(days=100),
+            "enrolment_opens_on": calendar_today() - timedelta(days=100),
             "enrolment_closes_on": date(2099, 1, 1)})
         coaching.define(session, programme, MILESTONES)
         for ags, town in ((DRESDEN, "dresden"), (LEIPZIG, "leipzig"), (CHEMNITZ, "chemnitz")):
@@ -83,7 +84,7 @@ def test_navigators_coaches_and_overdue_reminders(saxony, smtp):
                                        "email": "lehmann@ssg.example", "max_navigators": 2})
         other = office.register_coach({"programme_code": "SN-DN", "name": "Lotsin Lange",
                                        "email": "lange@ssg.example", "max_navigators": 5})
-        start = (date.today() - timedelta(days=50)).isoformat()
+        start = (calendar_today() - timedelta(days=50)).isoformat()
         office.pair_navigator(named[DRESDEN]["id"], coach["id"], start)
 
     # Two pairings for the coach's last place at once: one gets it.
@@ -105,15 +106,15 @@ def test_navigators_coaches_and_overdue_reminders(saxony, smtp):
         dresden = named[DRESDEN]["id"]
         reached = lehmann.record_milestone({
             "navigator_id": dresden, "key": "situation",
-            "reached_on": (date.today() - timedelta(days=3)).isoformat(),
+            "reached_on": (calendar_today() - timedelta(days=3)).isoformat(),
             "note": "Bestandsaufnahme mit dem Hauptamt"})
         assert reached["milestones"][0]["reached_on"] == (
-            date.today() - timedelta(days=3)).isoformat()
+            calendar_today() - timedelta(days=3)).isoformat()
     with ServiceRpcProxy("enrolment", config,
                          context_data={"coach_token": other["token"]}) as lange:
         with pytest.raises(NotFound):
             lange.record_milestone({"navigator_id": dresden, "key": "agenda",
-                                    "reached_on": date.today().isoformat(),
+                                    "reached_on": calendar_today().isoformat(),
                                     "document_ref": "Ratsbeschluss 1"})
     with ServiceRpcProxy("enrolment", config) as stranger:
         with pytest.raises(AuthenticationFailed):
@@ -124,7 +125,7 @@ def test_navigators_coaches_and_overdue_reminders(saxony, smtp):
     with SignedRpc("enrolment", config, operator=True) as office:
         assert office.report_overdue_milestones()["reported"] == 1
         assert office.report_overdue_milestones()["reported"] == 0
-        later = (date.today() + timedelta(days=63)).isoformat()
+        later = (calendar_today() + timedelta(days=63)).isoformat()
         assert office.report_overdue_milestones(later)["reported"] == 2
         assert office.report_overdue_milestones(later)["reported"] == 0
         view = office.coaching_overview("SN-DN")
@@ -236,7 +237,7 @@ def test_a_coaching_programme_without_funding_funds_nothing_and_parks_nothing(
             "programme_code": "SN-DN", "title": "Grundlagen", "location": "Dresden",
             "capacity": 5, "open": True,
             "modules": [{"number": 1, "title": "eGovernment-Gesetz",
-                         "date": date.today() + timedelta(days=20)}]}).id)
+                         "date": calendar_today() + timedelta(days=20)}]}).id)
     course = enrolment_db.run(setup)
     for service in (EnrolmentService, FundingService):
         container_factory(service, service_config).start()
@@ -326,7 +327,7 @@ def test_a_coach_signs_in_sees_their_navigators_and_records_milestones_with_a_pd
                                              "lehmann@ssg.example", 3)
         lange, _ = coaching.register_coach(session, "BW-NAV", "Lotsin Lange",
                                            "lange@ssg.example", 3)
-        start = date.today() - timedelta(days=120)
+        start = calendar_today() - timedelta(days=120)
         coaching.pair(session, ours["id"], lehmann.id, start)
         coaching.pair(session, theirs["id"], lange.id, start)
         return ours["id"], theirs["id"]
@@ -359,7 +360,7 @@ def test_a_coach_signs_in_sees_their_navigators_and_records_milestones_with_a_pd
     detail = browser.get(f"/coaching/navigatoren/{ours}")
     assert "Karin1 Krause1" in detail.text and 'enctype="multipart/form-data"' in detail.text
     path = f"/coaching/navigatoren/{ours}"
-    yesterday = (date.today() - timedelta(days=1)).strftime("%d.%m.%Y")
+    yesterday = (calendar_today() - timedelta(days=1)).strftime("%d.%m.%Y")
     assert browser.post(path, {"key": "situation", "reached_on": yesterday,
                                "note": "Bestandsaufnahme im Hauptamt",
                                "document_ref": ""}).status_code == 303
@@ -368,17 +369,17 @@ def test_a_coach_signs_in_sees_their_navigators_and_records_milestones_with_a_pd
 
     # The Agenda needs its document: none, then a file that is no PDF, then the PDF.
     browser.get(path)
-    missing = browser.post(path, {"key": "agenda", "reached_on": date.today().isoformat(),
+    missing = browser.post(path, {"key": "agenda", "reached_on": calendar_today().isoformat(),
                                   "note": "", "document_ref": ""})
     assert missing.status_code == 422 and 'id="fehler-document_ref"' in missing.text
-    not_pdf = browser.post(path, {"key": "agenda", "reached_on": date.today().isoformat(),
+    not_pdf = browser.post(path, {"key": "agenda", "reached_on": calendar_today().isoformat(),
                                   "note": "", "document_ref": ""},
                            files={"dokument": ("agenda.docx", b"PK\x03\x04 word",
                                                "application/msword")})
     assert not_pdf.status_code == 422 and 'id="fehler-dokument"' in not_pdf.text
     # 2 MB: above the 1 MiB every other request may have, within the documents' limit.
     pdf = b"%PDF-1.7\n% Digitale Agenda\n" + bytes(range(256)) * 8000
-    uploaded = browser.post(path, {"key": "agenda", "reached_on": date.today().isoformat(),
+    uploaded = browser.post(path, {"key": "agenda", "reached_on": calendar_today().isoformat(),
                                    "note": "", "document_ref": ""},
                             files={"dokument": ("Agenda Gemeinde.pdf", pdf, "application/pdf")})
     assert uploaded.status_code == 303, uploaded.text[:300]
@@ -513,7 +514,7 @@ def test_every_module_and_every_milestone_bring_a_certificate_that_lists_the_mil
         programme = domain.create_programme(session, {
             "code": "SN-DN", "name": "Digital-Navigatoren Sachsen", "land": "14",
             "role_name": "Digital-Navigator", "eligible_kinds": ["gemeinde", "kreis"],
-            "enrolment_opens_on": date.today() - timedelta(days=100),
+            "enrolment_opens_on": calendar_today() - timedelta(days=100),
             "enrolment_closes_on": date(2099, 1, 1), "funded": False})
         coaching.define(session, programme, MILESTONES)
         domain.register_municipality(session, DRESDEN, "Hauptamt", "hauptamt@dresden.example")
@@ -523,7 +524,7 @@ def test_every_module_and_every_milestone_bring_a_certificate_that_lists_the_mil
     for service in (EnrolmentService, CertificatesService, NotificationsService):
         container_factory(service, mail_config).start()
     config = mail_config
-    first = date.today() - timedelta(days=20)
+    first = calendar_today() - timedelta(days=20)
     with ServiceRpcProxy("enrolment", config, context_data={"provider_token": token}) as p:
         course = p.create_course({
             "programme_code": "SN-DN", "title": "Grundlagen für Navigatoren",
@@ -539,14 +540,14 @@ def test_every_module_and_every_milestone_bring_a_certificate_that_lists_the_mil
         coach = office.register_coach({"programme_code": "SN-DN", "name": "Lotse Lehmann",
                                        "email": "lehmann@ssg.example", "max_navigators": 5})
         office.pair_navigator(named["id"], coach["id"],
-                              (date.today() - timedelta(days=30)).isoformat())
+                              (calendar_today() - timedelta(days=30)).isoformat())
     with ServiceRpcProxy("enrolment", config, context_data={"provider_token": token}) as p:
         for module in (1, 2):
             p.record_attendance(course, module, [enrolled["id"]])
     with ServiceRpcProxy("enrolment", config,
                          context_data={"coach_token": coach["token"]}) as lehmann:
         lehmann.record_milestone({"navigator_id": named["id"], "key": "situation",
-                                  "reached_on": (date.today() - timedelta(days=5)).isoformat()})
+                                  "reached_on": (calendar_today() - timedelta(days=5)).isoformat()})
 
     def certificate_mails():
         return [m for m in inbox.messages if "Zertifikat" in str(m["Subject"])]
@@ -557,7 +558,7 @@ def test_every_module_and_every_milestone_bring_a_certificate_that_lists_the_mil
     with ServiceRpcProxy("enrolment", config,
                          context_data={"coach_token": coach["token"]}) as lehmann:
         lehmann.record_milestone({"navigator_id": named["id"], "key": "agenda",
-                                  "reached_on": date.today().isoformat(),
+                                  "reached_on": calendar_today().isoformat(),
                                   "document_ref": "Stadtratsbeschluss 2026/117"})
     [mail, *_] = wait_for(certificate_mails, timeout=60, message="the certificate mail")
     assert mail["To"].addresses[0].addr_spec == "navigator1@sachsen.example"

@@ -1,8 +1,9 @@
 """Seat, waitlist, cancellation and completion rules at the service layer on PostgreSQL."""
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 
+from services.common.clock import calendar_today
 from services.common.errors import RuleViolation, ValidationFailed
 from services.common.schemas import load
 from services.enrolment import domain
@@ -88,7 +89,7 @@ def test_attending_every_module_completes_once(world, enrolment_db):
     a, b, c = world["bodies"]
     # The provider enters the attendance lists once the course has taken place (its modules
     # lie 31 to 35 days ahead; attendance counts only from a module's date on).
-    after_the_course = date.today() + timedelta(days=40)
+    after_the_course = calendar_today() + timedelta(days=40)
     seated = enrol(enrolment_db, a, world["course"], 1)
     other = enrol(enrolment_db, b, world["course"], 2)
     waiting = enrol(enrolment_db, c, world["course"], 3)

@@ -7,12 +7,13 @@ instead of slowing production. The counts must not grow with the tables either.
 from __future__ import annotations
 
 import uuid
-from datetime import date, timedelta
+from datetime import timedelta
 
 import eventlet
 import pytest
 from sqlalchemy import func, insert, select, text
 
+from services.common.clock import calendar_today
 from services.common.db import DatabaseHandle
 from services.common.events import build_event, parse_event
 from services.common.outbox import handle_once
@@ -30,7 +31,7 @@ AGS = "08226098"
 COURSE = {"title": "Basisseminar", "location": "Wiesloch", "provider_name": "VWA",
           "programme_code": "BW-DL", "programme_name": "Digitallotsen",
           "modules": [{"number": n, "title": f"Modul {n}",
-                       "date": date.today() + timedelta(days=30 + n)} for n in (1, 2, 3)]}
+                       "date": calendar_today() + timedelta(days=30 + n)} for n in (1, 2, 3)]}
 
 # The budgets (statements; each path is one transaction: one BEGIN, one COMMIT).
 CREATED_NEW = 5     # inbox, copy, contact (FOR KEY SHARE), waiting funding events, notices

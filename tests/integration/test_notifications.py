@@ -10,6 +10,7 @@ from nameko.standalone.rpc import ServiceRpcProxy
 from sqlalchemy import func, select
 
 from services.certificates.service import CertificatesService
+from services.common.clock import calendar_today
 from services.common.events import build_event
 from services.enrolment import domain as enrolment_domain
 from services.enrolment.register import import_register
@@ -96,7 +97,7 @@ def world(enrolment_db, funding_db, register_file, pool_seats=1, first_module_in
         provider, token = enrolment_domain.create_provider(session, "Verwaltungsschule")
         courses = []
         for location, capacity in (("Wiesloch", 2), ("Walldorf", 5)):
-            first = date.today() + timedelta(days=first_module_in_days)
+            first = calendar_today() + timedelta(days=first_module_in_days)
             courses.append(str(enrolment_domain.create_course(session, provider, {
                 "programme_code": "BW-DL", "title": "Basisseminar", "location": location,
                 "capacity": capacity, "open": True,

@@ -20,6 +20,7 @@ from sqlalchemy import MetaData, Table, Text, cast, create_engine, func, inspect
 from services.certificates.models import Certificate
 from services.certificates.models import InboxRecord as CertificatesInbox
 from services.certificates.service import CertificatesService
+from services.common.clock import calendar_today
 from services.common.events import build_event
 from services.cli import main
 from services.common import config as cfg
@@ -130,7 +131,7 @@ def system(container_factory, service_config, enrolment_db, register_file, tmp_p
                            policy((1136 + 10) * FEE, FEE, 1, date(2099, 1, 1)))
     with SignedRpc("funding", config, operator=True) as funding:
         wait_for(lambda: _published(funding), timeout=30, message="programme in funding")
-    first = date.today() - timedelta(days=20)
+    first = calendar_today() - timedelta(days=20)
     with ServiceRpcProxy("enrolment", config, context_data={"provider_token": token}) as p:
         course = p.create_course({
             "programme_code": "BW-DL", "title": "Basisseminar", "location": "Wiesloch",

@@ -2,7 +2,7 @@
 what an erasure refuses, an erasure that reaches a consumer before the events it erases, and
 the mail log's retention."""
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -11,6 +11,7 @@ from services.certificates import domain as certificates
 from services.certificates import privacy as certificate_privacy
 from services.certificates.credentials import KeyRing
 from services.certificates.models import Certificate
+from services.common.clock import calendar_today
 from services.common.db import DatabaseHandle
 from services.common.errors import NotFound, RuleViolation, ValidationFailed
 from services.common.events import build_event, parse_event
@@ -26,7 +27,7 @@ from services.notifications.models import OutboxMessage as MailOutbox
 from tests.integration.helpers import PROGRAMME, bw_records, gemeinden, outbox_events
 
 KEY = b"k" * 32
-TODAY = date.today()
+TODAY = calendar_today()
 
 
 def person(n):

@@ -5,6 +5,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from services.common.clock import calendar_today
 from services.common.db import DatabaseHandle
 from services.common.errors import RuleViolation
 from services.common.migrations import upgrade
@@ -145,7 +146,7 @@ def test_the_default_clock_is_the_date_in_berlin(db, monkeypatch, utc_moment, mo
 
 def test_a_course_that_took_place_can_be_recorded_after_the_fact(db):
     """A provider enters the attendance lists of a finished course: that is normal."""
-    past = [date.today() - timedelta(days=40 - 7 * n) for n in range(5)]
+    past = [calendar_today() - timedelta(days=40 - 7 * n) for n in range(5)]
     course_id, enrolment_id = course_with_participant(db, dates=past)
     for module in range(1, 6):
         attend(db, course_id, module, enrolment_id)

@@ -6,6 +6,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from services.common.clock import calendar_today
 from services.common.errors import Conflict, NotFound, RuleViolation
 from services.enrolment import coaching, domain
 from services.enrolment.models import InboxRecord, OutboxMessage
@@ -29,7 +30,7 @@ def coaching_programme(session, code="SN-DN", name="Digital-Navigatoren Sachsen"
     programme = domain.create_programme(session, {
         "code": code, "name": name, "land": "14",
         "role_name": "Digital-Navigator", "eligible_kinds": ["gemeinde", "kreis"],
-        "enrolment_opens_on": date.today() - timedelta(days=10),
+        "enrolment_opens_on": calendar_today() - timedelta(days=10),
         "enrolment_closes_on": date(2099, 1, 1)})
     coaching.define(session, programme, MILESTONES)
 
@@ -98,7 +99,7 @@ def test_milestones_reached_and_overdue_once_each(db):
     coach, token = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann",
                           "lehmann@ssg.example", 5)
     navigator = db.run(coaching.name_navigator, LEIPZIG, "SN-DN", person(1))
-    start = date.today() - timedelta(days=50)
+    start = calendar_today() - timedelta(days=50)
     db.run(coaching.pair, uuid.UUID(navigator["id"]), coach.id, start)
 
     def record(key, reached_on, document_ref=None):
@@ -106,25 +107,25 @@ def test_milestones_reached_and_overdue_once_each(db):
             s, coaching.coach_by_token(s, token), uuid.UUID(navigator["id"]), key, reached_on,
             "vor Ort besprochen", document_ref))
     with pytest.raises(RuleViolation) as needs_document:
-        record("agenda", date.today())
+        record("agenda", calendar_today())
     assert "document_ref" in needs_document.value.fields
     # Day 50: the situation (due day 42) is overdue; reported once however often it runs.
-    assert db.run(coaching.report_overdue, date.today()) == 1
-    assert db.run(coaching.report_overdue, date.today()) == 0
+    assert db.run(coaching.report_overdue, calendar_today()) == 1
+    assert db.run(coaching.report_overdue, calendar_today()) == 0
     [overdue] = events(db, "milestone_overdue")
     assert (overdue["key"], overdue["due_on"]) == ("situation",
                                                    (start + timedelta(days=42)).isoformat())
     assert overdue["coach_email"] == "lehmann@ssg.example"
-    after = record("situation", date.today() - timedelta(days=1))
-    assert [m["reached_on"] for m in after["milestones"]][0] == date.today() - timedelta(days=1)
-    assert record("situation", date.today() - timedelta(days=1)) == after  # repeated: same
+    after = record("situation", calendar_today() - timedelta(days=1))
+    assert [m["reached_on"] for m in after["milestones"]][0] == calendar_today() - timedelta(days=1)
+    assert record("situation", calendar_today() - timedelta(days=1)) == after  # repeated: same
     with pytest.raises(Conflict):
-        record("situation", date.today())
+        record("situation", calendar_today())
     # Day 113 (the Agenda due on day 112): one more reminder, the situation is done.
     later = start + timedelta(days=113)
     assert db.run(coaching.report_overdue, later) == 1
     assert [e["key"] for e in events(db, "milestone_overdue")] == ["situation", "agenda"]
-    record("agenda", date.today(), "Ratsbeschluss 2026/117")
+    record("agenda", calendar_today(), "Ratsbeschluss 2026/117")
     view = db.run(coaching.overview, "SN-DN", later)
     assert (view["eligible"], view["with_navigator"], view["paired"], view["with_agenda"]) == (
         429, 1, 1, 1)
@@ -135,7 +136,7 @@ def test_milestones_reached_and_overdue_once_each(db):
                                     "lange@ssg.example", 5)
         db.run(lambda s: coaching.record_milestone(
             s, coaching.coach_by_token(s, other_token), uuid.UUID(navigator["id"]), "projekt",
-            date.today(), None, None))
+            calendar_today(), None, None))
     assert [e["key"] for e in events(db, "milestone_reached")] == ["situation", "agenda"]
 
 
@@ -146,14 +147,14 @@ def test_the_navigator_completes_with_every_module_and_every_milestone(db):
             "programme_code": "SN-DN", "title": "Grundlagen", "location": "Dresden",
             "capacity": 5, "open": True,
             "modules": [{"number": 1, "title": "eGovernment-Gesetz",
-                         "date": date.today() - timedelta(days=2)}]})
+                         "date": calendar_today() - timedelta(days=2)}]})
         return made.id, provider.id
     course_id, provider_id = db.run(course)
     navigator = db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(1))
     coach, token = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann",
                           "lehmann@ssg.example", 5)
     db.run(coaching.pair, uuid.UUID(navigator["id"]), coach.id,
-           date.today() - timedelta(days=30))
+           calendar_today() - timedelta(days=30))
 
     def enrol(n):
         return db.run(domain.enrol, DRESDEN, {"course_id": course_id, "idempotency_key": None,
@@ -173,7 +174,7 @@ def test_the_navigator_completes_with_every_module_and_every_milestone(db):
                      ("projekt", None)):
         db.run(lambda s, k=key, r=ref: coaching.record_milestone(
             s, coaching.coach_by_token(s, token), uuid.UUID(navigator["id"]), k,
-            date.today() - timedelta(days=1), None, r))
+            calendar_today() - timedelta(days=1), None, r))
     [completed] = events(db, "enrolment_completed")
     assert completed["enrolment_id"] == theirs["id"]
     assert [m["title"] for m in completed["milestones"]] == [m["title"] for m in MILESTONES]
@@ -188,7 +189,7 @@ def test_erasing_a_participant_erases_them_as_navigator_too(db):
         return domain.create_course(session, provider, {
             "programme_code": "SN-DN", "title": "Grundlagen", "location": "Dresden",
             "capacity": 5, "open": True,
-            "modules": [{"number": 1, "title": "M1", "date": date.today() + timedelta(days=9)}]}).id
+            "modules": [{"number": 1, "title": "M1", "date": calendar_today() + timedelta(days=9)}]}).id
     course_id = db.run(course)
     named = db.run(coaching.name_navigator, LEIPZIG, "SN-DN", person(1))
     coach, _ = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann", "lehmann@ssg.example", 5)
@@ -210,9 +211,9 @@ def test_a_navigator_who_never_enrolled_can_be_erased(db):
 
     named = db.run(coaching.name_navigator, PIRNA, "SN-DN", person(5))
     coach, _ = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann", "lehmann@ssg.example", 5)
-    db.run(coaching.pair, uuid.UUID(named["id"]), coach.id, date.today() - timedelta(days=7))
+    db.run(coaching.pair, uuid.UUID(named["id"]), coach.id, calendar_today() - timedelta(days=7))
     db.run(lambda s: coaching.record_milestone(
-        s, s.get(type(coach), coach.id), uuid.UUID(named["id"]), "situation", date.today(),
+        s, s.get(type(coach), coach.id), uuid.UUID(named["id"]), "situation", calendar_today(),
         "Gespräch mit Frau Krause5 im Hauptamt", None))
     [shown] = db.run(privacy.export_participant, "navigator5@sachsen.example",
                      b"k" * 32)["navigators"]  # Art. 15: what is held about her as Navigator
@@ -265,12 +266,12 @@ def test_an_agenda_pdf_is_kept_and_only_its_coach_gets_it(db):
     mine, _ = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann", "lehmann@ssg.example", 5)
     other, _ = db.run(coaching.register_coach, "SN-DN", "Lotsin Lange", "lange@ssg.example", 5)
     navigator_id = uuid.UUID(first["id"])
-    db.run(coaching.pair, navigator_id, mine.id, date.today() - timedelta(days=100))
+    db.run(coaching.pair, navigator_id, mine.id, calendar_today() - timedelta(days=100))
     pdf = b"%PDF-1.7\n" + b"Digitale Agenda Dresden\n" * 100
 
     def record(content, name="agenda.pdf"):
         return db.run(lambda s: coaching.record_milestone(
-            s, s.get(type(mine), mine.id), navigator_id, "agenda", date.today(), None, None,
+            s, s.get(type(mine), mine.id), navigator_id, "agenda", calendar_today(), None, None,
             {"filename": name, "content": content}))
     with pytest.raises(RuleViolation) as not_pdf:
         record(b"<html>keine PDF</html>")
@@ -302,12 +303,12 @@ def test_a_coach_who_leaves_loses_access_and_their_navigators_wait_for_a_new_one
     staying, _ = db.run(coaching.register_coach, "SN-DN", "Lotsin Lange", "lange@ssg.example", 1)
     first = db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(1))
     second = db.run(coaching.name_navigator, LEIPZIG, "SN-DN", person(2))
-    start = date.today() - timedelta(days=60)
+    start = calendar_today() - timedelta(days=60)
     for navigator in (first, second):
         db.run(coaching.pair, uuid.UUID(navigator["id"]), leaving.id, start)
     db.run(lambda s: coaching.record_milestone(
         s, coaching.coach_by_token(s, token), uuid.UUID(first["id"]), "situation",
-        date.today() - timedelta(days=3), "vor Ort", None))
+        calendar_today() - timedelta(days=3), "vor Ort", None))
     assert db.run(coaching.DESK.request_sign_in, "lehmann@ssg.example", "http://x/link/") == 1
     [link] = events(db, "coach_sign_in_link_requested")
     unused = db.run(coaching.DESK.request_sign_in, "lehmann@ssg.example", "http://x/link/")
@@ -348,7 +349,7 @@ def test_a_coach_who_leaves_loses_access_and_their_navigators_wait_for_a_new_one
     db.run(coaching.pair, uuid.UUID(first["id"]), staying.id)
     paired = events(db, "coaching_paired")[-1]
     assert (paired["continues"], paired["started_on"], paired["paired_on"]) == (
-        True, start.isoformat(), date.today().isoformat())
+        True, start.isoformat(), calendar_today().isoformat())
     assert not events(db, "coaching_paired")[0]["continues"]
     # Lehmann comes back: the same row (his records stay his), a new token.
     back, new_token = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann",

@@ -8,6 +8,7 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import update
 
+from services.common.clock import calendar_today
 from services.common.errors import NotFound
 from services.enrolment import coverage, domain
 from services.enrolment.models import Enrolment, InboxRecord, OutboxMessage
@@ -37,13 +38,13 @@ def open_programme(db, capacity=2):
         domain.create_programme(session, {
             "code": "BW-DL", "name": "Kommunale Digitallotsen", "land": "08",
             "role_name": "Digitallotse", "eligible_kinds": ["gemeinde", "kreis"],
-            "enrolment_opens_on": date.today() - timedelta(days=30),
+            "enrolment_opens_on": calendar_today() - timedelta(days=30),
             "enrolment_closes_on": date(2099, 1, 1)})
         provider, _ = domain.create_provider(session, "VWA")
         return domain.create_course(session, provider, {
             "programme_code": "BW-DL", "title": "Basisseminar", "location": "Wiesloch",
             "capacity": capacity, "open": True,
-            "modules": [{"number": 1, "title": "M1", "date": date.today() + timedelta(days=9)}]}).id
+            "modules": [{"number": 1, "title": "M1", "date": calendar_today() + timedelta(days=9)}]}).id
     return db.run(run)
 
 
@@ -86,7 +87,7 @@ def test_status_is_the_best_an_enrolment_reached_and_cancelling_takes_it_back(db
         1, 1, 1, 2)
     rhein_neckar = next(r for r in report["per_kreis"] if r["ags"] == RHEIN_NECKAR)
     assert (rhein_neckar["covered"], rhein_neckar["waitlisted"], rhein_neckar["none"]) == (2, 1, 52)
-    this_week = date.today() - timedelta(days=date.today().weekday())
+    this_week = calendar_today() - timedelta(days=calendar_today().weekday())
     assert report["weekly"][-1] == {"week_starting": this_week.isoformat(), "covered": 2}
     assert report["weekly"][0]["covered"] == 0 and len(report["weekly"]) >= 5
 

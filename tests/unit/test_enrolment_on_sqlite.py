@@ -3,6 +3,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from services.common.clock import calendar_today
 from services.common.errors import (
     Conflict,
     DuplicateEnrolment,
@@ -47,7 +48,7 @@ def setup_course(db, capacity=1, **programme_overrides):
         course = domain.create_course(session, provider, {
             "programme_code": "BW-DL", "title": "Basisseminar", "location": "Wiesloch",
             "capacity": capacity, "open": True,
-            "modules": [{"number": 1, "title": "M1", "date": date.today() + timedelta(days=9)}]})
+            "modules": [{"number": 1, "title": "M1", "date": calendar_today() + timedelta(days=9)}]})
         return course.id, token
     return db.run(run)
 
@@ -136,7 +137,7 @@ def test_a_course_created_again_with_its_id_is_the_same_course_once(db):
     course_id = uuid.uuid4()
     data = {"id": course_id, "programme_code": "BW-DL", "title": "Aufbauseminar",
             "location": "Walldorf", "capacity": 12, "open": True,
-            "modules": [{"number": n, "title": f"M{n}", "date": date.today() + timedelta(days=n)}
+            "modules": [{"number": n, "title": f"M{n}", "date": calendar_today() + timedelta(days=n)}
                         for n in (2, 1)]}
 
     def create(session, data):

@@ -1,10 +1,11 @@
 """Notices: which events cause which mails, rendering in German, the file transport."""
 import email
 import uuid
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 
+from services.common.clock import calendar_today
 from services.common.db import DatabaseHandle
 from services.notifications import delivery, domain
 from services.notifications.models import (
@@ -19,7 +20,7 @@ from services.notifications.models import (
 COURSE = {"title": "Basisseminar", "location": "Wiesloch", "provider_name": "Verwaltungsschule",
           "programme_code": "BW-DL", "programme_name": "Kommunale Digitallotsen Baden-Württemberg",
           "modules": [{"number": 1, "title": "Prozesse & <Pläne>",
-                       "date": date.today() + timedelta(days=5)}]}
+                       "date": calendar_today() + timedelta(days=5)}]}
 
 
 @pytest.fixture
@@ -143,9 +144,9 @@ def test_course_cancellation_sends_one_notice_not_two(db):
 def test_reminder_once_in_the_week_before_the_first_module(db):
     db.run(domain.enrolment_created, created(), "e1")
     db.run(domain.enrolment_created, created("waitlisted"), "e2")
-    assert db.run(domain.course_reminders, date.today()) == 1
-    assert db.run(domain.course_reminders, date.today()) == 0
-    assert db.run(domain.course_reminders, date.today() - timedelta(days=10)) == 0
+    assert db.run(domain.course_reminders, calendar_today()) == 1
+    assert db.run(domain.course_reminders, calendar_today()) == 0
+    assert db.run(domain.course_reminders, calendar_today() - timedelta(days=10)) == 0
 
 
 def test_rendered_mail_is_german_escaped_and_identified_by_the_notice(db, tmp_path):
