@@ -10,6 +10,7 @@ notifications tells the people concerned.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import uuid
@@ -364,16 +365,36 @@ def _same_document(session: Session, document_ref: str | None, document: dict) -
             and stored.sha256 == hashlib.sha256(document["content"]).hexdigest())
 
 
-def document_for(session: Session, email: str, document_id) -> MilestoneDocument:
-    """An uploaded document, for the coach of its Navigator."""
+def _document(session: Session, document_id, allowed) -> MilestoneDocument:
+    """The uploaded document if ``allowed(document, its Navigator)``; one answer, NotFound,
+    for a document that does not exist and for one the caller may not see."""
     stored = session.get(MilestoneDocument, document_id)
-    if stored is None:
-        raise NotFound("no such document", {"document_id": ["unknown"]})
-    coach_ids = {c.id for c in coaches_by_email(session, email)}
-    navigator = session.get(Navigator, stored.navigator_id)
-    if navigator.coach_id not in coach_ids and stored.uploaded_by not in coach_ids:
+    if stored is None or not allowed(stored, session.get(Navigator, stored.navigator_id)):
         raise NotFound("no such document", {"document_id": ["unknown"]})
     return stored
+
+
+def document_for(session: Session, email: str, document_id) -> MilestoneDocument:
+    """An uploaded document, for the coach of its Navigator (or the coach who uploaded it)."""
+    coach_ids = {c.id for c in coaches_by_email(session, email)}
+    return _document(session, document_id, lambda stored, navigator: (
+        navigator.coach_id in coach_ids or stored.uploaded_by in coach_ids))
+
+
+def document_of_body(session: Session, ags: str, document_id) -> MilestoneDocument:
+    """An uploaded document, for the municipality it concerns: the Agenda is the
+    municipality's, also after its Navigator was replaced."""
+    return _document(session, document_id, lambda stored, navigator: navigator.ags == ags)
+
+
+def document_for_office(session: Session, document_id) -> MilestoneDocument:
+    return _document(session, document_id, lambda stored, navigator: True)
+
+
+def document_out(stored: MilestoneDocument) -> dict:
+    """A document as an RPC answer carries it: its name and its content in base64."""
+    return {"filename": stored.filename, "size": stored.size,
+            "content": base64.b64encode(stored.content).decode("ascii")}
 
 
 def record_milestone(session: Session, coach: Coach, navigator_id, key: str, reached_on: date,
@@ -495,6 +516,32 @@ def report_overdue(session: Session, today: date | None = None) -> int:
 
 
 # --- what the office sees ------------------------------------------------------------------------
+
+def navigator_for_office(session: Session, code: str, navigator_id,
+                         today: date | None = None) -> dict:
+    """One Navigator of the programme (active or replaced) as the office sees them: their
+    municipality and coach, each milestone with its uploaded document's name and size, and
+    the municipality's other Navigators in this programme."""
+    programme, coaching = _coaching(session, code)
+    navigator = session.get(Navigator, navigator_id)
+    if navigator is None or navigator.programme_id != programme.id:
+        raise NotFound("no such Navigator in this programme", {"navigator_id": ["unknown"]})
+    coach = session.get(Coach, navigator.coach_id) if navigator.coach_id else None
+    out = navigator_out(navigator, coaching, _reached(session, navigator.id), today)
+    documents = {str(d.id): d for d in session.scalars(select(MilestoneDocument).where(
+        MilestoneDocument.navigator_id == navigator.id))}
+    for milestone in out["milestones"]:
+        ref = milestone["document_ref"] or ""
+        stored = documents.get(ref[len(DOCUMENT_REF):]) if ref.startswith(DOCUMENT_REF) else None
+        milestone["document"] = ({"id": str(stored.id), "filename": stored.filename,
+                                  "size": stored.size} if stored else None)
+    others = session.scalars(select(Navigator).where(
+        Navigator.programme_id == programme.id, Navigator.ags == navigator.ags,
+        Navigator.id != navigator.id).order_by(Navigator.named_at)).all()
+    return dict(out, municipality=session.get(Body, navigator.ags).name,
+                coach_name=coach.name if coach else None,
+                others=[navigator_out(n) for n in others])
+
 
 def programme_navigators(session: Session, code: str, today: date | None = None) -> list[dict]:
     """Every active Navigator of the programme with their municipality, coach and milestones,

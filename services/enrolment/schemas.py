@@ -344,12 +344,21 @@ class CoachingSectionIn(Schema):
                              validate=validate.Length(min=1, max=20))
 
 
-class NameNavigatorIn(Schema):
-    programme_code = fields.String(required=True, validate=[
+def programme_code_field():
+    return fields.String(required=True, validate=[
         validate.Length(min=1, max=40),
         validate.Regexp(r"^[A-Z0-9][A-Z0-9-]*$", error="capitals, digits and '-', e.g. SN-DN")])
+
+
+class NameNavigatorIn(Schema):
+    programme_code = programme_code_field()
     navigator = fields.Nested(ParticipantIn, required=True)
     replace = fields.Boolean(load_default=False)
+
+
+class ProgrammeNavigatorIn(Schema):
+    programme_code = programme_code_field()
+    navigator_id = fields.UUID(required=True)
 
 
 class CoachIn(Schema):

@@ -1,7 +1,6 @@
 """RPC and event entrypoints of the enrolment service: validate, call the domain, return."""
 from __future__ import annotations
 
-import base64
 import json
 import logging
 
@@ -364,6 +363,15 @@ class EnrolmentService:
         return self._out(self.db.run(coaching.navigators_of, self._ags(ags), code,
                                      commit=False))
 
+    @rpc(MUNICIPALITY)
+    def navigator_document(self, ags, document_id):
+        """A PDF uploaded for one of the body's Navigators (their Digitale Agenda)."""
+        ags = self._ags(ags)
+        document_id = load(schemas.DocumentIdIn(), {"document_id": document_id},
+                           "document")["document_id"]
+        return self.db.run(lambda s: coaching.document_out(coaching.document_of_body(
+            s, ags, document_id)), commit=False)
+
     @rpc(OPERATOR)
     def register_coach(self, coach):
         data = load(schemas.CoachIn(), coach, "coach")
@@ -472,12 +480,8 @@ class EnrolmentService:
         document_id = load(schemas.DocumentIdIn(), {"document_id": document_id},
                            "document")["document_id"]
 
-        def fetch(session):
-            stored = coaching.document_for(session, self._coach(session, session_id),
-                                           document_id)
-            return {"filename": stored.filename, "size": stored.size,
-                    "content": base64.b64encode(stored.content).decode("ascii")}
-        return self.db.run(fetch, commit=False)
+        return self.db.run(lambda s: coaching.document_out(coaching.document_for(
+            s, self._coach(s, session_id), document_id)), commit=False)
 
     @staticmethod
     def _out(value):
@@ -543,6 +547,24 @@ class EnrolmentService:
         return self._out(self.db.run(lambda s: {
             "overview": coaching.overview(s, code),
             "navigators": coaching.programme_navigators(s, code)}, commit=False))
+
+    @rpc(GATEWAY)
+    def office_navigator(self, session_id, programme_code, navigator_id):
+        """One Navigator of a coaching programme, their milestones and documents."""
+        self._office(session_id)
+        data = load(schemas.ProgrammeNavigatorIn(), {"programme_code": programme_code,
+                                                     "navigator_id": navigator_id}, "navigator")
+        return self._out(self.db.run(coaching.navigator_for_office, data["programme_code"],
+                                     data["navigator_id"], commit=False))
+
+    @rpc(GATEWAY)
+    def office_document(self, session_id, document_id):
+        """A PDF a coach uploaded, for the office."""
+        self._office(session_id)
+        document_id = load(schemas.DocumentIdIn(), {"document_id": document_id},
+                           "document")["document_id"]
+        return self.db.run(lambda s: coaching.document_out(coaching.document_for_office(
+            s, document_id)), commit=False)
 
     @rpc(GATEWAY)
     def office_register_coach(self, session_id, coach):

@@ -17,7 +17,17 @@ from services.common.clock import calendar_today
 from services.common.errors import LotsenError
 from services.gateway import pages
 from services.gateway.desks import Desk
-from services.gateway.portal import NOTICES, PageError, PageRedirect, Visit, _form, _nul_free, page
+from services.gateway.portal import (
+    NOTICES,
+    PageError,
+    PageRedirect,
+    Visit,
+    _form,
+    _nul_free,
+    page,
+    page_id,
+    uploaded_document,
+)
 
 COOKIE = "lotsen_coaching"
 MENU = [("navigatoren", "/coaching/navigatoren", "Meine Navigatoren")]
@@ -25,7 +35,6 @@ COACH_NOTICES = dict(
     NOTICES, erfasst="Der Meilenstein ist erfasst. Der Digital-Navigator erhält eine E-Mail.",
     link="Wenn diese Adresse als Lotsin oder Lotse eingetragen ist, ist eine E-Mail mit einem "
          "Anmeldelink unterwegs. Der Link gilt 15 Minuten und nur einmal.")
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 FIELDS = ("key", "reached_on", "note", "document_ref")
 
 
@@ -41,12 +50,6 @@ class CoachVisit(Visit):
 
 DESK = Desk("/coaching", COOKIE, "coach", "/coaching/navigatoren", CoachVisit,
             "coach_sign_in.html")
-
-
-def _id(value: str, what: str) -> str:
-    if not UUID.fullmatch(value):
-        raise PageError(404, "Nicht gefunden", f"{what} gibt es nicht.")
-    return value
 
 
 def _german_day(text: str) -> str | None:
@@ -123,12 +126,12 @@ class CoachPages:
     @page("GET", "/coaching/navigatoren/<navigator_id>")
     def coach_navigator_page(self, request, navigator_id):
         visit = DESK.open(self, request)
-        return self._navigator_detail(visit, _id(navigator_id, "Diesen Digital-Navigator"),
+        return self._navigator_detail(visit, page_id(navigator_id, "Diesen Digital-Navigator"),
                                       {"reached_on": calendar_today().isoformat()}, {})
 
     @page("POST", "/coaching/navigatoren/<navigator_id>", document=True)
     def coach_record_milestone(self, request, navigator_id):
-        navigator_id = _id(navigator_id, "Diesen Digital-Navigator")
+        navigator_id = page_id(navigator_id, "Diesen Digital-Navigator")
         visit = DESK.posted(self, request)
         values = _nul_free(_form(request, *FIELDS))
         errors = {}
@@ -181,18 +184,9 @@ class CoachPages:
     @page("GET", "/coaching/dokumente/<document_id>")
     def coach_document(self, request, document_id):
         visit = DESK.open(self, request)
-        try:
-            found = self._call("coach_document", visit.person["session_id"],
-                               _id(document_id, "Dieses Dokument"), timeout=60)
-        except LotsenError as exc:
-            if exc.status not in (404, 422):
-                raise
-            raise PageError(404, "Nicht gefunden", "Dieses Dokument gibt es nicht.") from None
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", found["filename"])[-100:] or "dokument.pdf"
-        return Response(base64.b64decode(found["content"]), content_type="application/pdf",
-                        headers={"Content-Disposition": f'attachment; filename="{safe}"',
-                                 "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-                                 "Content-Security-Policy": "default-src 'none'; sandbox"})
+        return uploaded_document(lambda: self._call(
+            "coach_document", visit.person["session_id"],
+            page_id(document_id, "Dieses Dokument"), timeout=60))
 
     @page("GET,POST", "/coaching/<path:rest>")
     def coach_not_found(self, request, rest):

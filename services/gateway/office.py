@@ -27,6 +27,8 @@ from services.gateway.portal import (
     _form,
     _nul_free,
     page,
+    page_id,
+    uploaded_document,
 )
 
 COOKIE = "lotsen_buero"
@@ -396,6 +398,33 @@ class OfficePages:
         programme, coach, _ = self._coach_to_remove(visit, coach_id)
         self._call("office_remove_coach", visit.person["session_id"], coach["id"])
         raise PageRedirect(f"/buero/coaching?programm={programme}&hinweis=ausgetragen")
+
+    @page("GET", "/buero/coaching/navigatoren/<navigator_id>")
+    def office_navigator(self, request, navigator_id):
+        """One Navigator: their milestones, the documents uploaded for them, who came before."""
+        visit = self._office_visit(request)
+        programme = request.args.get("programm", "")[:40]
+        unknown = PageError(404, "Nicht gefunden",
+                            "Diesen Digital-Navigator gibt es in diesem Programm nicht.")
+        if not PROGRAMME_CODE.fullmatch(programme):
+            raise unknown
+        try:
+            navigator = self._call("office_navigator", visit.person["session_id"], programme,
+                                   page_id(navigator_id, "Diesen Digital-Navigator"))
+        except LotsenError as exc:
+            if exc.status not in (404, 422):
+                raise
+            raise unknown from None
+        name = f"{navigator['participant']['given_name']} {navigator['participant']['family_name']}"
+        return visit.render("office_navigator.html", title=f"Digital-Navigator {name}",
+                            nav="coaching", programme=programme, n=navigator)
+
+    @page("GET", "/buero/coaching/dokumente/<document_id>")
+    def office_document(self, request, document_id):
+        visit = self._office_visit(request)
+        return uploaded_document(lambda: self._call(
+            "office_document", visit.person["session_id"],
+            page_id(document_id, "Dieses Dokument"), timeout=60))
 
     # --- outreach ---------------------------------------------------------------------------
 

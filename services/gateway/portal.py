@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import re
 import uuid
 from datetime import datetime, timezone
 from urllib.parse import quote
@@ -222,6 +223,32 @@ def _form(request, *names) -> dict:
 
 def _nul_free(values: dict) -> dict:
     return {k: v.replace("\x00", "") if isinstance(v, str) else v for k, v in values.items()}
+
+
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def page_id(value: str, what: str) -> str:
+    """An id from a page's path, or the 404 page that says ``what`` does not exist."""
+    if not UUID_TEXT.fullmatch(value):
+        raise PageError(404, "Nicht gefunden", f"{what} gibt es nicht.")
+    return value
+
+
+def uploaded_document(fetch) -> Response:
+    """An uploaded PDF (a milestone's document) to save. ``fetch()`` asks the enrolment service;
+    a document that does not exist and one the caller may not see both give the 404 page."""
+    try:
+        found = fetch()
+    except LotsenError as exc:
+        if exc.status not in (404, 422):
+            raise
+        raise PageError(404, "Nicht gefunden", "Dieses Dokument gibt es nicht.") from None
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", found["filename"])[-100:] or "dokument.pdf"
+    return Response(base64.b64decode(found["content"]), content_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{safe}"',
+                             "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+                             "Content-Security-Policy": "default-src 'none'; sandbox"})
 
 
 class PortalPages:
@@ -623,6 +650,13 @@ class PortalPages:
             return self._navigator_page(visit, code, values, errors or {
                 "_form": "Das ist so nicht möglich."}, 422)
         raise PageRedirect(f"/portal/navigator/{code[:40]}?hinweis=benannt")
+
+    @page("GET", "/portal/dokumente/<document_id>")
+    def navigator_document(self, request, document_id):
+        """A PDF the coach uploaded for the municipality's Navigator (the Digitale Agenda)."""
+        visit = self._visit(request)
+        return uploaded_document(lambda: self._for(
+            visit, "navigator_document", page_id(document_id, "Dieses Dokument"), timeout=60))
 
     @page("GET,POST", "/portal/<path:rest>")
     def portal_not_found(self, request, rest):

@@ -130,9 +130,15 @@ def test_naming_pairing_and_coaching_in_a_browser(coaching_system, tmp_path):
         check_page(b, "coaching-navigator-agenda", axe_source)
         b.press("Abmelden")
 
-        # Lehmann leaves: the office takes him out after a page that names his Navigators.
+        # The office reads the Navigator's page, with the Agenda to download; then Lehmann
+        # leaves: the office takes him out after a page that names his Navigators.
         sign_in(b, system, "buero", STAFF, "Seiten des Programmbüros", axe_source)
         b.follow("Coaching")
+        b.follow("Karin Krause")
+        assert b.heading() == "Karin Krause" and "Lotse Lehmann" in b.html
+        assert "Digitale Agenda Pirna.pdf" in b.html and "/buero/coaching/dokumente/" in b.html
+        check_page(b, "buero-coaching-navigator", axe_source)
+        b.follow("Zurück zum Coaching")
         b.follow("Austragen: Lotse Lehmann")
         assert b.heading() == "Lotse Lehmann austragen?" and "Pirna, Stadt: Karin Krause" in b.html
         check_page(b, "buero-coaching-austragen", axe_source)

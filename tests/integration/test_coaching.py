@@ -185,7 +185,7 @@ def test_a_municipality_names_its_navigator_through_the_gateway(
 
 
 def test_the_clerk_names_and_replaces_the_navigator_in_the_portal(portal):
-    from tests.integration.test_portal import sign_in
+    from tests.integration.test_portal import Browserish, sign_in
 
     portal["db"].run(baden_navigators)
     browser = sign_in(portal, portal["contact"])
@@ -279,7 +279,10 @@ def test_the_new_methods_refuse_callers_without_their_proof(
                      lambda: anyone.office_pair("x" * 40, "a", "b"),
                      lambda: anyone.coaches("SN-DN"),
                      lambda: anyone.remove_coach(str(uuid.uuid4())),
-                     lambda: anyone.office_remove_coach("x" * 40, str(uuid.uuid4()))):
+                     lambda: anyone.office_remove_coach("x" * 40, str(uuid.uuid4())),
+                     lambda: anyone.navigator_document(DRESDEN, str(uuid.uuid4())),
+                     lambda: anyone.office_navigator("x" * 40, "SN-DN", str(uuid.uuid4())),
+                     lambda: anyone.office_document("x" * 40, str(uuid.uuid4()))):
             with pytest.raises(AuthenticationFailed):
                 call()
     with ServiceRpcProxy("funding", service_config) as anyone:
@@ -296,7 +299,9 @@ def test_the_new_methods_refuse_callers_without_their_proof(
                      lambda: enrolment.office_pair("y" * 43, "a", "b"),
                      lambda: enrolment.office_remove_coach("y" * 43, str(uuid.uuid4())),
                      lambda: enrolment.coach_desk("y" * 43),
-                     lambda: enrolment.coach_document("y" * 43, str(uuid.uuid4()))):
+                     lambda: enrolment.coach_document("y" * 43, str(uuid.uuid4())),
+                     lambda: enrolment.office_navigator("y" * 43, "SN-DN", str(uuid.uuid4())),
+                     lambda: enrolment.office_document("y" * 43, str(uuid.uuid4()))):
             with pytest.raises(AuthenticationFailed) as refused:
                 call()
             assert refused.value.fields == {"session": ["ended or unknown"]}
@@ -493,6 +498,58 @@ def test_the_office_registers_coaches_and_pairs_navigators_in_its_pages(office_s
     assert page.count("Zuordnen für") == 2 and "davon 0 mit Coach" in page
     assert browser.post(f"/buero/coaching/lotsen/{lange}/entfernen",
                         {"programm": "BW-NAV"}).status_code == 404  # gone already
+
+
+def test_the_office_and_the_municipality_read_the_navigators_agenda(office_system):
+    """The PDF a coach uploaded, over HTTP: the office from the Navigator's own page, the
+    municipality from its Navigator page; another municipality, an unknown or malformed id
+    and an unknown programme get the 404 page."""
+    from tests.integration.test_office import signed_in
+    from tests.integration.test_portal import Browserish, sign_in
+    pdf = b"%PDF-1.7\n% Digitale Agenda\n" + bytes(range(256)) * 40
+
+    def setup(session):
+        baden_navigators(session)
+        named = coaching.name_navigator(session, office_system["a"], "BW-NAV", navigator(1))
+        coach, _ = coaching.register_coach(session, "BW-NAV", "Lotse Lehmann",
+                                           "lehmann@ssg.example", 3)
+        coaching.pair(session, named["id"], coach.id, calendar_today() - timedelta(days=150))
+        done = coaching.record_milestone(
+            session, coach, named["id"], "agenda", calendar_today(), None, None,
+            {"filename": "Agenda Gemeinde.pdf", "content": pdf})
+        return named["id"], done["milestones"][1]["document_ref"][len("document:"):]
+    navigator_id, document_id = office_system["db"].run(setup)
+
+    office = signed_in(office_system)
+    listing = office.get("/buero/coaching?programm=BW-NAV").text
+    detail_path = f"/buero/coaching/navigatoren/{navigator_id}?programm=BW-NAV"
+    assert f'href="{detail_path}"' in listing
+    detail = office.get(detail_path)
+    assert detail.status_code == 200 and "Karin1 Krause1" in detail.text
+    assert "Lotse Lehmann" in detail.text and "überfällig" in detail.text  # the situation
+    assert f'href="/buero/coaching/dokumente/{document_id}">Agenda Gemeinde.pdf' in detail.text
+    download = office.get(f"/buero/coaching/dokumente/{document_id}")
+    assert download.status_code == 200 and download.content == pdf
+    assert download.headers["Content-Type"] == "application/pdf"
+    assert download.headers["Content-Disposition"] == 'attachment; filename="Agenda_Gemeinde.pdf"'
+    for path in (f"/buero/coaching/dokumente/{uuid.uuid4()}", "/buero/coaching/dokumente/x",
+                 f"/buero/coaching/navigatoren/{uuid.uuid4()}?programm=BW-NAV",
+                 f"/buero/coaching/navigatoren/{navigator_id}?programm=BW-DL",
+                 f"/buero/coaching/navigatoren/{navigator_id}?programm=kein%20Code",
+                 f"/buero/coaching/navigatoren/{navigator_id}"):
+        assert office.get(path).status_code == 404, path
+
+    clerk = sign_in(office_system, f"hauptamt@{office_system['a']}.example")
+    page = clerk.get("/portal/navigator/BW-NAV").text
+    assert f'href="/portal/dokumente/{document_id}"' in page
+    got = clerk.get(f"/portal/dokumente/{document_id}")
+    assert got.status_code == 200 and got.content == pdf
+    assert clerk.get(f"/buero/coaching/dokumente/{document_id}").status_code != 200
+    neighbour = sign_in(office_system, f"hauptamt@{office_system['b']}.example")
+    refused = neighbour.get(f"/portal/dokumente/{document_id}")
+    assert refused.status_code == 404 and pdf not in refused.content
+    anonymous = Browserish(office_system["base"])
+    assert anonymous.get(f"/portal/dokumente/{document_id}").status_code == 303  # sign in first
 
 
 def test_every_module_and_every_milestone_bring_a_certificate_that_lists_the_milestones(

@@ -293,6 +293,54 @@ def test_an_agenda_pdf_is_kept_and_only_its_coach_gets_it(db):
     assert reached["document_ref"] == ref and reached["participant"]["email"] == person(1)["email"]
 
 
+def test_the_municipality_and_the_office_get_the_agenda_too(db):
+    """The Agenda is the municipality's: it keeps it after its Navigator is replaced; another
+    municipality gets the same NotFound as for a document that does not exist."""
+    first = db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(1))
+    coach, _ = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann", "lehmann@ssg.example", 5)
+    navigator_id = uuid.UUID(first["id"])
+    started = calendar_today() - timedelta(days=100)
+    db.run(coaching.pair, navigator_id, coach.id, started)
+    pdf = b"%PDF-1.7\n" + b"Digitale Agenda Dresden\n" * 100
+    done = db.run(lambda s: coaching.record_milestone(
+        s, s.get(type(coach), coach.id), navigator_id, "agenda", calendar_today(), None, None,
+        {"filename": "Agenda Dresden.pdf", "content": pdf}))
+    document_id = uuid.UUID(done["milestones"][1]["document_ref"][len("document:"):])
+    assert db.run(coaching.document_of_body, DRESDEN, document_id).content == pdf
+    assert db.run(coaching.document_for_office, document_id).content == pdf
+    for refused in (lambda: db.run(coaching.document_of_body, LEIPZIG, document_id),
+                    lambda: db.run(coaching.document_of_body, DRESDEN, uuid.uuid4()),
+                    lambda: db.run(coaching.document_for_office, uuid.uuid4())):
+        with pytest.raises(NotFound) as unknown:
+            refused()
+        assert unknown.value.fields == {"document_id": ["unknown"]}
+
+    # The office's page of the Navigator: each milestone, the document by name and size.
+    shown = db.run(coaching.navigator_for_office, "SN-DN", navigator_id)
+    assert (shown["municipality"], shown["coach_name"]) == ("Dresden, Stadt", "Lotse Lehmann")
+    assert [(m["key"], m["reached_on"], m["overdue"]) for m in shown["milestones"]] == [
+        ("situation", None, True), ("agenda", calendar_today(), False),
+        ("projekt", None, False)]
+    assert shown["milestones"][1]["document"] == {
+        "id": str(document_id), "filename": "Agenda Dresden.pdf", "size": len(pdf)}
+    assert shown["milestones"][0]["document"] is None and shown["others"] == []
+
+    # Dresden names another person: the Agenda stays Dresden's; both pages name each other.
+    second = db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(2), replace=True)
+    assert db.run(coaching.document_of_body, DRESDEN, document_id).content == pdf
+    before = db.run(coaching.navigator_for_office, "SN-DN", navigator_id)
+    assert before["replaced_at"] is not None
+    assert [o["id"] for o in before["others"]] == [second["id"]]
+    now = db.run(coaching.navigator_for_office, "SN-DN", uuid.UUID(second["id"]))
+    assert [o["id"] for o in now["others"]] == [first["id"]]
+    assert now["milestones"][1]["document"] is None  # the Agenda was the first one's milestone
+    # A Navigator is shown only under their own programme.
+    db.run(coaching_programme, "SN-XY", "Anderes Programm")
+    for code, unknown_id in (("SN-XY", navigator_id), ("SN-DN", uuid.uuid4())):
+        with pytest.raises(NotFound):
+            db.run(coaching.navigator_for_office, code, unknown_id)
+
+
 def test_a_coach_who_leaves_loses_access_and_their_navigators_wait_for_a_new_one(db):
     """Removing a coach ends their token, links and sessions, unpairs each of their active
     Navigators (once, with an event each) and keeps what they recorded; the same address
