@@ -460,20 +460,22 @@ def milestone_reached(session: Session, payload: dict, event_id: str):
 
 
 def coaching_paired(session: Session, payload: dict, event_id: str):
-    """Both are told; a Navigator whose coaching goes on with another coach is told that it
-    goes on (v1 events knew no such case)."""
+    """Both are told, once per pairing: the Navigator's change count in the key lets a move
+    back to an earlier coach (or a re-admitted one) be mailed too. A Navigator whose coaching
+    goes on with another coach is told that it goes on (v1 events knew no such case)."""
     _write(session, _coaching_pair(
-        f"paired:{payload['navigator_id']}:{payload['coach_id']}", "coaching_paired", payload,
+        f"paired:{payload['navigator_id']}:{payload['coach_id']}:{payload['sequence']}",
+        "coaching_paired", payload,
         {"started_on": payload["started_on"], "continues": payload.get("continues", False),
          "paired_on": payload.get("paired_on") or payload["started_on"]}))
 
 
 def coaching_unpaired(session: Session, payload: dict, event_id: str):
     """The Navigator learns that their coach left and that their coaching goes on (once per
-    Navigator and coach)."""
+    departure)."""
     _write(session, [_to_navigator(
-        f"unpaired:{payload['navigator_id']}:{payload['coach_id']}", "coaching_unpaired",
-        payload, {"coach_name": payload["coach_name"]})])
+        f"unpaired:{payload['navigator_id']}:{payload['coach_id']}:{payload['sequence']}",
+        "coaching_unpaired", payload, {"coach_name": payload["coach_name"]})])
 
 
 def milestone_overdue(session: Session, payload: dict, event_id: str):

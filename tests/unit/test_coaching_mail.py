@@ -23,7 +23,8 @@ def db(tmp_path):
 def coaching_payload(navigator_id, **more):
     return dict({"navigator_id": navigator_id, "programme_id": uuid.uuid4(),
                  "programme_name": "Digital-Navigatoren Sachsen", "ags": "14628270",
-                 "municipality": "Pirna, Stadt", "participant": NAVIGATOR}, **more)
+                 "municipality": "Pirna, Stadt", "participant": NAVIGATOR, "sequence": 1},
+                **more)
 
 
 def notices(db):
@@ -108,3 +109,22 @@ def test_a_coach_who_left_is_told_to_the_navigator_once_and_the_next_one_continu
         "erased_at": datetime.now(timezone.utc), "enrolments": [],
         "navigators": [str(navigator_id)]})
     assert [n[1] for n in notices(db)] == ["olaf@pirna.example", "lange@ssg.example"]
+
+
+def test_each_pairing_is_mailed_also_back_to_an_earlier_coach(db):
+    """Lehmann, then Lange, then Lehmann again (or Lehmann re-admitted after leaving): three
+    pairings, three mails to the Navigator; a pairing delivered twice is mailed once."""
+    navigator_id, lehmann, lange = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    coaches = {lehmann: ("Lotse Lehmann", "lehmann@ssg.example"),
+               lange: ("Lotsin Lange", "lange@ssg.example")}
+    for sequence, coach, event_ids in ((2, lehmann, ["p1"]), (3, lange, ["p2"]),
+                                       (4, lehmann, ["p3", "p3-again"])):
+        name, email = coaches[coach]
+        for event_id in event_ids:
+            db.run(domain.coaching_paired, coaching_payload(
+                navigator_id, sequence=sequence, coach_id=coach, coach_name=name,
+                coach_email=email, started_on=date(2027, 1, 11), continues=sequence > 2,
+                paired_on=date(2027, 1, 11)), event_id)
+    to = [n[1] for n in notices(db)]
+    assert to.count("karin@pirna.example") == 3
+    assert to.count("lehmann@ssg.example") == 2 and to.count("lange@ssg.example") == 1
