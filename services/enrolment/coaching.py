@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from services.common.clock import calendar_day
 from services.common.errors import AuthenticationFailed, Conflict, NotFound, RuleViolation
 from services.common.outbox import emit, emit_numbered
+from services.common.spreadsheet import german_csv
 from services.enrolment.domain import eligible, hash_secret, now, programme_by_code
 from services.enrolment.models import (
     Body,
@@ -555,6 +556,34 @@ def programme_navigators(session: Session, code: str, today: date | None = None)
         .order_by(Body.name, Navigator.ags)).all()
     return [dict(navigator_out(n, coaching, _reached(session, n.id), today), municipality=name,
                  coach_name=coaches.get(n.coach_id)) for n, name in rows]
+
+
+def _german(day: date) -> str:
+    return day.strftime("%d.%m.%Y")
+
+
+def _milestone_cell(state: dict) -> str:
+    if state["reached_on"]:
+        return f"erreicht am {_german(state['reached_on'])}"
+    if state["due_on"] is None:
+        return "Coaching hat nicht begonnen"
+    return f"{'überfällig seit' if state['overdue'] else 'offen bis'} {_german(state['due_on'])}"
+
+
+def navigators_csv(session: Session, code: str, today: date | None = None) -> str:
+    """Every active Navigator of the programme with their coach and where each milestone
+    stands, one row per municipality: the office's report on the programme."""
+    _, coaching = _coaching(session, code)
+    navigators = programme_navigators(session, code, today)
+    return german_csv(
+        ["Kommune", "AGS", "Digital-Navigator", "E-Mail", "Benannt am", "Lotsin oder Lotse",
+         "Coaching seit"] + [m["title"] for m in coaching.milestones],
+        ([n["municipality"], n["ags"],
+          f"{n['participant']['given_name']} {n['participant']['family_name']}",
+          n["participant"]["email"], _german(calendar_day(n["named_at"])),
+          n["coach_name"] or "",
+          _german(n["coaching_started_on"]) if n["coaching_started_on"] else ""]
+         + [_milestone_cell(m) for m in n["milestones"]] for n in navigators))
 
 
 def overview(session: Session, code: str, today: date | None = None) -> dict:

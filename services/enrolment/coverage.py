@@ -15,8 +15,6 @@ drops out of the series altogether (the series is drawn from today's enrolments,
 """
 from __future__ import annotations
 
-import csv
-import io
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import case, func, select
@@ -25,6 +23,7 @@ from sqlalchemy.orm import Session
 from services.common.clock import calendar_day
 from services.common.errors import NotFound
 from services.common.models import utcnow
+from services.common.spreadsheet import german_csv
 from services.enrolment.domain import eligible
 from services.enrolment.models import Body, Enrolment, Programme
 
@@ -166,18 +165,11 @@ STATUS_LABELS = {"completed": "Lotse ausgebildet", "confirmed": "Lotse angemelde
 
 
 def without_lotse_csv(report: dict) -> str:
-    """The bodies still without a confirmed Lotse, as German offices open CSV: semicolons,
-    a byte-order mark so that Excel reads UTF-8, one row per body and programme."""
+    """The bodies still without a confirmed Lotse, one row per body and programme."""
     names = {row["ags"]: row["name"] for row in report["per_kreis"] + report["per_bezirk"]}
-    out = io.StringIO()
-    out.write("\ufeff")
-    writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
-    writer.writerow(["Programm", "AGS", "Name", "Art", "Kreis", "Regierungsbezirk", "Land",
-                     "Stand"])
-    for body in report["bodies"]:
-        if body["status"] in COVERED:
-            continue
-        writer.writerow([body["programme_code"], body["ags"], body["name"], body["designation"],
-                         names.get(body["kreis_ags"], ""), names.get(body["bezirk_ags"], ""),
-                         LAENDER.get(body["land"], body["land"]), STATUS_LABELS[body["status"]]])
-    return out.getvalue()
+    return german_csv(
+        ["Programm", "AGS", "Name", "Art", "Kreis", "Regierungsbezirk", "Land", "Stand"],
+        ([body["programme_code"], body["ags"], body["name"], body["designation"],
+          names.get(body["kreis_ags"], ""), names.get(body["bezirk_ags"], ""),
+          LAENDER.get(body["land"], body["land"]), STATUS_LABELS[body["status"]]]
+         for body in report["bodies"] if body["status"] not in COVERED))

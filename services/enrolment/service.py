@@ -558,6 +558,14 @@ class EnrolmentService:
                                      data["navigator_id"], commit=False))
 
     @rpc(GATEWAY)
+    def office_navigators_csv(self, session_id, programme_code):
+        """The programme's Navigators and their milestones as a CSV file for the office."""
+        self._office(session_id)
+        code = load(PROGRAMME_CODE_IN, {"programme_code": programme_code},
+                    "programme")["programme_code"]
+        return self.db.run(coaching.navigators_csv, code, commit=False)
+
+    @rpc(GATEWAY)
     def office_document(self, session_id, document_id):
         """A PDF a coach uploaded, for the office."""
         self._office(session_id)

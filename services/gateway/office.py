@@ -419,6 +419,22 @@ class OfficePages:
         return visit.render("office_navigator.html", title=f"Digital-Navigator {name}",
                             nav="coaching", programme=programme, n=navigator)
 
+    @page("GET", "/buero/coaching/navigatoren.csv")
+    def office_navigators_csv(self, request):
+        visit = self._office_visit(request)
+        programme = request.args.get("programm", "")[:40]
+        unknown = PageError(404, "Nicht gefunden", "Dieses Programm gibt es nicht.")
+        if not PROGRAMME_CODE.fullmatch(programme):
+            raise unknown
+        try:
+            text = self._call("office_navigators_csv", visit.person["session_id"], programme,
+                              timeout=30)
+        except LotsenError as exc:
+            if exc.status not in (404, 422):
+                raise
+            raise unknown from None
+        return _download(text, f"navigatoren-{programme}")
+
     @page("GET", "/buero/coaching/dokumente/<document_id>")
     def office_document(self, request, document_id):
         visit = self._office_visit(request)

@@ -282,7 +282,8 @@ def test_the_new_methods_refuse_callers_without_their_proof(
                      lambda: anyone.office_remove_coach("x" * 40, str(uuid.uuid4())),
                      lambda: anyone.navigator_document(DRESDEN, str(uuid.uuid4())),
                      lambda: anyone.office_navigator("x" * 40, "SN-DN", str(uuid.uuid4())),
-                     lambda: anyone.office_document("x" * 40, str(uuid.uuid4()))):
+                     lambda: anyone.office_document("x" * 40, str(uuid.uuid4())),
+                     lambda: anyone.office_navigators_csv("x" * 40, "SN-DN")):
             with pytest.raises(AuthenticationFailed):
                 call()
     with ServiceRpcProxy("funding", service_config) as anyone:
@@ -301,7 +302,8 @@ def test_the_new_methods_refuse_callers_without_their_proof(
                      lambda: enrolment.coach_desk("y" * 43),
                      lambda: enrolment.coach_document("y" * 43, str(uuid.uuid4())),
                      lambda: enrolment.office_navigator("y" * 43, "SN-DN", str(uuid.uuid4())),
-                     lambda: enrolment.office_document("y" * 43, str(uuid.uuid4()))):
+                     lambda: enrolment.office_document("y" * 43, str(uuid.uuid4())),
+                     lambda: enrolment.office_navigators_csv("y" * 43, "SN-DN")):
             with pytest.raises(AuthenticationFailed) as refused:
                 call()
             assert refused.value.fields == {"session": ["ended or unknown"]}
@@ -532,7 +534,20 @@ def test_the_office_and_the_municipality_read_the_navigators_agenda(office_syste
     assert download.status_code == 200 and download.content == pdf
     assert download.headers["Content-Type"] == "application/pdf"
     assert download.headers["Content-Disposition"] == 'attachment; filename="Agenda_Gemeinde.pdf"'
-    for path in (f"/buero/coaching/dokumente/{uuid.uuid4()}", "/buero/coaching/dokumente/x",
+    # The programme's list as a CSV file, with the Agenda reached today.
+    report = office.get("/buero/coaching/navigatoren.csv?programm=BW-NAV")
+    assert 'href="/buero/coaching/navigatoren.csv?programm=BW-NAV"' in listing
+    assert report.status_code == 200 and report.headers["Content-Type"].startswith("text/csv")
+    assert report.headers["Content-Disposition"] == 'attachment; filename="navigatoren-BW-NAV.csv"'
+    rows = report.content.decode("utf-8-sig").splitlines()
+    assert rows[0].endswith(";Situation vor Ort erfasst;Digitale Agenda geschrieben")
+    [row] = rows[1:]
+    assert ";Karin1 Krause1;navigator1@sachsen.example;" in row and ";Lotse Lehmann;" in row
+    assert row.endswith(f";erreicht am {calendar_today().strftime('%d.%m.%Y')}")
+    for path in ("/buero/coaching/navigatoren.csv?programm=KEIN-PROGRAMM",
+                 "/buero/coaching/navigatoren.csv?programm=BW-DL",
+                 "/buero/coaching/navigatoren.csv",
+                 f"/buero/coaching/dokumente/{uuid.uuid4()}", "/buero/coaching/dokumente/x",
                  f"/buero/coaching/navigatoren/{uuid.uuid4()}?programm=BW-NAV",
                  f"/buero/coaching/navigatoren/{navigator_id}?programm=BW-DL",
                  f"/buero/coaching/navigatoren/{navigator_id}?programm=kein%20Code",

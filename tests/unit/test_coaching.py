@@ -95,12 +95,19 @@ def test_pairing_respects_each_coachs_maximum(db):
     assert len(events(db, "coaching_paired")) == 2
 
 
-def test_milestones_reached_and_overdue_once_each(db):
+def leipzig_with_lehmann(db):
+    """Leipzig's Navigator, coached by Lotse Lehmann since 50 days ago: (coach, token,
+    Navigator, the coaching's first day)."""
     coach, token = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann",
                           "lehmann@ssg.example", 5)
     navigator = db.run(coaching.name_navigator, LEIPZIG, "SN-DN", person(1))
     start = calendar_today() - timedelta(days=50)
     db.run(coaching.pair, uuid.UUID(navigator["id"]), coach.id, start)
+    return coach, token, navigator, start
+
+
+def test_milestones_reached_and_overdue_once_each(db):
+    coach, token, navigator, start = leipzig_with_lehmann(db)
 
     def record(key, reached_on, document_ref=None):
         return db.run(lambda s: coaching.record_milestone(
@@ -423,3 +430,36 @@ def test_a_coach_in_two_programmes_keeps_signing_in_for_the_other(db):
     assert db.run(coaching.DESK.current, signed["session_id"])["name"] == "Lotse Lehmann"
     assert [d["programme"]["code"] for d in db.run(coaching.desk, "lehmann@ssg.example")] == [
         "SN-DN2"]
+
+
+def test_the_offices_csv_lists_each_navigator_and_where_their_milestones_stand(db):
+    import csv
+    import io
+    _, token, paired, start = leipzig_with_lehmann(db)
+    db.run(lambda s: coaching.record_milestone(
+        s, coaching.coach_by_token(s, token), uuid.UUID(paired["id"]), "situation",
+        start + timedelta(days=10), None, None))
+    # A name typed as a formula stays text in a spreadsheet.
+    db.run(coaching.name_navigator, DRESDEN, "SN-DN",
+           dict(person(2), given_name="=HYPERLINK(\"http://x.example\")", family_name="Ost"))
+    text = db.run(coaching.navigators_csv, "SN-DN")
+    assert text.startswith("\ufeff") and "\r\n" in text
+    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=";"))
+    assert rows[0] == ["Kommune", "AGS", "Digital-Navigator", "E-Mail", "Benannt am",
+                       "Lotsin oder Lotse", "Coaching seit", "Situation vor Ort erfasst",
+                       "Digitale Agenda geschrieben", "Erstes Projekt begonnen"]
+    by_ags = {row[1]: row for row in rows[1:]}
+    assert len(rows) == 3 and set(by_ags) == {LEIPZIG, DRESDEN}
+    german = lambda d: d.strftime("%d.%m.%Y")  # noqa: E731
+    assert by_ags[LEIPZIG][2:] == [
+        "Karin1 Krause1", "navigator1@sachsen.example", german(calendar_today()),
+        "Lotse Lehmann", german(start), f"erreicht am {german(start + timedelta(days=10))}",
+        f"offen bis {german(start + timedelta(days=112))}",
+        f"offen bis {german(start + timedelta(days=168))}"]
+    assert by_ags[DRESDEN][2] == "'=HYPERLINK(\"http://x.example\") Ost"
+    assert by_ags[DRESDEN][5:] == ["", ""] + ["Coaching hat nicht begonnen"] * 3
+    # Day 113: the Agenda is overdue.
+    later = db.run(coaching.navigators_csv, "SN-DN", start + timedelta(days=113))
+    assert f"überfällig seit {german(start + timedelta(days=112))}" in later
+    with pytest.raises(NotFound):
+        db.run(coaching.navigators_csv, "KEIN-PROGRAMM")
