@@ -95,6 +95,17 @@ PATHS = {
                                "404": _error("no such programme"),
                                "409": _error("a Navigator is named already (send replace)"),
                                **BODY_ERRORS, **COMMON_ERRORS}}},
+    "/api/v1/navigator-documents/{document_id}": {"get": {
+        "summary": "A PDF a coach uploaded for one of the municipality's Navigators (the "
+                   "Digitale Agenda); the Navigator's milestones name it document:<id>",
+        "operationId": "getNavigatorDocument",
+        "parameters": [{"name": "document_id", "in": "path", "required": True,
+                        "schema": {"type": "string", "format": "uuid"}}],
+        "responses": {"200": {"description": "the document",
+                              "content": {"application/pdf": {"schema": {"type": "string",
+                                                                         "format": "binary"}}}},
+                      "404": _error("no such document of this municipality's Navigators"),
+                      **COMMON_ERRORS}}},
     "/api/v1/enrolments/{enrolment_id}": {
         "parameters": [ENROLMENT_ID],
         "get": {"summary": "One of the municipality's enrolments", "operationId": "getEnrolment",

@@ -244,6 +244,12 @@ def uploaded_document(fetch) -> Response:
         if exc.status not in (404, 422):
             raise
         raise PageError(404, "Nicht gefunden", "Dieses Dokument gibt es nicht.") from None
+    return pdf_attachment(found)
+
+
+def pdf_attachment(found: dict) -> Response:
+    """An uploaded PDF (``filename``, base64 ``content``) to save, never shown inline: the
+    file came from a person's upload."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", found["filename"])[-100:] or "dokument.pdf"
     return Response(base64.b64decode(found["content"]), content_type="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{safe}"',

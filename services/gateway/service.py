@@ -24,7 +24,7 @@ from services.gateway import openapi, verification
 from services.gateway.auth import RememberedKeys
 from services.gateway.coaching import CoachPages
 from services.gateway.office import OfficePages
-from services.gateway.portal import PortalPages
+from services.gateway.portal import PortalPages, pdf_attachment
 from services.gateway.problems import HttpProblem, http
 
 JSON = "application/json"
@@ -271,6 +271,17 @@ class GatewayService(PortalPages, OfficePages, CoachPages):
                               {"programme_code": ["capitals, digits and '-', e.g. SN-DN"]})
         return json_response({"items": self._call("navigators", body["ags"], code[:40],
                                                   acting_for=body["ags"])})
+
+    @http("GET", "/api/v1/navigator-documents/<document_id>")
+    def navigator_document(self, request, document_id):
+        """A PDF a coach uploaded for one of the municipality's Navigators (the Agenda)."""
+        body = self._municipality(request)
+        try:
+            document_id = str(uuid.UUID(document_id))
+        except ValueError:
+            raise HttpProblem(404, "Not found", "no such document") from None
+        return pdf_attachment(self._call("navigator_document", body["ags"], document_id,
+                                         timeout=60, acting_for=body["ags"]))
 
     @http("GET", "/api/v1/municipality")
     def municipality(self, request):

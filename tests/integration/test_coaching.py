@@ -162,6 +162,27 @@ def test_a_municipality_names_its_navigator_through_the_gateway(
                                                      "navigator": navigator(1)})
     assert first.status_code == 201, first.text
     assert first.json()["milestones"][1]["title"] == "Digitale Agenda geschrieben"
+    # The coach uploads the Agenda; the municipality's software fetches it by its id.
+    pdf = b"%PDF-1.7\n% Agenda\n" + bytes(range(256)) * 4
+
+    def agenda(session):
+        coach, _ = coaching.register_coach(session, "BW-NAV", "Lotse Lehmann",
+                                           "lehmann@ssg.example", 3)
+        coaching.pair(session, first.json()["id"], coach.id, calendar_today())
+        done = coaching.record_milestone(session, coach, first.json()["id"], "agenda",
+                                         calendar_today(), None, None,
+                                         {"filename": "Agenda.pdf", "content": pdf})
+        return done["milestones"][1]["document_ref"]
+    ref = enrolment_db.run(agenda)
+    listed = client.get("/api/v1/navigators", params={"programme_code": "BW-NAV"}).json()
+    assert listed["items"][0]["milestones"][1]["document_ref"] == ref
+    fetched = client.get(f"/api/v1/navigator-documents/{ref.removeprefix('document:')}")
+    assert fetched.status_code == 200 and fetched.content == pdf
+    assert fetched.headers["Content-Type"] == "application/pdf"
+    for odd in (str(uuid.uuid4()), "kein-dokument"):
+        is_problem(client.get(f"/api/v1/navigator-documents/{odd}"), 404)
+    is_problem(Client(client.base, world["keys"][world["b"]]).get(
+        f"/api/v1/navigator-documents/{ref.removeprefix('document:')}"), 404)
     is_problem(client.post("/api/v1/navigators", json={"programme_code": "BW-NAV",
                                                         "navigator": navigator(2)}),
                409, "navigator")
