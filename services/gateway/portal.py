@@ -658,7 +658,7 @@ class PortalPages:
         raise PageRedirect(f"/portal/navigator/{code[:40]}?hinweis=benannt")
 
     @page("GET", "/portal/dokumente/<document_id>")
-    def navigator_document(self, request, document_id):
+    def navigator_document_download(self, request, document_id):
         """A PDF the coach uploaded for the municipality's Navigator (the Digitale Agenda)."""
         visit = self._visit(request)
         return uploaded_document(lambda: self._for(

@@ -273,7 +273,7 @@ class GatewayService(PortalPages, OfficePages, CoachPages):
                                                   acting_for=body["ags"])})
 
     @http("GET", "/api/v1/navigator-documents/<document_id>")
-    def navigator_document(self, request, document_id):
+    def navigator_document_pdf(self, request, document_id):
         """A PDF a coach uploaded for one of the municipality's Navigators (the Agenda)."""
         body = self._municipality(request)
         try:

@@ -580,6 +580,13 @@ def test_the_office_and_the_municipality_read_the_navigators_agenda(office_syste
     assert f'href="/portal/dokumente/{document_id}"' in page
     got = clerk.get(f"/portal/dokumente/{document_id}")
     assert got.status_code == 200 and got.content == pdf
+    # Another person takes over: the Agenda stays the municipality's, linked in the history.
+    office_system["db"].run(coaching.name_navigator, office_system["a"], "BW-NAV",
+                            navigator(2), replace=True)
+    page = clerk.get("/portal/navigator/BW-NAV").text
+    assert "Frühere Digital-Navigatoren" in page
+    assert f'href="/portal/dokumente/{document_id}">Digitale Agenda geschrieben (PDF)' in page
+    assert clerk.get(f"/portal/dokumente/{document_id}").content == pdf
     assert clerk.get(f"/buero/coaching/dokumente/{document_id}").status_code != 200
     neighbour = sign_in(office_system, f"hauptamt@{office_system['b']}.example")
     refused = neighbour.get(f"/portal/dokumente/{document_id}")
