@@ -769,6 +769,31 @@ def privacy_erase(obj: Context, email, reason):
                "follow through participant_erased")
 
 
+@privacy.command("erase-coach")
+@click.argument("email")
+@click.pass_obj
+def privacy_erase_coach(obj: Context, email):
+    """Erase a coach who left (take them out first: lotsen coaching remove-coach): their name
+    and address in every programme, their sign-in links and sessions, the events and the
+    mails that named them. The address is neither printed nor logged."""
+    from services.common import privacy as common_privacy
+    from services.enrolment import privacy as enrolment_privacy
+    from services.notifications import privacy as mail_privacy
+    email = _email_argument(email)
+    try:
+        ids = obj.run(lambda s: [c.id for c in enrolment_privacy.coaches_to_erase(s, email)])
+    except LotsenError as exc:
+        _fail(exc)
+    pseudonym = common_privacy.new_pseudonym()
+    mails = obj.run_in("notifications", mail_privacy.coach_erased, email,
+                       common_privacy.pseudonym_email(pseudonym), ids, _mail_dir(obj))
+    result = obj.run(enrolment_privacy.erase_coach, email, pseudonym)
+    click.echo(f"erased {result['coaches']} coach row(s) as {result['pseudonym']}; "
+               f"{result['events_scrubbed']} stored event(s) scrubbed; mails: "
+               f"{mails['notices_dropped']} unsent dropped, {mails['notices_kept']} sent kept "
+               f"without address, {mails['notices_naming']} to Navigators no longer name them")
+
+
 @privacy.command("export")
 @click.argument("email")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -325,7 +325,8 @@ class CoachingProgramme(Base):
 
 class Coach(Base):
     """A Lotse who coaches Navigators, at most ``max_navigators`` at a time. A coach who
-    leaves is kept with ``removed_at``: the milestones they recorded name them."""
+    leaves is kept with ``removed_at``: the milestones they recorded name them. Erasing
+    them afterwards (``erased_at``) replaces name and address by a pseudonym."""
 
     __tablename__ = "coaches"
 
@@ -338,6 +339,7 @@ class Coach(Base):
     token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Navigator(Base):

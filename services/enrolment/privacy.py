@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Text, cast, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -164,6 +164,107 @@ def _scrub_idempotency_answers(session: Session, enrolments: list[Enrolment],
             flag_modified(record, "response")
 
 
+# --- coaches who left --------------------------------------------------------------------------
+
+def coaches_to_erase(session: Session, email: str, lock: bool = False) -> list:
+    """The coach rows of this address, if they may be erased: NotFound for an address no
+    coach has (an erased one included), RuleViolation while they still coach anywhere."""
+    from services.enrolment.models import Coach
+    query = select(Coach).where(Coach.email == _normal(email)).order_by(Coach.created_at)
+    coaches = session.scalars(query.with_for_update() if lock else query).all()
+    if not coaches:
+        raise NotFound("no coach with this e-mail address (an erased coach is not found by it)",
+                       {"email": ["no coach with this address"]})
+    active = [c for c in coaches if c.removed_at is None]
+    if active:
+        codes = [session.get(Programme, c.programme_id).code for c in active]
+        raise RuleViolation("the coach still coaches: take them out of the programme first "
+                            "(lotsen coaching remove-coach)",
+                            {"email": [f"coaches in {code}" for code in codes]})
+    # Their departure's events must reach notifications first, or its mails would name them
+    # again after the erasure: until the relay has sent them, the erasure waits.
+    table = OutboxMessage.__table__
+    text = cast(table.c.envelope, Text)
+    if session.scalar(select(func.count()).select_from(table).where(
+            table.c.published_at.is_(None),
+            or_(text.contains(_normal(email)), *(text.contains(str(c.id)) for c in coaches)))):
+        raise RuleViolation("events that name the coach are still being sent; try again in a "
+                            "minute", {"email": ["events naming the coach not yet sent"]})
+    return coaches
+
+
+def erase_coach(session: Session, email: str, pseudonym: str | None = None,
+                moment: datetime | None = None) -> dict:
+    """Erase a coach who left (Art. 17 DSGVO, or once the office no longer needs their data):
+    in every programme the address coached in, name and address become a pseudonym, their
+    sign-in links and sessions go, and the stored events that named them are scrubbed. The
+    rows stay, because the milestones they recorded and the documents they uploaded point to
+    them. (Notifications' part, the mails to and about them: ``coach_erased`` there.)"""
+    from services.enrolment import coaching
+    from services.enrolment.domain import hash_secret, new_secret
+    coaches = coaches_to_erase(session, email, lock=True)
+    address = _normal(email)
+    moment = moment or now()
+    pseudonym = pseudonym or privacy.new_pseudonym()
+    stand_in = privacy.pseudonym_email(pseudonym)
+    for coach in coaches:
+        coach.name = privacy.ERASED_NAME
+        coach.email = stand_in
+        coach.token_hash = hash_secret(new_secret("ct"))  # a token no one holds
+        coach.erased_at = moment
+    for model in (coaching.DESK.link_model, coaching.DESK.session_model):
+        session.execute(delete(model).where(model.email == address))
+    scrubbed = _scrub_coach_events(session, address, {str(c.id) for c in coaches}, stand_in)
+    session.flush()
+    return {"status": "erased", "pseudonym": pseudonym, "stand_in": stand_in,
+            "coaches": len(coaches), "events_scrubbed": scrubbed,
+            "erased_at": moment.isoformat()}
+
+
+def _scrub_coach_events(session: Session, address: str, coach_ids: set[str],
+                        stand_in: str) -> int:
+    """The coach out of every stored event: pairings, departures, milestones and reminders
+    name them (by id and address), their sign-in link requests carry address and link."""
+    table = OutboxMessage.__table__
+    text = cast(table.c.envelope, Text)
+    rows = session.execute(select(table.c.position, table.c.envelope).where(
+        or_(text.contains(address), *(text.contains(i) for i in coach_ids)))).all()
+    changed = 0
+    for position, envelope in rows:
+        payload = dict(envelope.get("payload") or {})
+        if str(payload.get("coach_email", "")).lower() == address \
+                or str(payload.get("coach_id")) in coach_ids:
+            payload.update({"coach_name": privacy.ERASED_NAME},
+                           **({"coach_email": stand_in} if "coach_email" in payload else {}))
+        if envelope.get("event_type") == "coach_sign_in_link_requested" \
+                and str(payload.get("email", "")).lower() == address:
+            payload.update(email=stand_in, name=privacy.ERASED_NAME, link="")
+        if payload != envelope.get("payload"):
+            session.execute(update(table).where(table.c.position == position)
+                            .values(envelope=dict(envelope, payload=payload)))
+            changed += 1
+    return changed
+
+
+def _as_coach(session: Session, email: str) -> list[dict]:
+    """The person as a coach: in which programmes, since and until when, how many
+    Navigators and milestones."""
+    from services.enrolment.models import Coach
+    out = []
+    for coach in session.scalars(select(Coach).where(Coach.email == _normal(email))
+                                 .order_by(Coach.created_at)):
+        out.append({
+            "programme_name": session.get(Programme, coach.programme_id).name,
+            "name": coach.name, "email": coach.email, "max_navigators": coach.max_navigators,
+            "registered_at": coach.created_at.isoformat(),
+            "removed_at": coach.removed_at.isoformat() if coach.removed_at else None,
+            "navigators_now": session.scalar(select(func.count()).select_from(Navigator).where(
+                Navigator.coach_id == coach.id, Navigator.replaced_at.is_(None))),
+            "milestones_recorded": session.scalar(select(func.count()).select_from(
+                MilestoneRecord).where(MilestoneRecord.recorded_by == coach.id))})
+    return out
+
+
 # --- retention ---------------------------------------------------------------------------------
 
 def set_retention(session: Session, code: str, days: int) -> dict:
@@ -235,6 +336,7 @@ def export_participant(session: Session, email: str, key: bytes) -> dict:
     erasures = session.scalars(select(Erasure).where(
         Erasure.email_key == privacy.email_key(key, email)).order_by(Erasure.erased_at)).all()
     return {"enrolments": shown, "navigators": _as_navigator(session, email),
+            "coaches": _as_coach(session, email),
             "erasures": [{"erased_at": e.erased_at.isoformat(), "cause": e.cause,
                           "enrolments": len(e.enrolment_ids)} for e in erasures]}
 

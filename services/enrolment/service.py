@@ -667,6 +667,28 @@ class EnrolmentService:
                            self._service_key())
 
     @rpc(OPERATOR)
+    def erase_coach(self, email):
+        """Erase a coach who left: first the mails in notifications (repeating that is
+        harmless), then, if it answered, the rows and events here. A refusal (still
+        coaching, unknown address) touches neither."""
+        self.operator.require()
+        data = load(PARTICIPANT_IN, {"email": email}, "erasure")
+        ids = self.db.run(lambda s: [str(c.id) for c in privacy.coaches_to_erase(
+            s, data["email"])], commit=False)
+        pseudonym = common_privacy.new_pseudonym()
+        seconds = float(self.config.get("EXPORT_TIMEOUT_S") or EXPORT_TIMEOUT_S)
+        unavailable = Unavailable(f"notifications did not answer within {seconds:g} s; the "
+                                  "coach is not erased yet, try again",
+                                  {"service": ["notifications"]})
+        try:
+            with eventlet.Timeout(seconds, unavailable):
+                mails = self.notifications.erase_coach_mail(
+                    data["email"], common_privacy.pseudonym_email(pseudonym), ids)
+        except UnknownService:
+            raise unavailable from None
+        return dict(self.db.run(privacy.erase_coach, data["email"], pseudonym), mails=mails)
+
+    @rpc(OPERATOR)
     def export_participant(self, email):
         """Everything every service holds about the person, as one document (Art. 15)."""
         self.operator.require()

@@ -14,7 +14,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Text, cast, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.common import privacy
@@ -100,6 +100,42 @@ def participant_erased(session: Session, payload: dict, mail_dir: Path | None = 
     session.execute(delete(EarlyFundingEvent).where(EarlyFundingEvent.enrolment_id.in_(ids)))
     files = remove_files(mail_dir, [n.id for n in notices])
     return {"notices_dropped": len(unsent), "notices_kept": len(sent), "files_removed": files}
+
+
+def coach_erased(session: Session, email: str, stand_in: str, coach_ids=(),
+                 mail_dir: Path | None = None) -> dict:
+    """A coach's erasure reaches the mail log: mails to them not yet sent are dropped, the
+    sent ones keep only that they were sent (no address, no values, no file); mails to
+    Navigators that name them (by address, or by the coach's ids in the mail's key, as the
+    mail about their departure) lose the name and address from their values. (Those mails'
+    files belong to the Navigator and go with the mail log's retention.)"""
+    email = email.strip().lower()
+    ids = [str(i) for i in coach_ids]
+    to_them = session.execute(select(Notice.id, Notice.status).where(
+        func.lower(Notice.to_email) == email)).all()
+    unsent = [n.id for n in to_them if n.status in UNSENT]
+    sent = [n.id for n in to_them if n.status not in UNSENT]
+    if unsent:
+        session.execute(delete(Notice).where(Notice.id.in_(unsent)))
+    if sent:
+        session.execute(update(Notice).where(Notice.id.in_(sent)).values(
+            to_email=stand_in, to_name=privacy.ERASED_NAME, context={}, last_error=None))
+    naming = 0
+    text = cast(Notice.context, Text)
+    for notice in session.scalars(select(Notice).where(Notice.id.not_in(
+            [n.id for n in to_them]), or_(text.contains(email),
+                                          *(Notice.dedup_key.contains(f":{i}") for i in ids)))):
+        context = dict(notice.context or {})
+        by_address = str(context.get("coach_email", "")).lower() == email
+        if by_address or any(f":{i}" in notice.dedup_key for i in ids):
+            context["coach_name"] = privacy.ERASED_NAME
+            if by_address:
+                context["coach_email"] = stand_in
+            notice.context = context
+            naming += 1
+    files = remove_files(mail_dir, [n.id for n in to_them])
+    return {"notices_dropped": len(unsent), "notices_kept": len(sent),
+            "notices_naming": naming, "files_removed": files}
 
 
 def delete_old_mail(session: Session, before: datetime, mail_dir: Path | None = None,

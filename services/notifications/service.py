@@ -8,7 +8,7 @@ import uuid
 from datetime import timedelta
 
 import eventlet
-from marshmallow import fields
+from marshmallow import Schema, fields, validate
 from nameko.dependency_providers import Config
 from nameko.extensions import DependencyProvider
 from nameko.standalone.rpc import ServiceRpcProxy
@@ -38,6 +38,15 @@ class ExportIn(EnrolmentIdsIn):
 
 
 EXPORT_IN = ExportIn()
+
+
+class CoachErasureIn(Schema):
+    email = fields.Email(required=True)
+    stand_in = fields.Email(required=True, validate=validate.Regexp(r".*@erased\.invalid$"))
+    coach_ids = fields.List(fields.UUID(), required=True, validate=validate.Length(max=100))
+
+
+COACH_ERASURE_IN = CoachErasureIn()
 
 
 ROUND_SIZE = 20  # notices per delivery round: also the most a crash can send twice
@@ -378,6 +387,16 @@ class NotificationsService:
                     "access request")
         return self.db.run(privacy.participant_data, data["enrolment_ids"], data["email"],
                            self.mailer.subject)
+
+    @rpc(OPERATOR)
+    def erase_coach_mail(self, email, stand_in, coach_ids):
+        """A coach's erasure: the mails to them and the values that name them in mails to
+        their Navigators (enrolment calls this first, then erases its own rows)."""
+        self.operator.require()
+        data = load(COACH_ERASURE_IN, {"email": email, "stand_in": stand_in,
+                                       "coach_ids": coach_ids}, "erasure")
+        return self.db.run(privacy.coach_erased, data["email"], data["stand_in"],
+                           data["coach_ids"], self.mailer.mail_dir)
 
     @rpc(PUBLIC)
     def health(self):

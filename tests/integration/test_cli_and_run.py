@@ -79,6 +79,36 @@ def test_operator_sets_up_a_programme_from_files(cli_env, register_file):
     assert bad.exit_code == 2 and "ags" in bad.output and "contact_email" in bad.output
 
 
+def test_a_coach_who_left_is_erased_from_the_command_line(cli_env, register_file):
+    from datetime import datetime, timezone
+
+    from services.common.db import open_database
+    from services.enrolment.models import Coach, InboxRecord, OutboxMessage
+    path, config = cli_env
+    assert invoke(path, "migrate").exit_code == 0
+    assert invoke(path, "demo", "--register", str(register_file)).exit_code == 0
+    address = "lotse@lotsen.example"
+    coach_id = invoke(path, "coaching", "coaches", "SN-DN").output.split()[0]
+    still = invoke(path, "privacy", "erase-coach", address)
+    assert still.exit_code == 2 and "coaches in SN-DN" in still.output
+    assert invoke(path, "coaching", "remove-coach", coach_id).exit_code == 0
+    waiting = invoke(path, "privacy", "erase-coach", address)  # no relay ran: nothing sent
+    assert waiting.exit_code == 2 and "not yet sent" in waiting.output
+    enrolment = open_database(config, "enrolment", OutboxMessage, InboxRecord)
+    try:
+        enrolment.run(lambda s: s.query(OutboxMessage).update(
+            {"published_at": datetime.now(timezone.utc)}))
+        erased = invoke(path, "privacy", "erase-coach", address)
+        assert erased.exit_code == 0 and "erased 1 coach row(s)" in erased.output
+        assert address not in erased.output
+        assert enrolment.run(lambda s: s.query(Coach).filter(Coach.email == address).count()) == 0
+    finally:
+        enrolment.dispose()
+    again = invoke(path, "privacy", "erase-coach", address)
+    assert again.exit_code == 2 and "no coach" in again.output
+    assert invoke(path, "privacy", "erase-coach", "kein-adresse").exit_code == 2
+
+
 def test_demo_loads_once_and_run_serves_it(cli_env, register_file):
     path, config = cli_env
     assert invoke(path, "migrate").exit_code == 0

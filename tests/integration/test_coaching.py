@@ -68,7 +68,7 @@ def saxony(container_factory, mail_config, enrolment_db, register_file):
     return mail_config
 
 
-def test_navigators_coaches_and_overdue_reminders(saxony, smtp):
+def test_navigators_coaches_and_overdue_reminders(saxony, smtp, enrolment_db):
     inbox, _ = smtp
     config = saxony
     with SignedRpc("enrolment", config) as town:
@@ -147,6 +147,38 @@ def test_navigators_coaches_and_overdue_reminders(saxony, smtp):
     paired_mails = [m for m in inbox.messages if "Coaching als Digital-Navigator" in
                     str(m["Subject"])]
     assert len(paired_mails) == 4  # each pairing: the Navigator and the coach
+
+    # Lehmann leaves and asks to be erased: refused while he coaches, then done in enrolment
+    # and in the mail log, which held his pairing and reminder mails.
+    from sqlalchemy import select
+
+    from services.enrolment.models import Coach
+    from services.notifications.models import Notice
+    from tests.integration.test_notifications import notifications_db
+    with SignedRpc("enrolment", config, operator=True, timeout=60) as office:
+        with pytest.raises(RuleViolation) as refused:
+            office.erase_coach("lehmann@ssg.example")
+        assert refused.value.fields == {"email": ["coaches in SN-DN"]}
+        office.remove_coach(coach["id"])
+        mail_log = notifications_db(config)
+        try:  # the operator erases once the departure's mails are written
+            wait_for(lambda: len(mail_log.run(lambda s: s.scalars(select(Notice.id).where(
+                Notice.template == "coaching_unpaired")).all())) == 2, timeout=30,
+                message="the departure's mails")
+        finally:
+            mail_log.dispose()
+        erased = office.erase_coach("lehmann@ssg.example")
+        with pytest.raises(NotFound):
+            office.erase_coach("lehmann@ssg.example")
+    assert erased["coaches"] == 1 and erased["mails"]["notices_kept"] >= 5
+    mail_log = notifications_db(config)
+    try:
+        left = mail_log.run(lambda s: [str(row) for row in s.execute(
+            select(Notice.to_email, Notice.to_name, Notice.context))])
+    finally:
+        mail_log.dispose()
+    assert left and not [r for r in left if "lehmann@ssg.example" in r or "Lehmann" in r]
+    assert enrolment_db.run(lambda s: s.get(Coach, uuid.UUID(coach["id"])).name) == "gelöscht"
 
 
 def test_a_municipality_names_its_navigator_through_the_gateway(

@@ -2,7 +2,7 @@
 Navigator per municipality, pairing within each coach's maximum, milestones reached and
 overdue with a clock the test sets."""
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
@@ -463,3 +463,61 @@ def test_the_offices_csv_lists_each_navigator_and_where_their_milestones_stand(d
     assert f"überfällig seit {german(start + timedelta(days=112))}" in later
     with pytest.raises(NotFound):
         db.run(coaching.navigators_csv, "KEIN-PROGRAMM")
+
+
+def test_a_coach_who_left_can_be_erased_in_every_programme(db):
+    """Refused while they still coach anywhere; then name and address go from their rows
+    (which stay, the milestones point to them), from every stored event and from the
+    sign-in desk; the address may coach again later, as someone new."""
+    from services.common.errors import AuthenticationFailed
+    from services.enrolment import privacy
+    from services.enrolment.models import Coach, CoachSession, CoachSignInLink, MilestoneRecord
+    db.run(coaching_programme, "SN-DN2", "Zweites Programm")
+    lehmann, token = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann",
+                            "lehmann@ssg.example", 3)
+    other_row, _ = db.run(coaching.register_coach, "SN-DN2", "Lotse Lehmann",
+                          "lehmann@ssg.example", 3)
+    lange, _ = db.run(coaching.register_coach, "SN-DN", "Lotsin Lange", "lange@ssg.example", 3)
+    navigator = db.run(coaching.name_navigator, LEIPZIG, "SN-DN", person(1))
+    db.run(coaching.pair, uuid.UUID(navigator["id"]), lehmann.id,
+           calendar_today() - timedelta(days=30))
+    db.run(lambda s: coaching.record_milestone(
+        s, coaching.coach_by_token(s, token), uuid.UUID(navigator["id"]), "situation",
+        calendar_today(), "vor Ort", None))
+    assert db.run(coaching.DESK.request_sign_in, "lehmann@ssg.example", "http://x/link/") == 1
+    [link] = events(db, "coach_sign_in_link_requested")
+    db.run(coaching.DESK.sign_in, link["link"].rsplit("/", 1)[1], 8)
+    db.run(coaching.remove_coach, lehmann.id)
+    shown = db.run(privacy.export_participant, "lehmann@ssg.example", b"k" * 32)["coaches"]
+    assert [(c["programme_name"], c["removed_at"] is not None, c["milestones_recorded"])
+            for c in shown] == [("Digital-Navigatoren Sachsen", True, 1),
+                                ("Zweites Programm", False, 0)]
+
+    with pytest.raises(RuleViolation) as refused:  # still coaches in the second programme
+        db.run(privacy.erase_coach, "lehmann@ssg.example")
+    assert refused.value.fields == {"email": ["coaches in SN-DN2"]}
+    assert db.run(lambda s: s.get(Coach, lehmann.id).name) == "Lotse Lehmann"
+    db.run(coaching.remove_coach, other_row.id)
+    # The events about his departure have not been sent yet: their mails would name him.
+    with pytest.raises(RuleViolation) as waiting:
+        db.run(privacy.erase_coach, "lehmann@ssg.example")
+    assert waiting.value.fields == {"email": ["events naming the coach not yet sent"]}
+    db.run(lambda s: s.query(OutboxMessage).update({"published_at": datetime.now(timezone.utc)}))
+    erased = db.run(privacy.erase_coach, " Lehmann@SSG.example ")
+    assert (erased["status"], erased["coaches"]) == ("erased", 2)
+    rows = db.run(lambda s: [s.get(Coach, i) for i in (lehmann.id, other_row.id, lange.id)])
+    assert [(c.name, c.email) for c in rows[:2]] == [("gelöscht", erased["stand_in"])] * 2
+    assert all(c.erased_at for c in rows[:2]) and rows[2].name == "Lotsin Lange"
+    stored = db.run(lambda s: [str(m.envelope) for m in s.query(OutboxMessage)])
+    assert not [e for e in stored if "lehmann@ssg.example" in e or "Lehmann" in e]
+    assert any("Lotsin Lange" not in e and erased["stand_in"] in e for e in stored)
+    assert db.run(lambda s: s.query(CoachSignInLink).count() + s.query(CoachSession).count()) == 0
+    with pytest.raises(AuthenticationFailed):
+        db.run(coaching.coach_by_token, token)
+    record = db.run(lambda s: s.get(MilestoneRecord, (uuid.UUID(navigator["id"]), "situation")))
+    assert record.recorded_by == lehmann.id  # what they recorded stays, without their name
+    assert db.run(privacy.export_participant, "lehmann@ssg.example", b"k" * 32)["coaches"] == []
+    with pytest.raises(NotFound):
+        db.run(privacy.erase_coach, "lehmann@ssg.example")
+    again, _ = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann", "lehmann@ssg.example", 3)
+    assert again.id not in {lehmann.id, other_row.id}

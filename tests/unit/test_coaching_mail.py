@@ -128,3 +128,38 @@ def test_each_pairing_is_mailed_also_back_to_an_earlier_coach(db):
     to = [n[1] for n in notices(db)]
     assert to.count("karin@pirna.example") == 3
     assert to.count("lehmann@ssg.example") == 2 and to.count("lange@ssg.example") == 1
+
+
+def test_a_coach_erased_leaves_the_mail_log_without_their_address(db, tmp_path):
+    """Mails to the coach: unsent dropped, sent kept as a record without address, values or
+    file; the Navigator's mails keep their record and lose the coach's name and address."""
+    navigator_id, lehmann, lange = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for sequence, coach, name, email in ((2, lehmann, "Lotse Lehmann", "lehmann@ssg.example"),
+                                         (3, lange, "Lotsin Lange", "lange@ssg.example")):
+        db.run(domain.coaching_paired, coaching_payload(
+            navigator_id, sequence=sequence, coach_id=coach, coach_name=name, coach_email=email,
+            started_on=date(2027, 1, 11), continues=False, paired_on=date(2027, 1, 11)),
+            f"p{sequence}")
+    to_lehmann = db.run(lambda s: s.scalar(select(Notice.id).where(
+        Notice.to_email == "lehmann@ssg.example")))
+    db.run(lambda s: s.get(Notice, to_lehmann).__setattr__("status", "sent"))
+    (tmp_path / f"{to_lehmann}.eml").write_text("An: Lotse Lehmann")
+    stand_in = "erased-0123456789ab@erased.invalid"
+    # His departure's mail to the Navigator names him without his address.
+    db.run(domain.coaching_unpaired, coaching_payload(
+        navigator_id, sequence=4, coach_id=lehmann, coach_name="Lotse Lehmann",
+        unpaired_at=datetime.now(timezone.utc)), "u4")
+    result = db.run(privacy.coach_erased, "LEHMANN@ssg.example", stand_in, [lehmann],
+                    tmp_path)
+    assert result == {"notices_dropped": 0, "notices_kept": 1, "notices_naming": 2,
+                      "files_removed": 1}
+    rows = db.run(lambda s: s.execute(select(Notice.to_email, Notice.recipient_role,
+                                             Notice.context)).all())
+    assert "lehmann@ssg.example" not in str(rows) and "Lotse Lehmann" not in str(rows)
+    kept = [r for r in rows if r.to_email == stand_in]
+    assert [(r.recipient_role, r.context) for r in kept] == [("coach", {})]
+    about = [r.context for r in rows if r.recipient_role == "navigator"
+             and r.context["coach_name"] == "gelöscht"]
+    assert [c.get("coach_email") for c in about] == [stand_in, None]
+    assert not (tmp_path / f"{to_lehmann}.eml").exists()
+    assert {r.to_email for r in rows} >= {"lange@ssg.example", NAVIGATOR["email"]}
