@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import uuid
 
@@ -18,6 +19,14 @@ from sqlalchemy.orm import Session
 
 ERASED_NAME = "gelöscht"
 ERASED_DOMAIN = "erased.invalid"
+
+
+def in_json_text(column, value: str):
+    """A condition: the JSON ``column``, read as text, holds the string ``value``. The JSON
+    type writes non-ASCII characters as ``\\u`` escapes, so an address such as
+    ``jürgen@…`` is looked for in both spellings."""
+    text = cast(column, Text)
+    return or_(*(text.contains(form) for form in {value, json.dumps(value)[1:-1]}))
 
 
 def as_uuids(ids) -> list[uuid.UUID]:

@@ -187,7 +187,8 @@ def coaches_to_erase(session: Session, email: str, lock: bool = False) -> list:
     text = cast(table.c.envelope, Text)
     if session.scalar(select(func.count()).select_from(table).where(
             table.c.published_at.is_(None),
-            or_(text.contains(_normal(email)), *(text.contains(str(c.id)) for c in coaches)))):
+            or_(privacy.in_json_text(table.c.envelope, _normal(email)),
+                *(text.contains(str(c.id)) for c in coaches)))):
         raise RuleViolation("events that name the coach are still being sent; try again in a "
                             "minute", {"email": ["events naming the coach not yet sent"]})
     return coaches
@@ -228,7 +229,8 @@ def _scrub_coach_events(session: Session, address: str, coach_ids: set[str],
     table = OutboxMessage.__table__
     text = cast(table.c.envelope, Text)
     rows = session.execute(select(table.c.position, table.c.envelope).where(
-        or_(text.contains(address), *(text.contains(i) for i in coach_ids)))).all()
+        or_(privacy.in_json_text(table.c.envelope, address),
+            *(text.contains(i) for i in coach_ids)))).all()
     changed = 0
     for position, envelope in rows:
         payload = dict(envelope.get("payload") or {})

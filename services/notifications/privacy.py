@@ -14,7 +14,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Text, cast, delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.common import privacy
@@ -112,7 +112,7 @@ def coach_erased(session: Session, email: str, stand_in: str, coach_ids=(),
     email = email.strip().lower()
     ids = [str(i) for i in coach_ids]
     to_them = session.execute(select(Notice.id, Notice.status).where(
-        func.lower(Notice.to_email) == email)).all()
+        or_(Notice.to_email == email, func.lower(Notice.to_email) == email))).all()
     unsent = [n.id for n in to_them if n.status in UNSENT]
     sent = [n.id for n in to_them if n.status not in UNSENT]
     if unsent:
@@ -121,9 +121,8 @@ def coach_erased(session: Session, email: str, stand_in: str, coach_ids=(),
         session.execute(update(Notice).where(Notice.id.in_(sent)).values(
             to_email=stand_in, to_name=privacy.ERASED_NAME, context={}, last_error=None))
     naming = 0
-    text = cast(Notice.context, Text)
     for notice in session.scalars(select(Notice).where(Notice.id.not_in(
-            [n.id for n in to_them]), or_(text.contains(email),
+            [n.id for n in to_them]), or_(privacy.in_json_text(Notice.context, email),
                                           *(Notice.dedup_key.contains(f":{i}") for i in ids)))):
         context = dict(notice.context or {})
         by_address = str(context.get("coach_email", "")).lower() == email
