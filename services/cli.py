@@ -776,22 +776,49 @@ def privacy_erase_coach(obj: Context, email):
     """Erase a coach who left (take them out first: lotsen coaching remove-coach): their name
     and address in every programme, their sign-in links and sessions, the events and the
     mails that named them. The address is neither printed nor logged."""
-    from services.common import privacy as common_privacy
     from services.enrolment import privacy as enrolment_privacy
-    from services.notifications import privacy as mail_privacy
     email = _email_argument(email)
-    try:
-        ids = obj.run(lambda s: [c.id for c in enrolment_privacy.coaches_to_erase(s, email)])
-    except LotsenError as exc:
-        _fail(exc)
-    pseudonym = common_privacy.new_pseudonym()
-    mails = obj.run_in("notifications", mail_privacy.coach_erased, email,
-                       common_privacy.pseudonym_email(pseudonym), ids, _mail_dir(obj))
-    result = obj.run(enrolment_privacy.erase_coach, email, pseudonym)
+    result, mails = _erase_person(
+        obj, email, lambda s: [c.id for c in enrolment_privacy.coaches_to_erase(s, email)],
+        enrolment_privacy.erase_coach)
     click.echo(f"erased {result['coaches']} coach row(s) as {result['pseudonym']}; "
                f"{result['events_scrubbed']} stored event(s) scrubbed; mails: "
                f"{mails['notices_dropped']} unsent dropped, {mails['notices_kept']} sent kept "
                f"without address, {mails['notices_naming']} to Navigators no longer name them")
+
+
+@privacy.command("erase-office-member")
+@click.argument("email")
+@click.pass_obj
+def privacy_erase_office_member(obj: Context, email):
+    """Erase a member of the office whose access ended (lotsen office remove first): name
+    and address, sign-in links and sessions, the stored link requests and the mails to them.
+    The record of when their access began and ended stays, under a pseudonym."""
+    from services.enrolment import privacy as enrolment_privacy
+    email = _email_argument(email)
+
+    def check(session) -> list:  # refuses, or nothing to add: an office member coaches no one
+        enrolment_privacy.office_member_to_erase(session, email)
+        return []
+    result, mails = _erase_person(obj, email, check, enrolment_privacy.erase_office_member)
+    click.echo(f"erased as {result['pseudonym']}; {result['events_scrubbed']} stored event(s) "
+               f"scrubbed; mails: {mails['notices_dropped']} unsent dropped, "
+               f"{mails['notices_kept']} sent kept without address")
+
+
+def _erase_person(obj: Context, email: str, check, erase):
+    """The CLI's erasure of someone who worked on the programme: ``check`` refuses (or gives
+    the coach ids), then the mail log, then enrolment's rows and events."""
+    from services.common import privacy as common_privacy
+    from services.notifications import privacy as mail_privacy
+    try:
+        coach_ids = obj.run(check)
+    except LotsenError as exc:
+        _fail(exc)
+    pseudonym = common_privacy.new_pseudonym()
+    mails = obj.run_in("notifications", mail_privacy.recipient_erased, email,
+                       common_privacy.pseudonym_email(pseudonym), coach_ids, _mail_dir(obj))
+    return obj.run(erase, email, pseudonym), mails
 
 
 @privacy.command("export")

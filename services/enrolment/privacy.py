@@ -181,17 +181,21 @@ def coaches_to_erase(session: Session, email: str, lock: bool = False) -> list:
         raise RuleViolation("the coach still coaches: take them out of the programme first "
                             "(lotsen coaching remove-coach)",
                             {"email": [f"coaches in {code}" for code in codes]})
-    # Their departure's events must reach notifications first, or its mails would name them
-    # again after the erasure: until the relay has sent them, the erasure waits.
+    _wait_for_events_about(session, _normal(email), {str(c.id) for c in coaches}, "coach")
+    return coaches
+
+
+def _wait_for_events_about(session: Session, address: str, ids: set[str], who: str):
+    """Events about the person's departure must reach notifications first, or its mails
+    would name them again after the erasure: until the relay has sent them, it waits."""
     table = OutboxMessage.__table__
     text = cast(table.c.envelope, Text)
     if session.scalar(select(func.count()).select_from(table).where(
             table.c.published_at.is_(None),
-            or_(privacy.in_json_text(table.c.envelope, _normal(email)),
-                *(text.contains(str(c.id)) for c in coaches)))):
-        raise RuleViolation("events that name the coach are still being sent; try again in a "
-                            "minute", {"email": ["events naming the coach not yet sent"]})
-    return coaches
+            or_(privacy.in_json_text(table.c.envelope, address),
+                *(text.contains(i) for i in ids)))):
+        raise RuleViolation(f"events that name the {who} are still being sent; try again in a "
+                            "minute", {"email": [f"events naming the {who} not yet sent"]})
 
 
 def erase_coach(session: Session, email: str, pseudonym: str | None = None,
@@ -200,7 +204,7 @@ def erase_coach(session: Session, email: str, pseudonym: str | None = None,
     in every programme the address coached in, name and address become a pseudonym, their
     sign-in links and sessions go, and the stored events that named them are scrubbed. The
     rows stay, because the milestones they recorded and the documents they uploaded point to
-    them. (Notifications' part, the mails to and about them: ``coach_erased`` there.)"""
+    them. (Notifications' part, the mails to and about them: ``recipient_erased`` there.)"""
     from services.enrolment import coaching
     from services.enrolment.domain import hash_secret, new_secret
     coaches = coaches_to_erase(session, email, lock=True)
@@ -213,19 +217,58 @@ def erase_coach(session: Session, email: str, pseudonym: str | None = None,
         coach.email = stand_in
         coach.token_hash = hash_secret(new_secret("ct"))  # a token no one holds
         coach.erased_at = moment
-    for model in (coaching.DESK.link_model, coaching.DESK.session_model):
-        session.execute(delete(model).where(model.email == address))
-    scrubbed = _scrub_coach_events(session, address, {str(c.id) for c in coaches}, stand_in)
+    _forget_sign_in(session, coaching.DESK, address)
+    scrubbed = _scrub_person_events(session, address, {str(c.id) for c in coaches}, stand_in)
     session.flush()
     return {"status": "erased", "pseudonym": pseudonym, "stand_in": stand_in,
             "coaches": len(coaches), "events_scrubbed": scrubbed,
             "erased_at": moment.isoformat()}
 
 
-def _scrub_coach_events(session: Session, address: str, coach_ids: set[str],
-                        stand_in: str) -> int:
-    """The coach out of every stored event: pairings, departures, milestones and reminders
-    name them (by id and address), their sign-in link requests carry address and link."""
+def office_member_to_erase(session: Session, email: str, lock: bool = False):
+    """The office member of this address, if they may be erased: NotFound for an address
+    the office never had (or erased), RuleViolation while they may still sign in."""
+    from services.enrolment.models import OfficeStaff
+    query = select(OfficeStaff).where(OfficeStaff.email == _normal(email))
+    member = session.scalar(query.with_for_update() if lock else query)
+    if member is None:
+        raise NotFound("no member of the office with this e-mail address",
+                       {"email": ["not registered"]})
+    if member.removed_at is None:
+        raise RuleViolation("this member may still sign in: end their access first "
+                            "(lotsen office remove)", {"email": ["still has access"]})
+    _wait_for_events_about(session, member.email, set(), "member of the office")
+    return member
+
+
+def erase_office_member(session: Session, email: str, pseudonym: str | None = None) -> dict:
+    """Erase a member of the office whose access ended: their row keeps when access began
+    and ended, under a pseudonym address; their sign-in links, sessions and the stored
+    link requests go."""
+    from services.enrolment import office
+    member = office_member_to_erase(session, email, lock=True)
+    address = member.email
+    pseudonym = pseudonym or privacy.new_pseudonym()
+    stand_in = privacy.pseudonym_email(pseudonym)
+    _forget_sign_in(session, office.DESK, address)
+    session.flush()
+    member.email, member.name = stand_in, privacy.ERASED_NAME  # nothing refers to it now
+    scrubbed = _scrub_person_events(session, address, set(), stand_in)
+    session.flush()
+    return {"status": "erased", "pseudonym": pseudonym, "stand_in": stand_in,
+            "events_scrubbed": scrubbed, "erased_at": now().isoformat()}
+
+
+def _forget_sign_in(session: Session, desk, address: str):
+    for model in (desk.link_model, desk.session_model):
+        session.execute(delete(model).where(model.email == address))
+
+
+def _scrub_person_events(session: Session, address: str, coach_ids: set[str],
+                         stand_in: str) -> int:
+    """The person out of every stored event: a coach's pairings, departures, milestones and
+    reminders name them (by id and address); anyone's sign-in link requests carry address,
+    name and link."""
     table = OutboxMessage.__table__
     text = cast(table.c.envelope, Text)
     rows = session.execute(select(table.c.position, table.c.envelope).where(
@@ -238,7 +281,7 @@ def _scrub_coach_events(session: Session, address: str, coach_ids: set[str],
                 or str(payload.get("coach_id")) in coach_ids:
             payload.update({"coach_name": privacy.ERASED_NAME},
                            **({"coach_email": stand_in} if "coach_email" in payload else {}))
-        if envelope.get("event_type") == "coach_sign_in_link_requested" \
+        if str(envelope.get("event_type")).endswith("_sign_in_link_requested") \
                 and str(payload.get("email", "")).lower() == address:
             payload.update(email=stand_in, name=privacy.ERASED_NAME, link="")
         if payload != envelope.get("payload"):

@@ -668,25 +668,36 @@ class EnrolmentService:
 
     @rpc(OPERATOR)
     def erase_coach(self, email):
-        """Erase a coach who left: first the mails in notifications (repeating that is
-        harmless), then, if it answered, the rows and events here. A refusal (still
-        coaching, unknown address) touches neither."""
+        """Erase a coach who left, here and in notifications' mail log."""
         self.operator.require()
         data = load(PARTICIPANT_IN, {"email": email}, "erasure")
         ids = self.db.run(lambda s: [str(c.id) for c in privacy.coaches_to_erase(
             s, data["email"])], commit=False)
+        return self._erase_person(data["email"], privacy.erase_coach, ids)
+
+    @rpc(OPERATOR)
+    def erase_office_member(self, email):
+        """Erase a member of the office whose access ended, here and in the mail log."""
+        self.operator.require()
+        data = load(PARTICIPANT_IN, {"email": email}, "erasure")
+        self.db.run(privacy.office_member_to_erase, data["email"], commit=False)
+        return self._erase_person(data["email"], privacy.erase_office_member, [])
+
+    def _erase_person(self, email, erase, coach_ids):
+        """First the mails in notifications (repeating that is harmless), then, once it
+        answered, the rows and events here; a refusal (checked before) touches neither."""
         pseudonym = common_privacy.new_pseudonym()
         seconds = float(self.config.get("EXPORT_TIMEOUT_S") or EXPORT_TIMEOUT_S)
-        unavailable = Unavailable(f"notifications did not answer within {seconds:g} s; the "
-                                  "coach is not erased yet, try again",
+        unavailable = Unavailable(f"notifications did not answer within {seconds:g} s; "
+                                  "nothing is erased here yet, try again",
                                   {"service": ["notifications"]})
         try:
             with eventlet.Timeout(seconds, unavailable):
-                mails = self.notifications.erase_coach_mail(
-                    data["email"], common_privacy.pseudonym_email(pseudonym), ids)
+                mails = self.notifications.erase_recipient_mail(
+                    email, common_privacy.pseudonym_email(pseudonym), coach_ids)
         except UnknownService:
             raise unavailable from None
-        return dict(self.db.run(privacy.erase_coach, data["email"], pseudonym), mails=mails)
+        return dict(self.db.run(erase, email, pseudonym), mails=mails)
 
     @rpc(OPERATOR)
     def export_participant(self, email):

@@ -102,13 +102,14 @@ def participant_erased(session: Session, payload: dict, mail_dir: Path | None = 
     return {"notices_dropped": len(unsent), "notices_kept": len(sent), "files_removed": files}
 
 
-def coach_erased(session: Session, email: str, stand_in: str, coach_ids=(),
-                 mail_dir: Path | None = None) -> dict:
-    """A coach's erasure reaches the mail log: mails to them not yet sent are dropped, the
-    sent ones keep only that they were sent (no address, no values, no file); mails to
-    Navigators that name them (by address, or by the coach's ids in the mail's key, as the
-    mail about their departure) lose the name and address from their values. (Those mails'
-    files belong to the Navigator and go with the mail log's retention.)"""
+def recipient_erased(session: Session, email: str, stand_in: str, coach_ids=(),
+                     mail_dir: Path | None = None) -> dict:
+    """The erasure of a coach or an office member who left reaches the mail log: mails to
+    them not yet sent are dropped, the sent ones keep only that they were sent (no address,
+    no values, no file). A coach's Navigators' mails that name them (by address, or by the
+    coach's ids in the mail's key, as the mail about their departure) lose the name and
+    address from their values. (Those mails' files belong to the Navigator and go with the
+    mail log's retention.)"""
     email = email.strip().lower()
     ids = [str(i) for i in coach_ids]
     to_them = session.execute(select(Notice.id, Notice.status).where(

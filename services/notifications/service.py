@@ -40,13 +40,13 @@ class ExportIn(EnrolmentIdsIn):
 EXPORT_IN = ExportIn()
 
 
-class CoachErasureIn(Schema):
+class RecipientErasureIn(Schema):
     email = fields.Email(required=True)
     stand_in = fields.Email(required=True, validate=validate.Regexp(r".*@erased\.invalid$"))
-    coach_ids = fields.List(fields.UUID(), required=True, validate=validate.Length(max=100))
+    coach_ids = fields.List(fields.UUID(), load_default=list, validate=validate.Length(max=100))
 
 
-COACH_ERASURE_IN = CoachErasureIn()
+RECIPIENT_ERASURE_IN = RecipientErasureIn()
 
 
 ROUND_SIZE = 20  # notices per delivery round: also the most a crash can send twice
@@ -389,13 +389,14 @@ class NotificationsService:
                            self.mailer.subject)
 
     @rpc(OPERATOR)
-    def erase_coach_mail(self, email, stand_in, coach_ids):
-        """A coach's erasure: the mails to them and the values that name them in mails to
-        their Navigators (enrolment calls this first, then erases its own rows)."""
+    def erase_recipient_mail(self, email, stand_in, coach_ids=None):
+        """The erasure of a coach or office member who left: the mails to them and, for a
+        coach, the values that name them in their Navigators' mails (enrolment calls this
+        first, then erases its own rows)."""
         self.operator.require()
-        data = load(COACH_ERASURE_IN, {"email": email, "stand_in": stand_in,
-                                       "coach_ids": coach_ids}, "erasure")
-        return self.db.run(privacy.coach_erased, data["email"], data["stand_in"],
+        data = load(RECIPIENT_ERASURE_IN, {"email": email, "stand_in": stand_in,
+                                           "coach_ids": coach_ids or []}, "erasure")
+        return self.db.run(privacy.recipient_erased, data["email"], data["stand_in"],
                            data["coach_ids"], self.mailer.mail_dir)
 
     @rpc(PUBLIC)

@@ -108,6 +108,17 @@ def test_a_coach_who_left_is_erased_from_the_command_line(cli_env, register_file
     assert again.exit_code == 2 and "no coach" in again.output
     assert invoke(path, "privacy", "erase-coach", "kein-adresse").exit_code == 2
 
+    # A member of the office who left, the same way.
+    member = "paula.programm@lotsen.example"
+    assert invoke(path, "office", "add", member, "--name", "Paula Programm").exit_code == 0
+    active = invoke(path, "privacy", "erase-office-member", member)
+    assert active.exit_code == 2 and "still has access" in active.output
+    assert invoke(path, "office", "remove", member).exit_code == 0
+    gone = invoke(path, "privacy", "erase-office-member", member)
+    assert gone.exit_code == 0 and gone.output.startswith("erased as erased-")
+    assert member not in gone.output and member not in invoke(path, "office", "list").output
+    assert invoke(path, "privacy", "erase-office-member", member).exit_code == 2
+
 
 def test_demo_loads_once_and_run_serves_it(cli_env, register_file):
     path, config = cli_env

@@ -180,6 +180,18 @@ def test_navigators_coaches_and_overdue_reminders(saxony, smtp, enrolment_db):
     assert left and not [r for r in left if "lehmann@ssg.example" in r or "Lehmann" in r]
     assert enrolment_db.run(lambda s: s.get(Coach, uuid.UUID(coach["id"])).name) == "gelöscht"
 
+    # A member of the office who left, over the same path.
+    from services.enrolment import office as office_domain
+    enrolment_db.run(office_domain.add_staff, "paula@lotsen.example", "Paula Programm")
+    with SignedRpc("enrolment", config, operator=True, timeout=60) as office:
+        with pytest.raises(RuleViolation):
+            office.erase_office_member("paula@lotsen.example")
+        enrolment_db.run(office_domain.remove_staff, "paula@lotsen.example")
+        gone = office.erase_office_member("paula@lotsen.example")
+        assert gone["status"] == "erased" and gone["mails"]["notices_dropped"] == 0
+        with pytest.raises(NotFound):
+            office.erase_office_member("paula@lotsen.example")
+
 
 def test_a_municipality_names_its_navigator_through_the_gateway(
         container_factory, gateway_config, enrolment_db, world):

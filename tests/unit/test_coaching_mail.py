@@ -154,7 +154,7 @@ def test_a_coach_erased_leaves_the_mail_log_without_their_address(db, tmp_path):
     db.run(domain.coaching_unpaired, coaching_payload(
         navigator_id, sequence=4, coach_id=lehmann, coach_name="Lotse Lehmann",
         unpaired_at=datetime.now(timezone.utc)), "u4")
-    result = db.run(privacy.coach_erased, "JÜRGEN.LEHMANN@ssg.example", stand_in, [lehmann],
+    result = db.run(privacy.recipient_erased, "JÜRGEN.LEHMANN@ssg.example", stand_in, [lehmann],
                     tmp_path)
     assert result == {"notices_dropped": 0, "notices_kept": 1, "notices_naming": 3,
                       "files_removed": 1}
