@@ -6,7 +6,8 @@ by a pseudonym, scrubs them from the stored events and idempotency answers, keep
 identifies no one (``Erasure``) and announces ``participant_erased`` with the enrolment ids, so
 that every other service does the same with its own copies. Retention erases, through the same
 path, the enrolments whose programme's retention period has run out since the course ended or
-the enrolment was cancelled.
+the enrolment was cancelled. Coaches and office members who left are erased here too
+(``erase_coach``, ``erase_office_member``), with notifications' part called first.
 """
 from __future__ import annotations
 
