@@ -225,6 +225,8 @@ def test_a_municipality_names_its_navigator_through_the_gateway(
     assert fetched.headers["Content-Type"] == "application/pdf"
     for odd in (str(uuid.uuid4()), "kein-dokument"):
         is_problem(client.get(f"/api/v1/navigator-documents/{odd}"), 404)
+    is_problem(Client(client.base, "lk_unknown").get(
+        f"/api/v1/navigator-documents/{ref.removeprefix('document:')}"), 401)
     is_problem(Client(client.base, world["keys"][world["b"]]).get(
         f"/api/v1/navigator-documents/{ref.removeprefix('document:')}"), 404)
     is_problem(client.post("/api/v1/navigators", json={"programme_code": "BW-NAV",
@@ -348,7 +350,9 @@ def test_the_new_methods_refuse_callers_without_their_proof(
                      lambda: anyone.navigator_document(DRESDEN, str(uuid.uuid4())),
                      lambda: anyone.office_navigator("x" * 40, "SN-DN", str(uuid.uuid4())),
                      lambda: anyone.office_document("x" * 40, str(uuid.uuid4())),
-                     lambda: anyone.office_navigators_csv("x" * 40, "SN-DN")):
+                     lambda: anyone.office_navigators_csv("x" * 40, "SN-DN"),
+                     lambda: anyone.erase_coach("lehmann@ssg.example"),
+                     lambda: anyone.erase_office_member("paula@lotsen.example")):
             with pytest.raises(AuthenticationFailed):
                 call()
     with ServiceRpcProxy("funding", service_config) as anyone:
@@ -636,7 +640,9 @@ def test_the_office_and_the_municipality_read_the_navigators_agenda(office_syste
     refused = neighbour.get(f"/portal/dokumente/{document_id}")
     assert refused.status_code == 404 and pdf not in refused.content
     anonymous = Browserish(office_system["base"])
-    assert anonymous.get(f"/portal/dokumente/{document_id}").status_code == 303  # sign in first
+    for path in (f"/portal/dokumente/{document_id}", f"/buero/coaching/dokumente/{document_id}",
+                 detail_path, "/buero/coaching/navigatoren.csv?programm=BW-NAV"):
+        assert anonymous.get(path).status_code == 303, path  # to the sign-in page first
 
 
 def test_every_module_and_every_milestone_bring_a_certificate_that_lists_the_milestones(
