@@ -806,18 +806,43 @@ def privacy_erase_office_member(obj: Context, email):
                f"{mails['notices_kept']} sent kept without address")
 
 
+@privacy.command("erase-clerk")
+@click.argument("email")
+@click.pass_obj
+def privacy_erase_clerk(obj: Context, email):
+    """Erase a municipality's former contact or a colleague the contact removed (register
+    the new contact first): their name and address, sign-in links and sessions, the stored
+    events and the mails to them; invitations they sent no longer name them. The address is
+    neither printed nor logged."""
+    from services.enrolment import privacy as enrolment_privacy
+    email = _email_argument(email)
+
+    def check(session) -> dict:
+        found = enrolment_privacy.clerk_to_erase(session, email)
+        return {"names": found["names"], "municipalities": found["municipalities"]}
+    result, mails = _erase_person(obj, email, check, enrolment_privacy.erase_clerk)
+    click.echo(f"erased as {result['pseudonym']}; {result['colleague_rows']} colleague row(s), "
+               f"{result['events_scrubbed']} stored event(s) scrubbed; mails: "
+               f"{mails['notices_dropped']} unsent dropped, {mails['notices_kept']} sent kept "
+               f"without address, {mails['notices_copied']} copies to them removed, "
+               f"{mails['notices_naming']} to others no longer name them")
+
+
 def _erase_person(obj: Context, email: str, check, erase):
     """The CLI's erasure of someone who worked on the programme: ``check`` refuses (or gives
-    the coach ids), then the mail log, then enrolment's rows and events."""
+    the coach ids, or the names the mail log looks for), then the mail log, then
+    enrolment's rows and events."""
     from services.common import privacy as common_privacy
     from services.notifications import privacy as mail_privacy
     try:
-        coach_ids = obj.run(check)
+        found = obj.run(check)
     except LotsenError as exc:
         _fail(exc)
+    named = found if isinstance(found, dict) else {"coach_ids": found}
     pseudonym = common_privacy.new_pseudonym()
     mails = obj.run_in("notifications", mail_privacy.recipient_erased, email,
-                       common_privacy.pseudonym_email(pseudonym), coach_ids, _mail_dir(obj))
+                       common_privacy.pseudonym_email(pseudonym), mail_dir=_mail_dir(obj),
+                       **named)
     return obj.run(erase, email, pseudonym), mails
 
 

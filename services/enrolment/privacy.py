@@ -6,8 +6,9 @@ by a pseudonym, scrubs them from the stored events and idempotency answers, keep
 identifies no one (``Erasure``) and announces ``participant_erased`` with the enrolment ids, so
 that every other service does the same with its own copies. Retention erases, through the same
 path, the enrolments whose programme's retention period has run out since the course ended or
-the enrolment was cancelled. Coaches and office members who left are erased here too
-(``erase_coach``, ``erase_office_member``), with notifications' part called first.
+the enrolment was cancelled. Coaches, office members and municipal clerks who left are
+erased here too (``erase_coach``, ``erase_office_member``, ``erase_clerk``), with
+notifications' part called first.
 """
 from __future__ import annotations
 
@@ -24,14 +25,19 @@ from services.common.errors import NotFound, RuleViolation
 from services.common.outbox import emit
 from services.enrolment.domain import ACTIVE_STATUSES, present
 from services.enrolment.models import (
+    Body,
     Course,
     Enrolment,
     Erasure,
     IdempotencyRecord,
     MilestoneRecord,
     Module,
+    MunicipalityAccount,
     Navigator,
     OutboxMessage,
+    PortalColleague,
+    PortalSession,
+    PortalSignInLink,
     Programme,
 )
 
@@ -190,11 +196,9 @@ def _wait_for_events_about(session: Session, address: str, ids: set[str], who: s
     """Events about the person's departure must reach notifications first, or its mails
     would name them again after the erasure: until the relay has sent them, it waits."""
     table = OutboxMessage.__table__
-    text = cast(table.c.envelope, Text)
     if session.scalar(select(func.count()).select_from(table).where(
             table.c.published_at.is_(None),
-            or_(privacy.in_json_text(table.c.envelope, address),
-                *(text.contains(i) for i in ids)))):
+            or_(*(privacy.in_json_text(table.c.envelope, i) for i in {address, *ids})))):
         raise RuleViolation(f"events that name the {who} are still being sent; try again in a "
                             "minute", {"email": [f"events naming the {who} not yet sent"]})
 
@@ -266,30 +270,134 @@ def _forget_sign_in(session: Session, desk, address: str):
 
 
 def _scrub_person_events(session: Session, address: str, coach_ids: set[str],
-                         stand_in: str) -> int:
+                         stand_in: str, invited_by: tuple[set, set] = (set(), set())) -> int:
     """The person out of every stored event: a coach's pairings, departures, milestones and
     reminders name them (by id and address); anyone's sign-in link requests carry address,
-    name and link."""
+    name and link; a clerk's announcements as a contact and invitations carry address and
+    name. ``invited_by`` (the clerk's names, the bodies they were the contact of) finds the
+    invitations they sent, which carry only their name."""
+    names, contact_bodies = invited_by
     table = OutboxMessage.__table__
     text = cast(table.c.envelope, Text)
     rows = session.execute(select(table.c.position, table.c.envelope).where(
         or_(privacy.in_json_text(table.c.envelope, address),
-            *(text.contains(i) for i in coach_ids)))).all()
+            *(text.contains(i) for i in coach_ids),
+            *(privacy.in_json_text(table.c.envelope, name) for name in names)))).all()
     changed = 0
     for position, envelope in rows:
         payload = dict(envelope.get("payload") or {})
+        event_type = str(envelope.get("event_type"))
         if str(payload.get("coach_email", "")).lower() == address \
                 or str(payload.get("coach_id")) in coach_ids:
             payload.update({"coach_name": privacy.ERASED_NAME},
                            **({"coach_email": stand_in} if "coach_email" in payload else {}))
-        if str(envelope.get("event_type")).endswith("_sign_in_link_requested") \
+        if event_type.endswith("sign_in_link_requested") \
                 and str(payload.get("email", "")).lower() == address:
             payload.update(email=stand_in, name=privacy.ERASED_NAME, link="")
+        if event_type == "municipality_registered" \
+                and str(payload.get("contact_email", "")).lower() == address:
+            payload.update(contact_email=stand_in, contact_name=privacy.ERASED_NAME)
+        if event_type == "colleague_invited":
+            if str(payload.get("email", "")).lower() == address:
+                payload.update(email=stand_in, name=privacy.ERASED_NAME)
+            if payload.get("ags") in contact_bodies and payload.get("invited_by") in names:
+                payload.update(invited_by=privacy.ERASED_NAME)
         if payload != envelope.get("payload"):
             session.execute(update(table).where(table.c.position == position)
                             .values(envelope=dict(envelope, payload=payload)))
             changed += 1
     return changed
+
+
+# --- municipal clerks who left ----------------------------------------------------------------
+
+def clerk_to_erase(session: Session, email: str, lock: bool = False) -> dict:
+    """A municipality's former contact or removed colleague of this address, if they may be
+    erased: RuleViolation while they may still sign in for a body (as its contact or a
+    colleague), NotFound when the portal holds nothing of the address. The answer says what
+    the mail log needs to find the mails that name them: their names, and the bodies they
+    were the contact of (the invitations they sent carry only their name)."""
+    address = _normal(email)
+    contact_of = session.scalars(select(MunicipalityAccount.ags).where(
+        MunicipalityAccount.contact_email == address).order_by(MunicipalityAccount.ags)).all()
+    query = select(PortalColleague).where(PortalColleague.email == address)
+    rows = session.scalars(query.with_for_update() if lock else query).all()
+    active = sorted(c.ags for c in rows if c.removed_at is None)
+    if contact_of or active:
+        raise RuleViolation(
+            "this address may still sign in to the portal: a new contact is registered for "
+            "the body first (lotsen municipality register, or the office's contact list), "
+            "and a colleague is removed by the contact in the portal",
+            {"email": [f"contact of {ags}" for ags in contact_of]
+             + [f"colleague at {ags}" for ags in active]})
+    names = {c.name for c in rows}
+    contact_bodies = set()
+    for envelope in session.scalars(select(OutboxMessage.envelope).where(
+            privacy.in_json_text(OutboxMessage.envelope, address))):
+        payload = envelope.get("payload") or {}
+        if envelope.get("event_type") == "municipality_registered" \
+                and str(payload.get("contact_email", "")).lower() == address:
+            names.add(payload.get("contact_name"))
+            contact_bodies.add(payload.get("ags"))
+        elif envelope.get("event_type") in ("colleague_invited", "sign_in_link_requested") \
+                and str(payload.get("email", "")).lower() == address:
+            names.add(payload.get("name"))
+    names.discard(None)
+    sign_ins = sum(session.scalar(select(func.count()).select_from(model).where(
+        model.email == address)) for model in (PortalSignInLink, PortalSession))
+    if not rows and not names and not sign_ins:
+        raise NotFound("the portal holds nothing of this e-mail address (an erased clerk is "
+                       "not found by it)", {"email": ["no contact or colleague with this "
+                                                      "address"]})
+    # the invitations they sent as the contact name them only by name
+    _wait_for_events_about(session, address, names, "clerk")
+    municipalities = session.scalars(select(Body.name).where(Body.ags.in_(contact_bodies))
+                                     ).all() if contact_bodies else []
+    return {"colleagues": rows, "names": sorted(names), "contact_bodies": sorted(contact_bodies),
+            "municipalities": sorted(municipalities)}
+
+
+def erase_clerk(session: Session, email: str, pseudonym: str | None = None) -> dict:
+    """Erase a municipal clerk who may no longer sign in (a former contact, a removed
+    colleague): their colleague rows keep when they were invited and removed, under a
+    pseudonym; their sign-in links and sessions go; the stored events that named them (the
+    contact's announcements, invitations to and from them, link requests) are scrubbed.
+    (The mail log's part, the mails to and about them: ``recipient_erased`` there.)"""
+    found = clerk_to_erase(session, email, lock=True)
+    address = _normal(email)
+    pseudonym = pseudonym or privacy.new_pseudonym()
+    stand_in = privacy.pseudonym_email(pseudonym)
+    for colleague in found["colleagues"]:
+        colleague.name, colleague.email = privacy.ERASED_NAME, stand_in
+    for model in (PortalSignInLink, PortalSession):
+        session.execute(delete(model).where(model.email == address))
+    scrubbed = _scrub_person_events(session, address, set(), stand_in,
+                                    (set(found["names"]), set(found["contact_bodies"])))
+    session.flush()
+    return {"status": "erased", "pseudonym": pseudonym, "stand_in": stand_in,
+            "colleague_rows": len(found["colleagues"]), "events_scrubbed": scrubbed,
+            "erased_at": now().isoformat()}
+
+
+def _as_clerk(session: Session, email: str) -> dict:
+    """The person as a municipality's clerk: the bodies they are the contact of, their
+    invitations as a colleague (when, removed when), and their open portal sessions."""
+    address = _normal(email)
+    contact = session.execute(select(MunicipalityAccount, Body.name).join(
+        Body, Body.ags == MunicipalityAccount.ags).where(
+        MunicipalityAccount.contact_email == address).order_by(MunicipalityAccount.ags)).all()
+    colleague = session.execute(select(PortalColleague, Body.name).join(
+        Body, Body.ags == PortalColleague.ags).where(PortalColleague.email == address)
+        .order_by(PortalColleague.invited_at)).all()
+    return {
+        "contact_of": [{"ags": a.ags, "municipality": name, "name": a.contact_name,
+                        "email": a.contact_email} for a, name in contact],
+        "colleague_of": [{"ags": c.ags, "municipality": name, "name": c.name,
+                          "email": c.email, "invited_at": c.invited_at.isoformat(),
+                          "removed_at": c.removed_at.isoformat() if c.removed_at else None}
+                         for c, name in colleague],
+        "sessions": session.scalar(select(func.count()).select_from(PortalSession).where(
+            PortalSession.email == address, PortalSession.ended_at.is_(None)))}
 
 
 def _as_coach(session: Session, email: str) -> list[dict]:
@@ -382,7 +490,7 @@ def export_participant(session: Session, email: str, key: bytes) -> dict:
     erasures = session.scalars(select(Erasure).where(
         Erasure.email_key == privacy.email_key(key, email)).order_by(Erasure.erased_at)).all()
     return {"enrolments": shown, "navigators": _as_navigator(session, email),
-            "coaches": _as_coach(session, email),
+            "coaches": _as_coach(session, email), "portal": _as_clerk(session, email),
             "erasures": [{"erased_at": e.erased_at.isoformat(), "cause": e.cause,
                           "enrolments": len(e.enrolment_ids)} for e in erasures]}
 

@@ -683,7 +683,17 @@ class EnrolmentService:
         self.db.run(privacy.office_member_to_erase, data["email"], commit=False)
         return self._erase_person(data["email"], privacy.erase_office_member, [])
 
-    def _erase_person(self, email, erase, coach_ids):
+    @rpc(OPERATOR)
+    def erase_clerk(self, email):
+        """Erase a municipality's former contact or removed colleague, here and in the mail
+        log."""
+        self.operator.require()
+        data = load(PARTICIPANT_IN, {"email": email}, "erasure")
+        found = self.db.run(privacy.clerk_to_erase, data["email"], commit=False)
+        return self._erase_person(data["email"], privacy.erase_clerk, [],
+                                  names=found["names"], municipalities=found["municipalities"])
+
+    def _erase_person(self, email, erase, coach_ids, **named):
         """First the mails in notifications (repeating that is harmless), then, once it
         answered, the rows and events here; a refusal (checked before) touches neither."""
         pseudonym = common_privacy.new_pseudonym()
@@ -694,7 +704,7 @@ class EnrolmentService:
         try:
             with eventlet.Timeout(seconds, unavailable):
                 mails = self.notifications.erase_recipient_mail(
-                    email, common_privacy.pseudonym_email(pseudonym), coach_ids)
+                    email, common_privacy.pseudonym_email(pseudonym), coach_ids, **named)
         except UnknownService:
             raise unavailable from None
         return dict(self.db.run(erase, email, pseudonym), mails=mails)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from services.common import privacy
 from services.notifications.domain import ERASED
-from services.notifications.models import EarlyFundingEvent, KnownEnrolment, Notice
+from services.notifications.models import Contact, EarlyFundingEvent, KnownEnrolment, Notice
 
 UNSENT = ("pending", "failed")
 
@@ -103,13 +103,16 @@ def participant_erased(session: Session, payload: dict, mail_dir: Path | None = 
 
 
 def recipient_erased(session: Session, email: str, stand_in: str, coach_ids=(),
-                     mail_dir: Path | None = None) -> dict:
-    """The erasure of a coach or an office member who left reaches the mail log: mails to
-    them not yet sent are dropped, the sent ones keep only that they were sent (no address,
+                     mail_dir: Path | None = None, names=(), municipalities=()) -> dict:
+    """The erasure of a coach, an office member or a municipal clerk who left reaches the
+    mail log: mails to them (or copied to them, as to a municipality's contact) not yet sent
+    are dropped or lose the copy; the sent ones keep only that they were sent (no address,
     no values, no file). A coach's Navigators' mails that name them (by address, or by the
-    coach's ids in the mail's key, as the mail about their departure) lose the name and
-    address from their values. (Those mails' files belong to the Navigator and go with the
-    mail log's retention.)"""
+    coach's ids in the mail's key, as the mail about their departure), and the invitations
+    a former contact sent (by their ``names`` and the ``municipalities`` they were the
+    contact of), lose the name and address from their values. (Those mails' files belong to
+    their recipients and go with the mail log's retention.) A contact row still holding the
+    address (its successor's announcement not yet here) gets the pseudonym until it comes."""
     email = email.strip().lower()
     ids = [str(i) for i in coach_ids]
     to_them = session.execute(select(Notice.id, Notice.status).where(
@@ -121,21 +124,38 @@ def recipient_erased(session: Session, email: str, stand_in: str, coach_ids=(),
     if sent:
         session.execute(update(Notice).where(Notice.id.in_(sent)).values(
             to_email=stand_in, to_name=privacy.ERASED_NAME, context={}, last_error=None))
+    copied = session.execute(select(Notice.id, Notice.status).where(
+        func.lower(Notice.cc_email) == email)).all()
+    copied_sent = [n.id for n in copied if n.status not in UNSENT]
+    if copied:
+        session.execute(update(Notice).where(Notice.id.in_([n.id for n in copied]),
+                                             Notice.status.in_(UNSENT)).values(cc_email=None))
+        session.execute(update(Notice).where(Notice.id.in_(copied_sent))
+                        .values(cc_email=stand_in))
+    session.execute(update(Contact).where(func.lower(Contact.contact_email) == email)
+                    .values(contact_name=privacy.ERASED_NAME, contact_email=stand_in))
     naming = 0
+    names, municipalities = set(names), set(municipalities)
     for notice in session.scalars(select(Notice).where(Notice.id.not_in(
             [n.id for n in to_them]), or_(privacy.in_json_text(Notice.context, email),
-                                          *(Notice.dedup_key.contains(f":{i}") for i in ids)))):
+                                          *(Notice.dedup_key.contains(f":{i}") for i in ids),
+                                          *(privacy.in_json_text(Notice.context, name)
+                                            for name in names)))):
         context = dict(notice.context or {})
         by_address = str(context.get("coach_email", "")).lower() == email
         if by_address or any(f":{i}" in notice.dedup_key for i in ids):
             context["coach_name"] = privacy.ERASED_NAME
             if by_address:
                 context["coach_email"] = stand_in
+        if notice.template == "colleague_invited" and context.get("invited_by") in names \
+                and context.get("municipality") in municipalities:
+            context["invited_by"] = privacy.ERASED_NAME
+        if context != (notice.context or {}):
             notice.context = context
             naming += 1
-    files = remove_files(mail_dir, [n.id for n in to_them])
+    files = remove_files(mail_dir, [n.id for n in to_them] + copied_sent)
     return {"notices_dropped": len(unsent), "notices_kept": len(sent),
-            "notices_naming": naming, "files_removed": files}
+            "notices_copied": len(copied), "notices_naming": naming, "files_removed": files}
 
 
 def delete_old_mail(session: Session, before: datetime, mail_dir: Path | None = None,
@@ -171,16 +191,16 @@ def subject_line(notice, office_name: str) -> str | None:
 
 
 def participant_data(session: Session, enrolment_ids, email: str | None, subject) -> dict:
-    """The copies this service keeps of the enrolments, and the mails about them: to the
-    participant and to their municipality's contact, with their dates. ``subject(notice)``
-    gives a mail's subject line."""
+    """The copies this service keeps of the enrolments, and the mails about them (to the
+    participant and to their municipality's contact) or to the address, with their dates.
+    ``subject(notice)`` gives a mail's subject line."""
     ids = privacy.as_uuids(enrolment_ids)
     copies = session.scalars(select(KnownEnrolment).where(
         KnownEnrolment.enrolment_id.in_(ids))).all() if ids else []
     conditions = [Notice.enrolment_id.in_(ids)] if ids else []
-    if email:  # mails from before notices kept their enrolment
-        conditions.append(Notice.enrolment_id.is_(None)
-                          & (Notice.to_email == email.strip().lower()))
+    if email:  # mails to the address (or copied to it, as to a contact) about anyone
+        address = email.strip().lower()
+        conditions.append((Notice.to_email == address) | (Notice.cc_email == address))
     notices = session.scalars(select(Notice).where(or_(*conditions))
                               .order_by(Notice.created_at)).all() if conditions else []
     return {

@@ -44,6 +44,11 @@ class RecipientErasureIn(Schema):
     email = fields.Email(required=True)
     stand_in = fields.Email(required=True, validate=validate.Regexp(r".*@erased\.invalid$"))
     coach_ids = fields.List(fields.UUID(), load_default=list, validate=validate.Length(max=100))
+    # a former contact's names, and the bodies' names they were the contact of
+    names = fields.List(fields.String(validate=validate.Length(min=1, max=200)),
+                        load_default=list, validate=validate.Length(max=100))
+    municipalities = fields.List(fields.String(validate=validate.Length(min=1, max=200)),
+                                 load_default=list, validate=validate.Length(max=100))
 
 
 RECIPIENT_ERASURE_IN = RecipientErasureIn()
@@ -389,15 +394,18 @@ class NotificationsService:
                            self.mailer.subject)
 
     @rpc(OPERATOR)
-    def erase_recipient_mail(self, email, stand_in, coach_ids=None):
-        """The erasure of a coach or office member who left: the mails to them and, for a
-        coach, the values that name them in their Navigators' mails (enrolment calls this
-        first, then erases its own rows)."""
+    def erase_recipient_mail(self, email, stand_in, coach_ids=None, names=None,
+                             municipalities=None):
+        """The erasure of a coach, office member or municipal clerk who left: the mails to
+        them and the values that name them in others' mails (enrolment calls this first,
+        then erases its own rows)."""
         self.operator.require()
         data = load(RECIPIENT_ERASURE_IN, {"email": email, "stand_in": stand_in,
-                                           "coach_ids": coach_ids or []}, "erasure")
+                                           "coach_ids": coach_ids or [], "names": names or [],
+                                           "municipalities": municipalities or []}, "erasure")
         return self.db.run(privacy.recipient_erased, data["email"], data["stand_in"],
-                           data["coach_ids"], self.mailer.mail_dir)
+                           data["coach_ids"], self.mailer.mail_dir, data["names"],
+                           data["municipalities"])
 
     @rpc(PUBLIC)
     def health(self):

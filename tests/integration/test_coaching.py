@@ -352,7 +352,8 @@ def test_the_new_methods_refuse_callers_without_their_proof(
                      lambda: anyone.office_document("x" * 40, str(uuid.uuid4())),
                      lambda: anyone.office_navigators_csv("x" * 40, "SN-DN"),
                      lambda: anyone.erase_coach("lehmann@ssg.example"),
-                     lambda: anyone.erase_office_member("paula@lotsen.example")):
+                     lambda: anyone.erase_office_member("paula@lotsen.example"),
+                     lambda: anyone.erase_clerk("digital@wiesloch.example")):
             with pytest.raises(AuthenticationFailed):
                 call()
     with ServiceRpcProxy("funding", service_config) as anyone:

@@ -24,7 +24,7 @@ from services.common.clock import calendar_today
 from services.common.events import build_event
 from services.cli import main
 from services.common import config as cfg
-from services.common.errors import AuthenticationFailed, Gone, RuleViolation
+from services.common.errors import AuthenticationFailed, Gone, NotFound, RuleViolation
 from services.enrolment import domain as enrolment_domain
 from services.enrolment.models import OutboxMessage as EnrolmentOutbox
 from services.enrolment.register import import_register
@@ -35,7 +35,7 @@ from services.funding.models import OutboxMessage as FundingOutbox
 from services.funding.service import FundingService
 from services.gateway.service import GatewayService
 from services.notifications.models import InboxRecord as NotificationsInbox
-from services.notifications.models import KnownEnrolment, Notice
+from services.notifications.models import Contact, KnownEnrolment, Notice
 from services.notifications.service import NotificationsService
 from tests.funding_support import policy
 from tests.integration.helpers import (
@@ -390,6 +390,85 @@ def test_a_forged_erasure_is_parked_and_erases_nothing(system):
     holder = system["db"]["certificates"].run(lambda s: s.scalar(
         select(Certificate.data).where(Certificate.number == number)))
     assert holder["family_name"] == PERSON["family_name"]
+
+
+ROSWITHA = "roswitha.kleinschmidt@wiesloch.example"
+BARTHOLOMAEUS = "b.eckenfelder@wiesloch.example"
+# (Not "Bartholom…": Bartholomä is a Gemeinde in the register.)
+CLERK_NEEDLES = ("Roswitha", "Kleinschmidt", "Eckenfelder")
+
+
+def test_a_former_contact_and_a_removed_colleague_leave_no_trace(system, caplog):
+    """Wiesloch's contact invites a colleague, gets a copy of a certificate mail, removes the
+    colleague and leaves; the operator erases both over RPC. Afterwards no database column,
+    mail file or log line of any service names either of them, and the participant's mails
+    and the new contact's stay."""
+    from services.enrolment import portal
+    from tests.unit.test_clerk_erasure import signed_in
+    caplog.set_level(logging.INFO)
+    config, ags = system["config"], system["ags"]
+    handle, mail_log = system["db"]["enrolment"], system["db"]["notifications"]
+    handle.run(enrolment_domain.register_municipality, ags, "Roswitha Kleinschmidt", ROSWITHA)
+    wait_for(lambda: mail_log.run(lambda s: s.scalar(select(func.count()).select_from(
+        Notice).where(Notice.to_email == "hauptamt@" + ags + ".example"))) == 0
+        and everything_found(system, ("Kleinschmidt",)), timeout=30,
+        message="the new contact known to notifications")
+    contact = signed_in(handle, ags, ROSWITHA)
+    invited = handle.run(portal.invite_colleague, ags, contact, "Bartholomäus Eckenfelder",
+                         BARTHOLOMAEUS, "http://gw/portal/anmelden")
+    signed_in(handle, ags, BARTHOLOMAEUS)
+    journey(system, PERSON, ags, "nominierung-kontakt")  # the certificate mail copies her
+    before = everything_found(system, CLERK_NEEDLES)
+    for where in ("enrolment:portal_colleagues.name", "enrolment:outbox.envelope",
+                  "notifications:contacts.contact_name", "notifications:notices.to_name",
+                  "notifications:notices.context", "mail:"):
+        assert any(h.startswith(where) for h in before), (where, before)
+    assert mail_log.run(lambda s: s.scalar(select(func.count()).select_from(Notice).where(
+        Notice.cc_email == ROSWITHA))) == 1
+
+    with SignedRpc("enrolment", config, operator=True, timeout=60) as operator:
+        document = operator.export_participant(ROSWITHA)  # her access request first
+        assert [c["ags"] for c in document["enrolment"]["portal"]["contact_of"]] == [ags]
+        assert {(m["template"], m["cc_email"] == ROSWITHA) for m in document["mails"]["mails"]} \
+            >= {("sign_in_link", False), ("certificate_issued", True)}
+        with pytest.raises(RuleViolation) as still:
+            operator.erase_clerk(BARTHOLOMAEUS)
+        assert still.value.fields == {"email": [f"colleague at {ags}"]}
+        handle.run(portal.remove_colleague, ags, contact, invited["id"])
+        colleague = wait_for(lambda: _erased_when_sent(operator, BARTHOLOMAEUS), timeout=30,
+                             message="the colleague erased")
+        assert colleague["colleague_rows"] == 1 and colleague["mails"]["notices_kept"] == 2
+        with pytest.raises(RuleViolation) as contact_still:
+            operator.erase_clerk(ROSWITHA)
+        assert contact_still.value.fields == {"email": [f"contact of {ags}"]}
+        handle.run(enrolment_domain.register_municipality, ags, "Olga Neu",
+                   "o.neu@wiesloch.example")
+        former = wait_for(lambda: _erased_when_sent(operator, ROSWITHA), timeout=30,
+                          message="the former contact erased")
+        assert former["mails"]["notices_copied"] == 1
+        with pytest.raises(NotFound):
+            operator.erase_clerk(ROSWITHA)
+
+    wait_for(lambda: mail_log.run(lambda s: s.scalar(select(Contact.contact_email).where(
+        Contact.ags == ags))) == "o.neu@wiesloch.example", timeout=30,
+        message="the new contact's announcement applied")
+    assert everything_found(system, CLERK_NEEDLES) == []
+    assert log_hits(caplog.records, CLERK_NEEDLES + ("roswitha", "eckenfelder")) == []
+    kept = mail_log.run(lambda s: set(s.scalars(select(Notice.template).where(
+        Notice.to_email == PERSON["email"], Notice.status == "sent"))))
+    # the participant's own mails are theirs, untouched
+    assert kept == {"enrolment_confirmed", "funding_granted", "certificate_issued"}
+
+
+def _erased_when_sent(operator, address):
+    """The erasure, once the events that name the person have been sent (until then it is
+    refused, and asked again)."""
+    try:
+        return operator.erase_clerk(address)
+    except RuleViolation as exc:
+        if "not yet sent" in str(exc.fields):
+            return None
+        raise
 
 
 def test_an_access_request_that_a_service_cannot_answer_is_a_typed_error(

@@ -156,7 +156,8 @@ def test_a_coach_erased_leaves_the_mail_log_without_their_address(db, tmp_path):
         unpaired_at=datetime.now(timezone.utc)), "u4")
     result = db.run(privacy.recipient_erased, "JÜRGEN.LEHMANN@ssg.example", stand_in, [lehmann],
                     tmp_path)
-    assert result == {"notices_dropped": 0, "notices_kept": 1, "notices_naming": 3,
+    assert result == {"notices_dropped": 0, "notices_kept": 1, "notices_copied": 0,
+                      "notices_naming": 3,
                       "files_removed": 1}
     rows = db.run(lambda s: s.execute(select(Notice.to_email, Notice.recipient_role,
                                              Notice.context)).all())
