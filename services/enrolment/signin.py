@@ -4,8 +4,9 @@ than for a municipality: the office's staff and the coaches. Plain functions, no
 A ``Desk`` is one such way in: the tables of its links and sessions and who may use it. Only
 hashes of link tokens and session ids are stored, so a copy of the database lets nobody in.
 A link is valid for ``LINK_MINUTES`` and once; at most ``MAX_OPEN_LINKS`` are open per
-address (more requests mail nothing, so the form cannot flood an inbox). The municipality
-portal has its own rules (one link per body, colleagues) in ``portal``.
+address (more requests mail nothing, so the form cannot flood an inbox); old links and
+sessions are deleted as the portal's are. The municipality portal has its own rules (one
+link per body, colleagues) in ``portal``.
 """
 from __future__ import annotations
 
@@ -14,13 +15,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.common.errors import AuthenticationFailed
 from services.common.outbox import emit
 from services.enrolment.domain import hash_secret, now
-from services.enrolment.portal import LINK_MINUTES, MAX_OPEN_LINKS
+from services.enrolment.portal import (
+    KEEP_LINKS,
+    KEEP_SESSIONS,
+    LINK_MINUTES,
+    MAX_OPEN_LINKS,
+)
 
 
 @dataclass(frozen=True)
@@ -32,10 +38,11 @@ class Desk:
 
     def request_sign_in(self, session: Session, email: str, link_base: str) -> int:
         """Mail a link if ``email`` may sign in here; 0 or 1 (the caller answers the same)."""
+        moment = now()
+        self.forget_old(session, moment)
         member = self.member(session, email)
         if member is None:
             return 0
-        moment = now()
         Link = self.link_model
         open_links = session.scalars(select(Link.token_hash).where(
             Link.email == email, Link.used_at.is_(None), Link.expires_at > moment)).all()
@@ -85,6 +92,14 @@ class Desk:
         session.execute(update(Model).where(Model.id_hash == hash_secret(session_id),
                                             Model.ended_at.is_(None)).values(ended_at=now()))
         return {"signed_out": True}
+
+    def forget_old(self, session: Session, moment):
+        """Used and expired links, and sessions that ended, after the portal's delays: they
+        let nobody in, and they hold the person's address."""
+        Link, Model = self.link_model, self.session_model
+        session.execute(delete(Link).where(Link.expires_at < moment - KEEP_LINKS))
+        session.execute(delete(Model).where(or_(Model.expires_at < moment - KEEP_SESSIONS,
+                                                Model.ended_at < moment - KEEP_SESSIONS)))
 
     def end_sessions(self, session: Session, email: str):
         """Whoever loses access is signed out everywhere at once."""

@@ -57,3 +57,36 @@ def test_an_office_member_who_left_is_erased(db):
     assert db.run(office.DESK.request_sign_in, ADDRESS, "http://x/buero/link/") == 0
     db.run(office.add_staff, ADDRESS, "Paula Programm")  # the address may come back later
     assert db.run(office.DESK.request_sign_in, ADDRESS, "http://x/buero/link/") == 1
+
+
+@pytest.mark.parametrize("desk_of", ["office", "coaching"])
+def test_old_links_and_sessions_of_the_office_and_the_coaches_are_deleted(db, desk_of):
+    """As the portal's: a day after a link expired, 30 days after a session ended; they hold
+    the person's address and let nobody in."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from services.enrolment import coaching
+    desk = office.DESK if desk_of == "office" else coaching.DESK
+    Link, Session = desk.link_model, desk.session_model
+    db.run(office.add_staff, ADDRESS, "Paula Programm")  # the office's links point to staff
+    db.run(lambda s: [
+        s.add(Link(token_hash=f"{n}" * 64, email=ADDRESS, created_at=moment,
+                   expires_at=moment + timedelta(minutes=15)))
+        for n, moment in ((1, datetime.now(timezone.utc) - timedelta(days=2)),
+                          (2, datetime.now(timezone.utc)))])
+    db.run(lambda s: [
+        s.add(Session(id_hash=f"{n}" * 64, email=ADDRESS, created_at=moment,
+                      expires_at=moment + timedelta(hours=8), ended_at=ended))
+        for n, moment, ended in (
+            (3, datetime.now(timezone.utc) - timedelta(days=40), None),
+            (4, datetime.now(timezone.utc) - timedelta(days=35),
+             datetime.now(timezone.utc) - timedelta(days=31)),
+            (5, datetime.now(timezone.utc) - timedelta(days=10),
+             datetime.now(timezone.utc) - timedelta(days=9)))])
+    db.run(lambda s: s.execute(update(Session).where(Session.id_hash == "5" * 64)
+                               .values(expires_at=datetime.now(timezone.utc) + timedelta(days=1))))
+    assert db.run(desk.request_sign_in, "stranger@lotsen.example", "http://x/") == 0
+    assert db.run(lambda s: sorted(link.token_hash[0] for link in s.query(Link))) == ["2"]
+    assert db.run(lambda s: sorted(m.id_hash[0] for m in s.query(Session))) == ["5"]
