@@ -776,11 +776,7 @@ def privacy_erase_coach(obj: Context, email):
     """Erase a coach who left (take them out first: lotsen coaching remove-coach): their name
     and address in every programme, their sign-in links and sessions, the events and the
     mails that named them. The address is neither printed nor logged."""
-    from services.enrolment import privacy as enrolment_privacy
-    email = _email_argument(email)
-    result, mails = _erase_person(
-        obj, email, lambda s: [c.id for c in enrolment_privacy.coaches_to_erase(s, email)],
-        enrolment_privacy.erase_coach)
+    result, mails = _erase_person(obj, "coach", _email_argument(email))
     click.echo(f"erased {result['coaches']} coach row(s) as {result['pseudonym']}; "
                f"{result['events_scrubbed']} stored event(s) scrubbed; mails: "
                f"{mails['notices_dropped']} unsent dropped, {mails['notices_kept']} sent kept "
@@ -794,13 +790,7 @@ def privacy_erase_office_member(obj: Context, email):
     """Erase a member of the office whose access ended (lotsen office remove first): name
     and address, sign-in links and sessions, the stored link requests and the mails to them.
     The record of when their access began and ended stays, under a pseudonym."""
-    from services.enrolment import privacy as enrolment_privacy
-    email = _email_argument(email)
-
-    def check(session) -> list:  # refuses, or nothing to add: an office member coaches no one
-        enrolment_privacy.office_member_to_erase(session, email)
-        return []
-    result, mails = _erase_person(obj, email, check, enrolment_privacy.erase_office_member)
+    result, mails = _erase_person(obj, "office", _email_argument(email))
     click.echo(f"erased as {result['pseudonym']}; {result['events_scrubbed']} stored event(s) "
                f"scrubbed; mails: {mails['notices_dropped']} unsent dropped, "
                f"{mails['notices_kept']} sent kept without address")
@@ -814,13 +804,7 @@ def privacy_erase_clerk(obj: Context, email):
     the new contact first): their name and address, sign-in links and sessions, the stored
     events and the mails to them; invitations they sent no longer name them. The address is
     neither printed nor logged."""
-    from services.enrolment import privacy as enrolment_privacy
-    email = _email_argument(email)
-
-    def check(session) -> dict:
-        found = enrolment_privacy.clerk_to_erase(session, email)
-        return {"names": found["names"], "municipalities": found["municipalities"]}
-    result, mails = _erase_person(obj, email, check, enrolment_privacy.erase_clerk)
+    result, mails = _erase_person(obj, "clerk", _email_argument(email))
     click.echo(f"erased as {result['pseudonym']}; {result['colleague_rows']} colleague row(s), "
                f"{result['events_scrubbed']} stored event(s) scrubbed; mails: "
                f"{mails['notices_dropped']} unsent dropped, {mails['notices_kept']} sent kept "
@@ -828,22 +812,47 @@ def privacy_erase_clerk(obj: Context, email):
                f"{mails['notices_naming']} to others no longer name them")
 
 
-def _erase_person(obj: Context, email: str, check, erase):
-    """The CLI's erasure of someone who worked on the programme: ``check`` refuses (or gives
-    the coach ids, or the names the mail log looks for), then the mail log, then
-    enrolment's rows and events."""
+def _staff_steps(kind: str, email: str):
+    """(the check that refuses or says what the mail log needs, the erasure) of a coach
+    (``coach``), an office member (``office``) or a municipal clerk (``clerk``)."""
+    from services.enrolment import privacy as enrolment_privacy
+    if kind == "coach":
+        return (lambda s: {"coach_ids": [c.id for c in enrolment_privacy.coaches_to_erase(
+            s, email)]}), enrolment_privacy.erase_coach
+    if kind == "office":
+        def member(session) -> dict:  # refuses, or nothing to add: a member coaches no one
+            enrolment_privacy.office_member_to_erase(session, email)
+            return {}
+        return member, enrolment_privacy.erase_office_member
+
+    def clerk(session) -> dict:
+        found = enrolment_privacy.clerk_to_erase(session, email)
+        return {"names": found["names"], "municipalities": found["municipalities"]}
+    return clerk, enrolment_privacy.erase_clerk
+
+
+def _erase_person(obj: Context, kind: str, email: str, strict: bool = True):
+    """The CLI's erasure of someone who worked on the programme: the check refuses (or gives
+    what the mail log needs), then the mail log, then enrolment's rows and events. A refusal
+    ends the command, or (``strict=False``, the retention run) gives None."""
     from services.common import privacy as common_privacy
     from services.notifications import privacy as mail_privacy
+    check, erase = _staff_steps(kind, email)
+    enrolment, mail_log = obj.database("enrolment"), obj.database("notifications")
     try:
-        found = obj.run(check)
+        named = enrolment.run(check)
+        pseudonym = common_privacy.new_pseudonym()
+        mails = mail_log.run(mail_privacy.recipient_erased, email,
+                             common_privacy.pseudonym_email(pseudonym),
+                             mail_dir=_mail_dir(obj), **named)
+        return enrolment.run(erase, email, pseudonym), mails
     except LotsenError as exc:
-        _fail(exc)
-    named = found if isinstance(found, dict) else {"coach_ids": found}
-    pseudonym = common_privacy.new_pseudonym()
-    mails = obj.run_in("notifications", mail_privacy.recipient_erased, email,
-                       common_privacy.pseudonym_email(pseudonym), mail_dir=_mail_dir(obj),
-                       **named)
-    return obj.run(erase, email, pseudonym), mails
+        if strict:
+            _fail(exc)
+        return None
+    finally:
+        enrolment.dispose()
+        mail_log.dispose()
 
 
 @privacy.command("export")
@@ -898,6 +907,14 @@ def privacy_retention(obj: Context, today):
     result = obj.run(enrolment_privacy.apply_retention, callers.service_key(obj.config), day)
     click.echo(f"erased {result['enrolments']} enrolment(s) of {result['people']} "
                "participant(s) whose retention period ended")
+    days = enrolment_privacy.staff_retention_days(obj.config)
+    due = obj.run(enrolment_privacy.staff_who_left, days, day)
+    erased = sum(_erase_person(obj, kind, email, strict=False) is not None
+                 for kind, email in due)
+    click.echo(f"erased {erased} of {len(due)} coach(es), office member(s) and portal "
+               f"colleague(s) whose access ended more than {days} days ago"
+               + ("; the others wait for events about them to be sent: run again later"
+                  if erased < len(due) else ""))
 
 
 @main.group()

@@ -470,6 +470,48 @@ def apply_retention(session: Session, key: bytes, today: date | None = None,
     return {"people": len(by_person), "enrolments": sum(map(len, by_person.values()))}
 
 
+STAFF_RETENTION_DAYS = 365
+
+
+def staff_retention_days(config: dict) -> int:
+    """``STAFF_RETENTION_DAYS`` of the config (unset: a year; at least one day)."""
+    value = config.get("STAFF_RETENTION_DAYS")
+    return STAFF_RETENTION_DAYS if value in (None, "") else max(1, int(value))
+
+
+def staff_who_left(session: Session, days: int = STAFF_RETENTION_DAYS,
+                   today: date | None = None) -> list[tuple[str, str]]:
+    """``(kind, address)`` of each coach, office member and portal colleague whose access
+    ended more than ``days`` days before ``today`` (Berlin days) and who is not erased yet:
+    what the daily retention run erases (kind ``coach``, ``office`` or ``clerk``). An address
+    that still has access in that role somewhere, or lost it later, is not due yet. (A body's
+    former contact has no date of leaving; the operator erases them, ``erase_clerk``.)"""
+    from services.common.clock import PROGRAMME_TIMEZONE
+    from services.enrolment.models import Coach, OfficeStaff
+    day = (today or calendar_day(now())) - timedelta(days=days)
+    before = datetime.combine(day, datetime.min.time(), PROGRAMME_TIMEZONE)
+    due = []
+    coaches = session.execute(
+        select(Coach.email).where(Coach.erased_at.is_(None)).group_by(Coach.email)
+        .having(func.count() == func.count(Coach.removed_at))
+        .having(func.max(Coach.removed_at) < before)).scalars()
+    due += [("coach", email) for email in coaches]
+    office = session.scalars(select(OfficeStaff.email).where(
+        OfficeStaff.removed_at < before,
+        OfficeStaff.email.not_like(f"%@{privacy.ERASED_DOMAIN}")))
+    due += [("office", email) for email in office]
+    still = select(PortalColleague.email).where(PortalColleague.removed_at.is_(None))
+    contacts = select(MunicipalityAccount.contact_email)
+    clerks = session.execute(
+        select(PortalColleague.email).where(
+            PortalColleague.email.not_like(f"%@{privacy.ERASED_DOMAIN}"),
+            PortalColleague.email.not_in(still), PortalColleague.email.not_in(contacts))
+        .group_by(PortalColleague.email)
+        .having(func.max(PortalColleague.removed_at) < before)).scalars()
+    due += [("clerk", email) for email in clerks]
+    return sorted(due)
+
+
 # --- access ------------------------------------------------------------------------------------
 
 def export_participant(session: Session, email: str, key: bytes) -> dict:

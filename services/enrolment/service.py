@@ -33,7 +33,7 @@ from services.common.entrypoints import (
     event_handler,
     rpc,
 )
-from services.common.errors import Unavailable, ValidationFailed
+from services.common.errors import LotsenError, Unavailable, ValidationFailed
 from services.common.events import parse_event
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
@@ -670,28 +670,37 @@ class EnrolmentService:
     def erase_coach(self, email):
         """Erase a coach who left, here and in notifications' mail log."""
         self.operator.require()
-        data = load(PARTICIPANT_IN, {"email": email}, "erasure")
-        ids = self.db.run(lambda s: [str(c.id) for c in privacy.coaches_to_erase(
-            s, data["email"])], commit=False)
-        return self._erase_person(data["email"], privacy.erase_coach, ids)
+        return self._erase_staff("coach", load(PARTICIPANT_IN, {"email": email},
+                                               "erasure")["email"])
 
     @rpc(OPERATOR)
     def erase_office_member(self, email):
         """Erase a member of the office whose access ended, here and in the mail log."""
         self.operator.require()
-        data = load(PARTICIPANT_IN, {"email": email}, "erasure")
-        self.db.run(privacy.office_member_to_erase, data["email"], commit=False)
-        return self._erase_person(data["email"], privacy.erase_office_member, [])
+        return self._erase_staff("office", load(PARTICIPANT_IN, {"email": email},
+                                                "erasure")["email"])
 
     @rpc(OPERATOR)
     def erase_clerk(self, email):
         """Erase a municipality's former contact or removed colleague, here and in the mail
         log."""
         self.operator.require()
-        data = load(PARTICIPANT_IN, {"email": email}, "erasure")
-        found = self.db.run(privacy.clerk_to_erase, data["email"], commit=False)
-        return self._erase_person(data["email"], privacy.erase_clerk, [],
-                                  names=found["names"], municipalities=found["municipalities"])
+        return self._erase_staff("clerk", load(PARTICIPANT_IN, {"email": email},
+                                               "erasure")["email"])
+
+    def _erase_staff(self, kind, email):
+        """Someone who worked on the programme and left: their refusal checked first, then
+        the mail log, then the rows and events here."""
+        if kind == "coach":
+            ids = self.db.run(lambda s: [str(c.id) for c in privacy.coaches_to_erase(
+                s, email)], commit=False)
+            return self._erase_person(email, privacy.erase_coach, ids)
+        if kind == "office":
+            self.db.run(privacy.office_member_to_erase, email, commit=False)
+            return self._erase_person(email, privacy.erase_office_member, [])
+        found = self.db.run(privacy.clerk_to_erase, email, commit=False)
+        return self._erase_person(email, privacy.erase_clerk, [], names=found["names"],
+                                  municipalities=found["municipalities"])
 
     def _erase_person(self, email, erase, coach_ids, **named):
         """First the mails in notifications (repeating that is harmless), then, once it
@@ -736,19 +745,43 @@ class EnrolmentService:
     def apply_retention(self, today=None):
         self.operator.require()
         day = load(schemas.RetentionIn(), {"today": today}, "retention")["today"]
-        return self.db.run(privacy.apply_retention, self._service_key(), day)
+        done = self.db.run(privacy.apply_retention, self._service_key(), day)
+        return dict(done, staff=self._retire_staff(day))
+
+    def _retire_staff(self, today=None) -> int:
+        """Erase the coaches, office members and portal colleagues whose access ended more
+        than STAFF_RETENTION_DAYS ago; one that cannot be erased now (events about them
+        still being sent, notifications not answering) is tried again on the next run."""
+        days = privacy.staff_retention_days(self.config)
+        erased = 0
+        for kind, email in self.db.run(privacy.staff_who_left, days, today, commit=False):
+            try:
+                self._erase_staff(kind, email)
+                erased += 1
+            except Unavailable:  # notifications does not answer: nobody else either
+                log.warning("retention: notifications did not answer; the people who left "
+                            "are erased on the next run")
+                break
+            except LotsenError as exc:
+                log.warning("retention: a %s who left was not erased yet (%s)", kind,
+                            type(exc).__name__)
+        return erased
 
     @timer(interval=86400)
     def retention_timer(self):
-        """Daily: erase what has outlived its programme's retention period."""
+        """Daily: erase what has outlived its programme's retention period, and the people
+        who left the programme's work long enough ago."""
         try:
             done = self.db.run(privacy.apply_retention, self._service_key())
+            staff = self._retire_staff()
         except Exception as exc:  # by type only: a database error may quote a row
             log.error("retention run failed (%s); tried again tomorrow", type(exc).__name__)
             return
         if done["enrolments"]:
             log.info("retention: erased %d enrolment(s) of %d participant(s)",
                      done["enrolments"], done["people"])
+        if staff:
+            log.info("retention: erased %d person(s) who left", staff)
 
     @rpc(PUBLIC)
     def health(self):

@@ -44,11 +44,12 @@ class RecipientErasureIn(Schema):
     email = fields.Email(required=True)
     stand_in = fields.Email(required=True, validate=validate.Regexp(r".*@erased\.invalid$"))
     coach_ids = fields.List(fields.UUID(), load_default=list, validate=validate.Length(max=100))
-    # a former contact's names, and the bodies' names they were the contact of
+    # a former contact's names, and the bodies' names they were the contact of (a shared
+    # office may have been the contact of a whole Kreis)
     names = fields.List(fields.String(validate=validate.Length(min=1, max=200)),
                         load_default=list, validate=validate.Length(max=100))
     municipalities = fields.List(fields.String(validate=validate.Length(min=1, max=200)),
-                                 load_default=list, validate=validate.Length(max=100))
+                                 load_default=list, validate=validate.Length(max=12_000))
 
 
 RECIPIENT_ERASURE_IN = RecipientErasureIn()

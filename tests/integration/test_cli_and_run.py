@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,14 @@ def test_a_coach_an_office_member_and_a_clerk_who_left_are_erased_by_the_cli(cli
         enrolment.dispose()
     again = invoke(path, "privacy", "erase-clerk", contact)
     assert again.exit_code == 2 and "holds nothing" in again.output
+
+    # Whoever left more than STAFF_RETENTION_DAYS ago goes with the retention run.
+    assert invoke(path, "office", "add", "ida@lotsen.example", "--name", "Ida").exit_code == 0
+    assert invoke(path, "office", "remove", "ida@lotsen.example").exit_code == 0
+    later = (calendar_today() + timedelta(days=366)).isoformat()
+    retention = invoke(path, "privacy", "retention", "--today", later)
+    assert "erased 1 of 1 coach(es), office member(s)" in retention.output, retention.output
+    assert "ida@lotsen.example" not in invoke(path, "office", "list").output
 
 
 def test_demo_loads_once_and_run_serves_it(cli_env, register_file):

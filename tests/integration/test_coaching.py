@@ -2,7 +2,7 @@
 reminders notifications sends to a real SMTP server."""
 import re
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import eventlet
 import pytest
@@ -191,6 +191,18 @@ def test_navigators_coaches_and_overdue_reminders(saxony, smtp, enrolment_db):
         assert gone["status"] == "erased" and gone["mails"]["notices_dropped"] == 0
         with pytest.raises(NotFound):
             office.erase_office_member("paula@lotsen.example")
+
+        # One who left more than a year ago is erased by the retention run, the same way.
+        from sqlalchemy import update
+
+        from services.enrolment.models import OfficeStaff
+        enrolment_db.run(office_domain.add_staff, "ida@lotsen.example", "Ida Ehemals")
+        enrolment_db.run(lambda s: s.execute(update(OfficeStaff).where(
+            OfficeStaff.email == "ida@lotsen.example").values(
+            removed_at=datetime.now(timezone.utc) - timedelta(days=400))))
+        assert office.apply_retention()["staff"] == 1
+        assert office.apply_retention()["staff"] == 0
+        assert enrolment_db.run(lambda s: s.get(OfficeStaff, "ida@lotsen.example")) is None
 
 
 def test_a_municipality_names_its_navigator_through_the_gateway(
