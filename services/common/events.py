@@ -430,6 +430,15 @@ CONTRACTS: dict[tuple[str, int], type[Schema]] = {
     ("participant_erased", 1): ParticipantErasedV1,
 }
 
+# Payload fields that are a secret of the event's one recipient (a sign-in link lets whoever
+# holds it in): the relay blanks them in its outbox once the broker has confirmed the event,
+# so a copy of the database lets nobody in (notifications forgets them once the mail is sent).
+SECRET_FIELDS: dict[str, tuple[str, ...]] = {
+    "sign_in_link_requested": ("link",),
+    "office_sign_in_link_requested": ("link",),
+    "coach_sign_in_link_requested": ("link",),
+}
+
 LATEST_VERSION = {}
 for _type, _version in CONTRACTS:
     LATEST_VERSION[_type] = max(_version, LATEST_VERSION.get(_type, 0))

@@ -27,6 +27,7 @@ from sqlalchemy import bindparam, select, update
 from services.common import config as cfg
 from services.common.broker import QueueConsumer, SafeHeaders, refused
 from services.common.errors import ContractViolation
+from services.common.events import SECRET_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class OutboxRelay:
             confirmed, failure = self.publisher.publish([
                 (envelope, event_type, str(event_id)) for _, envelope, event_type, event_id
                 in batch])
-            self._mark_published(session, [batch[i][0] for i in confirmed])
+            self._mark_published(session, [batch[i] for i in confirmed])
         return self._outcome(confirmed, failure)
 
     def _statements(self):
@@ -179,11 +180,20 @@ class OutboxRelay:
             self._made = (pending.with_for_update(skip_locked=True), pending, mark)
         return self._made
 
-    def _mark_published(self, session, positions: list[int]):
-        """One UPDATE for the whole batch, however large."""
-        if positions:
-            session.execute(self._statements()[2], {"positions": positions,
-                                                    "moment": datetime.now(timezone.utc)})
+    def _mark_published(self, session, rows: list):
+        """One UPDATE for the whole batch, however large; an event that carries a secret
+        (``SECRET_FIELDS``, rare) has it blanked in its row as well."""
+        if not rows:
+            return
+        session.execute(self._statements()[2], {"positions": [row[0] for row in rows],
+                                                "moment": datetime.now(timezone.utc)})
+        outbox = self.handle.outbox_model.__table__
+        for position, envelope, event_type, _ in rows:
+            secret = SECRET_FIELDS.get(event_type)
+            if secret:
+                payload = dict(envelope.get("payload") or {}, **dict.fromkeys(secret, ""))
+                session.execute(update(outbox).where(outbox.c.position == position)
+                                .values(envelope=dict(envelope, payload=payload)))
 
     def _publish_unlocked(self) -> int:
         with self.handle.transaction() as session:
@@ -194,7 +204,7 @@ class OutboxRelay:
             (envelope, event_type, str(event_id)) for _, envelope, event_type, event_id in batch])
         if confirmed:
             with self.handle.transaction() as session:
-                self._mark_published(session, [batch[i][0] for i in confirmed])
+                self._mark_published(session, [batch[i] for i in confirmed])
         return self._outcome(confirmed, failure)
 
     def _outcome(self, confirmed: list[int], failure: Exception | None) -> int:

@@ -4,8 +4,10 @@ A body's contact (the address the operator registered) and the colleagues the co
 may sign in for that body. Signing in is by a single-use link, valid for ``LINK_MINUTES``,
 mailed by the notifications service (the ``sign_in_link_requested`` event); the link opens a
 session whose id the gateway keeps in a signed cookie. Only hashes of link tokens and session
-ids are stored, so a copy of this database lets nobody in. A session ends when it expires, at
-sign-out, or as soon as its person loses access (a removed colleague, a changed contact).
+ids are stored, and the link's event keeps the link only until the broker has it
+(``SECRET_FIELDS``), so a copy of this database lets nobody in. A session ends when it
+expires, at sign-out, or as soon as its person loses access (a removed colleague, a changed
+contact).
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 than for a municipality: the office's staff and the coaches. Plain functions, no nameko.
 
 A ``Desk`` is one such way in: the tables of its links and sessions and who may use it. Only
-hashes of link tokens and session ids are stored, so a copy of the database lets nobody in.
+hashes of link tokens and session ids are stored (the link's event keeps the link only
+until the broker has it), so a copy of the database lets nobody in.
 A link is valid for ``LINK_MINUTES`` and once; at most ``MAX_OPEN_LINKS`` are open per
 address (more requests mail nothing, so the form cannot flood an inbox); old links and
 sessions are deleted as the portal's are. The municipality portal has its own rules (one

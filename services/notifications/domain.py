@@ -571,11 +571,27 @@ def record_sent(session: Session, notice_ids):
     return list(session.scalars(_RECORD_SENT, {"ids": ids, "moment": now()}))
 
 
+# Mails that carry a sign-in link: once sent, the notice forgets the link (it lets whoever
+# holds it in; the mail log keeps that the mail went out, not the secret).
+LINK_TEMPLATES = frozenset({"sign_in_link", "office_sign_in_link", "coach_sign_in_link"})
+
+
+def without_secrets(notice) -> dict | None:
+    """The context a sent notice keeps, if it carried a secret; None otherwise."""
+    if notice.template not in LINK_TEMPLATES:
+        return None
+    return dict(notice.context or {}, link="")  # blank, so its subject still renders
+
+
 def record_round(session: Session, sent, failures, max_attempts: int, base_delay_s: float,
-                 max_delay_s: float):
+                 max_delay_s: float, forget: dict | None = None):
     """What a delivery round did, in one transaction: the mails that went out (one
-    statement) and the failed tries (``(notice_id, lease_until, error, permanent)``; rare)."""
+    statement), the contexts that forget their secret (``forget``, notice id -> context;
+    rare), and the failed tries (``(notice_id, lease_until, error, permanent)``; rare)."""
     recorded = record_sent(session, sent)
+    for notice_id in set(recorded) & set(forget or ()):
+        session.execute(update(Notice).where(Notice.id == notice_id)
+                        .values(context=forget[notice_id]))
     for notice_id, lease_until, error, permanent in failures:
         record_failure(session, notice_id, lease_until, error, permanent, max_attempts,
                        base_delay_s, max_delay_s)

@@ -165,7 +165,7 @@ class Mailer(DependencyProvider):
 
     def _deliver(self, limit: int) -> int:
         handle = self.handle
-        sent, failures = [], []
+        sent, failures, forget = [], [], {}
         try:
             for notice in handle.run(domain.claim_due, limit, self.lease_s):
                 if self._stopped:
@@ -173,6 +173,9 @@ class Mailer(DependencyProvider):
                 outcome = self._send(notice)
                 if outcome is None:
                     sent.append(notice.id)
+                    kept = domain.without_secrets(notice)
+                    if kept is not None:
+                        forget[notice.id] = kept
                 elif outcome is STOP:
                     break  # the rest of the batch waits for its lease to end, then goes again
                 else:
@@ -180,7 +183,8 @@ class Mailer(DependencyProvider):
         finally:
             if sent or failures:
                 recorded = self._record(domain.record_round, sent, failures,
-                                        self.max_attempts, self.base_delay, self.max_delay)
+                                        self.max_attempts, self.base_delay, self.max_delay,
+                                        forget)
                 self.sent += len(sent)
                 # A notice erased while its mail was on the way: its file goes too.
                 privacy.remove_files(self.mail_dir, set(sent) - set(recorded or ()))

@@ -404,7 +404,6 @@ def test_a_former_contact_and_a_removed_colleague_leave_no_trace(system, caplog)
     mail file or log line of any service names either of them, and the participant's mails
     and the new contact's stay."""
     from services.enrolment import portal
-    from tests.unit.test_clerk_erasure import signed_in
     caplog.set_level(logging.INFO)
     config, ags = system["config"], system["ags"]
     handle, mail_log = system["db"]["enrolment"], system["db"]["notifications"]
@@ -413,10 +412,10 @@ def test_a_former_contact_and_a_removed_colleague_leave_no_trace(system, caplog)
         Notice).where(Notice.to_email == "hauptamt@" + ags + ".example"))) == 0
         and everything_found(system, ("Kleinschmidt",)), timeout=30,
         message="the new contact known to notifications")
-    contact = signed_in(handle, ags, ROSWITHA)
+    contact = signed_in_by_mail(system, ROSWITHA)
     invited = handle.run(portal.invite_colleague, ags, contact, "Bartholomäus Eckenfelder",
                          BARTHOLOMAEUS, "http://gw/portal/anmelden")
-    signed_in(handle, ags, BARTHOLOMAEUS)
+    signed_in_by_mail(system, BARTHOLOMAEUS)
     journey(system, PERSON, ags, "nominierung-kontakt")  # the certificate mail copies her
     before = everything_found(system, CLERK_NEEDLES)
     for where in ("enrolment:portal_colleagues.name", "enrolment:outbox.envelope",
@@ -458,6 +457,28 @@ def test_a_former_contact_and_a_removed_colleague_leave_no_trace(system, caplog)
         Notice.to_email == PERSON["email"], Notice.status == "sent"))))
     # the participant's own mails are theirs, untouched
     assert kept == {"enrolment_confirmed", "funding_granted", "certificate_issued"}
+
+
+def signed_in_by_mail(system, address) -> str:
+    """Ask for a link, take it from the mail (the outbox forgets it once it is sent), sign
+    in: the session id."""
+    import re
+
+    from services.enrolment import portal
+    handle, mails = system["db"]["enrolment"], system["mail"]
+    before = set(mails.glob("*.eml"))
+    assert handle.run(portal.request_sign_in, address, "http://gw/portal/link/") == 1
+
+    def token():
+        for path in set(mails.glob("*.eml")) - before:
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            if message["To"].addresses[0].addr_spec == address:
+                found = re.search(r"http://gw/portal/link/(\S+)",
+                                  message.get_body(("plain",)).get_content())
+                if found:
+                    return found.group(1)
+    return handle.run(portal.sign_in, wait_for(token, timeout=30, message="the link mail"),
+                      8)["session_id"]
 
 
 def _erased_when_sent(operator, address):
