@@ -911,8 +911,8 @@ def privacy_retention(obj: Context, today):
     due = obj.run(enrolment_privacy.staff_who_left, days, day)
     erased = sum(_erase_person(obj, kind, email, strict=False) is not None
                  for kind, email in due)
-    click.echo(f"erased {erased} of {len(due)} coach(es), office member(s) and portal "
-               f"colleague(s) whose access ended more than {days} days ago"
+    click.echo(f"erased {erased} of {len(due)} coach(es), office member(s), portal "
+               f"colleague(s) and former contact(s) whose access ended more than {days} days ago"
                + ("; the others wait for events about them to be sent: run again later"
                   if erased < len(due) else ""))
 

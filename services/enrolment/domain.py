@@ -39,6 +39,7 @@ from services.enrolment.models import (
     Body,
     Course,
     Enrolment,
+    FormerContact,
     IdempotencyRecord,
     Module,
     MunicipalityAccount,
@@ -198,6 +199,16 @@ def list_providers(session: Session) -> list[dict]:
             for p in session.scalars(select(Provider).order_by(Provider.name))]
 
 
+def set_contact(session: Session, account: MunicipalityAccount, name: str, email: str):
+    """The body's contact is now this person; the one they replace (another address) is
+    kept as a former contact with the moment they lost access."""
+    email = email.strip().lower()
+    if account.contact_email and account.contact_email != email:
+        session.add(FormerContact(ags=account.ags, name=account.contact_name,
+                                  email=account.contact_email, replaced_at=now()))
+    account.contact_name, account.contact_email = name, email
+
+
 def register_municipality(session: Session, ags: str, contact_name: str,
                           contact_email: str) -> tuple[MunicipalityAccount, str]:
     """Register a body for the gateway (or update its contact) and issue a new API key."""
@@ -209,8 +220,7 @@ def register_municipality(session: Session, ags: str, contact_name: str,
     if account is None:
         account = MunicipalityAccount(ags=ags)
         session.add(account)
-    account.contact_name = contact_name
-    account.contact_email = contact_email.lower()
+    set_contact(session, account, contact_name, contact_email)
     account.api_key_hash = hash_secret(key)
     account.api_key_prefix = key[:10]
     account.key_issued_at = now()

@@ -75,6 +75,19 @@ class MunicipalityAccount(Base):
     body: Mapped[Body] = relationship(lazy="joined")
 
 
+class FormerContact(Base):
+    """A body's contact whom a newer one replaced: kept to say when they lost access, so
+    that the retention run erases them in time; erasing them replaces name and address."""
+
+    __tablename__ = "former_contacts"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    ags: Mapped[str] = mapped_column(ForeignKey("bodies.ags"), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    email: Mapped[str] = mapped_column(String(254), nullable=False, index=True)
+    replaced_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
 class Programme(Base):
     __tablename__ = "programmes"
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import LotsenError, NotFound
 from services.common.outbox import emit, emit_numbered
-from services.enrolment.domain import hash_secret, new_secret, now, row_error
+from services.enrolment.domain import hash_secret, new_secret, now, row_error, set_contact
 from services.enrolment.models import (
     Body,
     MunicipalityAccount,
@@ -88,7 +88,7 @@ def _onboard_one(session: Session, ags: str, name: str, email: str, portal_url: 
         account = MunicipalityAccount(ags=ags, api_key_hash=hash_secret(key),
                                       api_key_prefix=key[:10], key_issued_at=now())
         session.add(account)
-    account.contact_name, account.contact_email = name, email
+    set_contact(session, account, name, email)
     session.flush()
     emit_numbered(session, account, "municipality_registered", {
         "ags": ags, "name": body.name, "contact_name": name, "contact_email": email})

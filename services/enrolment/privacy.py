@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import Text, cast, delete, func, or_, select, update
+from sqlalchemy import Text, cast, delete, func, or_, select, union_all, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -29,6 +29,7 @@ from services.enrolment.models import (
     Course,
     Enrolment,
     Erasure,
+    FormerContact,
     IdempotencyRecord,
     MilestoneRecord,
     Module,
@@ -330,8 +331,10 @@ def clerk_to_erase(session: Session, email: str, lock: bool = False) -> dict:
             "and a colleague is removed by the contact in the portal",
             {"email": [f"contact of {ags}" for ags in contact_of]
              + [f"colleague at {ags}" for ags in active]})
-    names = {c.name for c in rows}
-    contact_bodies = set()
+    query = select(FormerContact).where(FormerContact.email == address)
+    former = session.scalars(query.with_for_update() if lock else query).all()
+    names = {c.name for c in rows} | {f.name for f in former}
+    contact_bodies = {f.ags for f in former}
     for envelope in session.scalars(select(OutboxMessage.envelope).where(
             privacy.in_json_text(OutboxMessage.envelope, address))):
         payload = envelope.get("payload") or {}
@@ -345,7 +348,7 @@ def clerk_to_erase(session: Session, email: str, lock: bool = False) -> dict:
     names.discard(None)
     sign_ins = sum(session.scalar(select(func.count()).select_from(model).where(
         model.email == address)) for model in (PortalSignInLink, PortalSession))
-    if not rows and not names and not sign_ins:
+    if not rows and not former and not names and not sign_ins:
         raise NotFound("the portal holds nothing of this e-mail address (an erased clerk is "
                        "not found by it)", {"email": ["no contact or colleague with this "
                                                       "address"]})
@@ -353,8 +356,8 @@ def clerk_to_erase(session: Session, email: str, lock: bool = False) -> dict:
     _wait_for_events_about(session, address, names, "clerk")
     municipalities = session.scalars(select(Body.name).where(Body.ags.in_(contact_bodies))
                                      ).all() if contact_bodies else []
-    return {"colleagues": rows, "names": sorted(names), "contact_bodies": sorted(contact_bodies),
-            "municipalities": sorted(municipalities)}
+    return {"colleagues": rows, "former": former, "names": sorted(names),
+            "contact_bodies": sorted(contact_bodies), "municipalities": sorted(municipalities)}
 
 
 def erase_clerk(session: Session, email: str, pseudonym: str | None = None) -> dict:
@@ -367,31 +370,39 @@ def erase_clerk(session: Session, email: str, pseudonym: str | None = None) -> d
     address = _normal(email)
     pseudonym = pseudonym or privacy.new_pseudonym()
     stand_in = privacy.pseudonym_email(pseudonym)
-    for colleague in found["colleagues"]:
-        colleague.name, colleague.email = privacy.ERASED_NAME, stand_in
+    for row in found["colleagues"] + found["former"]:  # their dates stay
+        row.name, row.email = privacy.ERASED_NAME, stand_in
     for model in (PortalSignInLink, PortalSession):
         session.execute(delete(model).where(model.email == address))
     scrubbed = _scrub_person_events(session, address, set(), stand_in,
                                     (set(found["names"]), set(found["contact_bodies"])))
     session.flush()
     return {"status": "erased", "pseudonym": pseudonym, "stand_in": stand_in,
-            "colleague_rows": len(found["colleagues"]), "events_scrubbed": scrubbed,
+            "colleague_rows": len(found["colleagues"]), "contact_rows": len(found["former"]),
+            "events_scrubbed": scrubbed,
             "erased_at": now().isoformat()}
 
 
 def _as_clerk(session: Session, email: str) -> dict:
-    """The person as a municipality's clerk: the bodies they are the contact of, their
-    invitations as a colleague (when, removed when), and their open portal sessions."""
+    """The person as a municipality's clerk: the bodies they are or were the contact of
+    (until when), their invitations as a colleague (when, removed when), and their open
+    portal sessions."""
     address = _normal(email)
     contact = session.execute(select(MunicipalityAccount, Body.name).join(
         Body, Body.ags == MunicipalityAccount.ags).where(
         MunicipalityAccount.contact_email == address).order_by(MunicipalityAccount.ags)).all()
+    former = session.execute(select(FormerContact, Body.name).join(
+        Body, Body.ags == FormerContact.ags).where(FormerContact.email == address)
+        .order_by(FormerContact.replaced_at)).all()
     colleague = session.execute(select(PortalColleague, Body.name).join(
         Body, Body.ags == PortalColleague.ags).where(PortalColleague.email == address)
         .order_by(PortalColleague.invited_at)).all()
     return {
         "contact_of": [{"ags": a.ags, "municipality": name, "name": a.contact_name,
                         "email": a.contact_email} for a, name in contact],
+        "contact_until": [{"ags": f.ags, "municipality": name, "name": f.name,
+                           "email": f.email, "replaced_at": f.replaced_at.isoformat()}
+                          for f, name in former],
         "colleague_of": [{"ags": c.ags, "municipality": name, "name": c.name,
                           "email": c.email, "invited_at": c.invited_at.isoformat(),
                           "removed_at": c.removed_at.isoformat() if c.removed_at else None}
@@ -481,11 +492,11 @@ def staff_retention_days(config: dict) -> int:
 
 def staff_who_left(session: Session, days: int = STAFF_RETENTION_DAYS,
                    today: date | None = None) -> list[tuple[str, str]]:
-    """``(kind, address)`` of each coach, office member and portal colleague whose access
-    ended more than ``days`` days before ``today`` (Berlin days) and who is not erased yet:
-    what the daily retention run erases (kind ``coach``, ``office`` or ``clerk``). An address
-    that still has access in that role somewhere, or lost it later, is not due yet. (A body's
-    former contact has no date of leaving; the operator erases them, ``erase_clerk``.)"""
+    """``(kind, address)`` of each coach, office member, portal colleague and former contact
+    of a body whose access ended more than ``days`` days before ``today`` (Berlin days) and
+    who is not erased yet: what the daily retention run erases (kind ``coach``, ``office`` or
+    ``clerk``). An address that still has access in that role somewhere, or lost it later,
+    is not due yet."""
     from services.common.clock import PROGRAMME_TIMEZONE
     from services.enrolment.models import Coach, OfficeStaff
     day = (today or calendar_day(now())) - timedelta(days=days)
@@ -502,12 +513,15 @@ def staff_who_left(session: Session, days: int = STAFF_RETENTION_DAYS,
     due += [("office", email) for email in office]
     still = select(PortalColleague.email).where(PortalColleague.removed_at.is_(None))
     contacts = select(MunicipalityAccount.contact_email)
+    left = union_all(
+        select(PortalColleague.email.label("email"), PortalColleague.removed_at.label("at")),
+        select(FormerContact.email.label("email"), FormerContact.replaced_at.label("at"))
+    ).subquery()
     clerks = session.execute(
-        select(PortalColleague.email).where(
-            PortalColleague.email.not_like(f"%@{privacy.ERASED_DOMAIN}"),
-            PortalColleague.email.not_in(still), PortalColleague.email.not_in(contacts))
-        .group_by(PortalColleague.email)
-        .having(func.max(PortalColleague.removed_at) < before)).scalars()
+        select(left.c.email).where(
+            left.c.email.not_like(f"%@{privacy.ERASED_DOMAIN}"),
+            left.c.email.not_in(still), left.c.email.not_in(contacts))
+        .group_by(left.c.email).having(func.max(left.c.at) < before)).scalars()
     due += [("clerk", email) for email in clerks]
     return sorted(due)
 

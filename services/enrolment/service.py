@@ -749,9 +749,10 @@ class EnrolmentService:
         return dict(done, staff=self._retire_staff(day))
 
     def _retire_staff(self, today=None) -> int:
-        """Erase the coaches, office members and portal colleagues whose access ended more
-        than STAFF_RETENTION_DAYS ago; one that cannot be erased now (events about them
-        still being sent, notifications not answering) is tried again on the next run."""
+        """Erase the coaches, office members, portal colleagues and former contacts whose
+        access ended more than STAFF_RETENTION_DAYS ago; one that cannot be erased now
+        (events about them still being sent, notifications not answering) is tried again on
+        the next run."""
         days = privacy.staff_retention_days(self.config)
         erased = 0
         for kind, email in self.db.run(privacy.staff_who_left, days, today, commit=False):

@@ -12,6 +12,7 @@ from services.common.errors import AuthenticationFailed, NotFound, RuleViolation
 from services.enrolment import domain, portal, privacy
 from services.enrolment.models import (
     Body,
+    FormerContact,
     InboxRecord,
     OutboxMessage,
     PortalColleague,
@@ -167,8 +168,13 @@ def test_a_removed_colleague_and_a_former_contact_are_erased(db, mail_log, tmp_p
         == ["Erika Muster"]
     assert mail_log.run(lambda s: {c.ags: c.contact_email for c in s.scalars(
         select(Contact))})["08226098"] == "p2@erased.invalid"  # until Olga's event arrives
+    assert db.run(lambda s: sorted((f.ags, f.name) for f in s.scalars(
+        select(FormerContact).where(FormerContact.email == ERIKA)))) == [
+        ("08226095", "Erika Muster"), ("08226098", "Erika Muster")]
     gone = db.run(privacy.erase_clerk, ERIKA, "p2")
-    assert (gone["colleague_rows"], gone["events_scrubbed"]) == (0, 6)
+    assert (gone["colleague_rows"], gone["contact_rows"], gone["events_scrubbed"]) == (0, 2, 6)
+    assert db.run(lambda s: sorted((f.name, f.email) for f in s.scalars(
+        select(FormerContact)))) == [("gelöscht", "p2@erased.invalid")] * 2  # dates stay
     left = stored_events(db)
     assert not [e for e in left if "e.muster" in e]
     assert [e for e in left if "erika@nussloch.example" in e and "Erika Muster" in e]
@@ -189,6 +195,12 @@ def test_an_access_request_shows_the_clerk_s_portal_access(db):
     assert [(c["ags"], c["municipality"], c["name"]) for c in shown["contact_of"]] == [
         ("08226095", "Walldorf", "Erika Muster"), ("08226098", "Wiesloch", "Erika Muster")]
     assert shown["colleague_of"] == [] and shown["sessions"] == 1
+    assert shown["contact_until"] == []
+    db.run(domain.register_municipality, "08226098", "Olga Neu", "o.neu@x.example")
+    replaced = db.run(privacy.export_participant, ERIKA, b"k" * 32)["portal"]
+    assert [(c["municipality"], c["name"]) for c in replaced["contact_until"]] == [
+        ("Wiesloch", "Erika Muster")]
+    assert [c["ags"] for c in replaced["contact_of"]] == ["08226095"]
     of_max = db.run(privacy.export_participant, MAX, b"k" * 32)["portal"]
     assert [(c["municipality"], c["name"], c["removed_at"]) for c in of_max["colleague_of"]] \
         == [("Wiesloch", "Max Mustermann", None)]

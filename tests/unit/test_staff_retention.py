@@ -7,7 +7,14 @@ from sqlalchemy import update
 
 from services.common.clock import calendar_today
 from services.enrolment import coaching, domain, office, privacy
-from services.enrolment.models import Body, Coach, OfficeStaff, PortalColleague
+from services.enrolment.models import (
+    Body,
+    Coach,
+    FormerContact,
+    OfficeStaff,
+    OutboxMessage,
+    PortalColleague,
+)
 from tests.unit.test_coaching import coaching_programme, db, saxony  # noqa: F401 (fixtures)
 
 DRESDEN, LEIPZIG = "14612000", "14713000"
@@ -50,18 +57,33 @@ def test_only_who_left_long_enough_ago_is_due(db):
         ["gerda@dresden.example", "wieder@dresden.example", "kontakt@leipzig.example"]), 500)
     db.run(lambda s: s.add(PortalColleague(ags=LEIPZIG, name="Wieder Da",  # invited again
                                            email="wieder@dresden.example")))
+    # Dresden's contacts: Frieda long ago, then Franz lately, now Fritz; Kontakt Jetzt was
+    # Dresden's contact once and is Leipzig's now.
+    for name, email in (("Frieda Früher", "frieda@dresden.example"),
+                        ("Franz Kürzlich", "franz@dresden.example"),
+                        ("Kontakt Jetzt", "kontakt@leipzig.example"),
+                        ("Fritz Heute", "fritz@dresden.example")):
+        db.run(domain.register_municipality, DRESDEN, name, email)
+    long_ago = datetime.now(timezone.utc) - timedelta(days=400)
+    db.run(lambda s: s.execute(update(FormerContact).where(
+        FormerContact.email != "franz@dresden.example").values(replaced_at=long_ago)))
 
     due = db.run(privacy.staff_who_left)
-    assert due == [("clerk", "gerda@dresden.example"), ("coach", "alt@ssg.example"),
-                   ("office", "paula@lotsen.example")]
-    assert db.run(privacy.staff_who_left, 20) == sorted(
-        due + [("coach", "neu@ssg.example"), ("office", "otto@lotsen.example")])
-    # a year from now Otto is due too; what was erased is not due again
+    assert due == [("clerk", "frieda@dresden.example"), ("clerk", "gerda@dresden.example"),
+                   ("coach", "alt@ssg.example"), ("office", "paula@lotsen.example")]
+    assert db.run(privacy.staff_who_left, 20) == sorted(due + [
+        ("coach", "neu@ssg.example"), ("office", "otto@lotsen.example")])
+    # in two days Otto is due too, in a year Franz; what was erased is not due again
     assert ("office", "otto@lotsen.example") in db.run(
         privacy.staff_who_left, 365, calendar_today() + timedelta(days=2))
+    assert ("clerk", "franz@dresden.example") in db.run(
+        privacy.staff_who_left, 365, calendar_today() + timedelta(days=366))
+    db.run(lambda s: s.execute(update(OutboxMessage).values(  # as the relay would have
+        published_at=datetime.now(timezone.utc))))
     db.run(privacy.erase_office_member, "paula@lotsen.example")
     db.run(privacy.erase_coach, "alt@ssg.example")
     db.run(privacy.erase_clerk, "gerda@dresden.example")
+    db.run(privacy.erase_clerk, "frieda@dresden.example")
     assert db.run(privacy.staff_who_left) == []
 
 
