@@ -827,7 +827,8 @@ def _staff_steps(kind: str, email: str):
 
     def clerk(session) -> dict:
         found = enrolment_privacy.clerk_to_erase(session, email)
-        return {"names": found["names"], "municipalities": found["municipalities"]}
+        return {"names": found["names"], "municipalities": found["municipalities"],
+                "bodies": found["contact_bodies"]}
     return clerk, enrolment_privacy.erase_clerk
 
 
@@ -892,11 +893,13 @@ def privacy_export(obj: Context, email, output):
 
 
 @privacy.command("retention")
-@click.option("--today", default=None, help="YYYY-MM-DD (default: today in Europe/Berlin)")
+@click.option("--today", default=None,
+              help="YYYY-MM-DD (default: today in Europe/Berlin); a later day erases, for "
+                   "good, what would expire by then, participants and people who left alike")
 @click.pass_obj
 def privacy_retention(obj: Context, today):
-    """Erase what has outlived its programme's retention period now (the enrolment service
-    does it daily)."""
+    """Erase what has outlived its programme's retention period now, and the people who left
+    more than STAFF_RETENTION_DAYS ago (the enrolment service does it daily)."""
     from services.common import callers
     from services.enrolment import privacy as enrolment_privacy
     try:
@@ -907,6 +910,7 @@ def privacy_retention(obj: Context, today):
     result = obj.run(enrolment_privacy.apply_retention, callers.service_key(obj.config), day)
     click.echo(f"erased {result['enrolments']} enrolment(s) of {result['people']} "
                "participant(s) whose retention period ended")
+    obj.run(enrolment_privacy.forget_old_sign_ins)
     days = enrolment_privacy.staff_retention_days(obj.config)
     due = obj.run(enrolment_privacy.staff_who_left, days, day)
     erased = sum(_erase_person(obj, kind, email, strict=False) is not None

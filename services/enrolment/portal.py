@@ -68,7 +68,7 @@ def request_sign_in(session: Session, email: str, link_base: str) -> int:
     """Make a link for each body ``email`` may sign in for and have it mailed; the number of
     links made is for tests and metrics only: the caller must answer the same either way."""
     moment = now()
-    _forget_old(session, moment)
+    forget_old(session, moment)
     made = 0
     for ags in _bodies_of(session, email):
         open_links = session.scalar(select(func.count()).select_from(PortalSignInLink).where(
@@ -90,7 +90,7 @@ def request_sign_in(session: Session, email: str, link_base: str) -> int:
     return made
 
 
-def _forget_old(session: Session, moment: datetime):
+def forget_old(session: Session, moment: datetime):
     session.execute(delete(PortalSignInLink).where(
         PortalSignInLink.expires_at < moment - KEEP_LINKS))
     session.execute(delete(PortalSession).where(or_(

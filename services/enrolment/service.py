@@ -700,7 +700,8 @@ class EnrolmentService:
             return self._erase_person(email, privacy.erase_office_member, [])
         found = self.db.run(privacy.clerk_to_erase, email, commit=False)
         return self._erase_person(email, privacy.erase_clerk, [], names=found["names"],
-                                  municipalities=found["municipalities"])
+                                  municipalities=found["municipalities"],
+                                  bodies=found["contact_bodies"])
 
     def _erase_person(self, email, erase, coach_ids, **named):
         """First the mails in notifications (repeating that is harmless), then, once it
@@ -746,6 +747,7 @@ class EnrolmentService:
         self.operator.require()
         day = load(schemas.RetentionIn(), {"today": today}, "retention")["today"]
         done = self.db.run(privacy.apply_retention, self._service_key(), day)
+        self.db.run(privacy.forget_old_sign_ins)
         return dict(done, staff=self._retire_staff(day))
 
     def _retire_staff(self, today=None) -> int:
@@ -774,13 +776,19 @@ class EnrolmentService:
         who left the programme's work long enough ago."""
         try:
             done = self.db.run(privacy.apply_retention, self._service_key())
-            staff = self._retire_staff()
         except Exception as exc:  # by type only: a database error may quote a row
             log.error("retention run failed (%s); tried again tomorrow", type(exc).__name__)
+        else:
+            if done["enrolments"]:
+                log.info("retention: erased %d enrolment(s) of %d participant(s)",
+                         done["enrolments"], done["people"])
+        try:
+            self.db.run(privacy.forget_old_sign_ins)
+            staff = self._retire_staff()
+        except Exception as exc:
+            log.error("retention of the people who left failed (%s); tried again tomorrow",
+                      type(exc).__name__)
             return
-        if done["enrolments"]:
-            log.info("retention: erased %d enrolment(s) of %d participant(s)",
-                     done["enrolments"], done["people"])
         if staff:
             log.info("retention: erased %d person(s) who left", staff)
 

@@ -410,7 +410,7 @@ def coach_sign_in_link_requested(session: Session, payload: dict, event_id: str)
 def colleague_invited(session: Session, payload: dict, event_id: str):
     _write(session, [_notice(f"{event_id}:portal:colleague_invited", "colleague_invited",
                              "municipality", payload["email"], payload["name"],
-                             {"municipality": payload["municipality"],
+                             {"municipality": payload["municipality"], "ags": payload["ags"],
                               "invited_by": payload["invited_by"],
                               "portal_url": payload["portal_url"],
                               "programme_name": PORTAL_SIGN_OFF}, now())])

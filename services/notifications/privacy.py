@@ -103,14 +103,16 @@ def participant_erased(session: Session, payload: dict, mail_dir: Path | None = 
 
 
 def recipient_erased(session: Session, email: str, stand_in: str, coach_ids=(),
-                     mail_dir: Path | None = None, names=(), municipalities=()) -> dict:
+                     mail_dir: Path | None = None, names=(), municipalities=(),
+                     bodies=()) -> dict:
     """The erasure of a coach, an office member or a municipal clerk who left reaches the
     mail log: mails to them (or copied to them, as to a municipality's contact) not yet sent
     are dropped or lose the copy; the sent ones keep only that they were sent (no address,
     no values, no file). A coach's Navigators' mails that name them (by address, or by the
     coach's ids in the mail's key, as the mail about their departure), and the invitations
-    a former contact sent (by their ``names`` and the ``municipalities`` they were the
-    contact of), lose the name and address from their values. (Those mails' files belong to
+    a former contact sent (by their ``names`` and the ``bodies``, AGS, they were the contact
+    of; by the ``municipalities``' names for invitations written before they kept the AGS),
+    lose the name and address from their values. (Those mails' files belong to
     their recipients and go with the mail log's retention.) A contact row still holding the
     address (its successor's announcement not yet here) gets the pseudonym until it comes."""
     email = email.strip().lower()
@@ -135,7 +137,7 @@ def recipient_erased(session: Session, email: str, stand_in: str, coach_ids=(),
     session.execute(update(Contact).where(func.lower(Contact.contact_email) == email)
                     .values(contact_name=privacy.ERASED_NAME, contact_email=stand_in))
     naming = 0
-    names, municipalities = set(names), set(municipalities)
+    names, municipalities, bodies = set(names), set(municipalities), set(bodies)
     for notice in session.scalars(select(Notice).where(Notice.id.not_in(
             [n.id for n in to_them]), or_(privacy.in_json_text(Notice.context, email),
                                           *(Notice.dedup_key.contains(f":{i}") for i in ids),
@@ -148,7 +150,8 @@ def recipient_erased(session: Session, email: str, stand_in: str, coach_ids=(),
             if by_address:
                 context["coach_email"] = stand_in
         if notice.template == "colleague_invited" and context.get("invited_by") in names \
-                and context.get("municipality") in municipalities:
+                and (context["ags"] in bodies if "ags" in context
+                     else context.get("municipality") in municipalities):
             context["invited_by"] = privacy.ERASED_NAME
         if context != (notice.context or {}):
             notice.context = context

@@ -23,7 +23,7 @@ from services.common.clock import calendar_today
 from services.common.entrypoints import GroupCommits, Operator, event_handler, rpc
 from services.common.errors import ValidationFailed
 from services.common.events import parse_event
-from services.common.schemas import EnrolmentIdsIn, load
+from services.common.schemas import EnrolmentIdsIn, ags_field, load
 from services.common.logs import LogContext
 from services.common.metrics import Metrics
 from services.common.outbox import handle_in_group, handle_once
@@ -50,6 +50,7 @@ class RecipientErasureIn(Schema):
                         load_default=list, validate=validate.Length(max=100))
     municipalities = fields.List(fields.String(validate=validate.Length(min=1, max=200)),
                                  load_default=list, validate=validate.Length(max=12_000))
+    bodies = fields.List(ags_field(), load_default=list, validate=validate.Length(max=12_000))
 
 
 RECIPIENT_ERASURE_IN = RecipientErasureIn()
@@ -400,17 +401,18 @@ class NotificationsService:
 
     @rpc(OPERATOR)
     def erase_recipient_mail(self, email, stand_in, coach_ids=None, names=None,
-                             municipalities=None):
+                             municipalities=None, bodies=None):
         """The erasure of a coach, office member or municipal clerk who left: the mails to
         them and the values that name them in others' mails (enrolment calls this first,
         then erases its own rows)."""
         self.operator.require()
         data = load(RECIPIENT_ERASURE_IN, {"email": email, "stand_in": stand_in,
                                            "coach_ids": coach_ids or [], "names": names or [],
-                                           "municipalities": municipalities or []}, "erasure")
+                                           "municipalities": municipalities or [],
+                                           "bodies": bodies or []}, "erasure")
         return self.db.run(privacy.recipient_erased, data["email"], data["stand_in"],
                            data["coach_ids"], self.mailer.mail_dir, data["names"],
-                           data["municipalities"])
+                           data["municipalities"], data["bodies"])
 
     @rpc(PUBLIC)
     def health(self):

@@ -155,7 +155,8 @@ def test_a_removed_colleague_and_a_former_contact_are_erased(db, mail_log, tmp_p
     assert found["municipalities"] == ["Walldorf", "Wiesloch"]
     mails = mail_log.run(mail_privacy.recipient_erased, ERIKA, "p2@erased.invalid",
                          mail_dir=tmp_path / "files", names=found["names"],
-                         municipalities=found["municipalities"])
+                         municipalities=found["municipalities"],
+                         bodies=found["contact_bodies"])
     # links to her were never sent here (pending): dropped; the copy to her is gone; the
     # invitations she sent (the first one scrubbed with Max already, then the second) no
     # longer name her; Nußloch's Erika still invites Nora.
@@ -205,3 +206,20 @@ def test_an_access_request_shows_the_clerk_s_portal_access(db):
     assert [(c["municipality"], c["name"], c["removed_at"]) for c in of_max["colleague_of"]] \
         == [("Wiesloch", "Max Mustermann", None)]
     assert of_max["contact_of"] == [] and of_max["sessions"] == 0
+
+
+def test_only_events_already_sent_are_scrubbed(db):
+    """An erasure waits for the events about the person; one written after that check (they
+    were let in again meanwhile) is newer than the erasure and reaches them as it is."""
+    erika = signed_in(db, "08226098", ERIKA)
+    db.run(portal.invite_colleague, "08226098", erika, "Max Mustermann", MAX, PORTAL)
+    publish_all(db)
+    db.run(portal.request_sign_in, MAX, LINKS)  # not sent yet
+    assert db.run(privacy._scrub_person_events, MAX, set(), "p@erased.invalid") == 1
+    left = db.run(lambda s: {m.event_type: (m.envelope["payload"]["email"], m.published_at)
+                             for m in s.scalars(select(OutboxMessage).where(
+                                 OutboxMessage.event_type.in_(
+                                     ["colleague_invited", "sign_in_link_requested"])))
+                             if m.envelope["payload"].get("name") != "Erika Muster"})
+    assert left["colleague_invited"][0] == "p@erased.invalid"
+    assert left["sign_in_link_requested"] == (MAX, None)
