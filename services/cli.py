@@ -909,7 +909,8 @@ def privacy_retention(obj: Context, today):
         sys.exit(2)
     result = obj.run(enrolment_privacy.apply_retention, callers.service_key(obj.config), day)
     click.echo(f"erased {result['enrolments']} enrolment(s) of {result['people']} "
-               "participant(s) whose retention period ended")
+               f"participant(s) and {result['navigators']} replaced Navigator(s) whose "
+               "retention period ended")
     obj.run(enrolment_privacy.forget_old_sign_ins)
     days = enrolment_privacy.staff_retention_days(obj.config)
     due = obj.run(enrolment_privacy.staff_who_left, days, day)

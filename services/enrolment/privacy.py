@@ -481,17 +481,38 @@ def forget_old_sign_ins(session: Session, moment: datetime | None = None):
     coaching.DESK.forget_old(session, moment)
 
 
+def replaced_navigators(session: Session, today: date) -> list[str]:
+    """Addresses of people who were a coaching programme's Navigator and were replaced
+    longer ago than that programme's retention period, with no Navigator row of theirs
+    still active or still within its period (their enrolments follow their own rule)."""
+    rows = session.execute(
+        select(Navigator.email, Navigator.replaced_at, Programme.retention_days)
+        .join(Programme, Programme.id == Navigator.programme_id)
+        .where(Navigator.email.not_like(f"%@{privacy.ERASED_DOMAIN}"))).all()
+    due: dict[str, bool] = {}
+    for email, replaced_at, days in rows:
+        over = replaced_at is not None and calendar_day(replaced_at) + timedelta(
+            days=days) < today
+        due[email] = due.get(email, True) and over
+    return sorted(email for email, over in due.items() if over)
+
+
 def apply_retention(session: Session, key: bytes, today: date | None = None,
                     moment: datetime | None = None) -> dict:
-    """Erase what has expired, one erasure (and one event) per person."""
+    """Erase what has expired, one erasure (and one event) per person: enrolments, and
+    Navigators replaced longer ago than their programme keeps data."""
     today = today or calendar_day(now())
     by_person: dict[str, list[Enrolment]] = {}
     for enrolment in expired(session, today):
         by_person.setdefault(enrolment.email, []).append(enrolment)
-    erase_people(session, [(privacy.email_key(key, email), enrolments)
-                           for email, enrolments in by_person.items()],
-                 "retention", "retention period of the programme ended", moment)
-    return {"people": len(by_person), "enrolments": sum(map(len, by_person.values()))}
+    navigators = [a for a in replaced_navigators(session, today) if a not in by_person]
+    erased = erase_people(session, [(privacy.email_key(key, email), enrolments)
+                                    for email, enrolments in by_person.items()]
+                          + [(privacy.email_key(key, address), [], address)
+                             for address in navigators],
+                          "retention", "retention period of the programme ended", moment)
+    return {"people": len(by_person), "enrolments": sum(map(len, by_person.values())),
+            "navigators": sum(e["navigators"] for e in erased)}
 
 
 STAFF_RETENTION_DAYS = 365

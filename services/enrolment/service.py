@@ -779,9 +779,10 @@ class EnrolmentService:
         except Exception as exc:  # by type only: a database error may quote a row
             log.error("retention run failed (%s); tried again tomorrow", type(exc).__name__)
         else:
-            if done["enrolments"]:
-                log.info("retention: erased %d enrolment(s) of %d participant(s)",
-                         done["enrolments"], done["people"])
+            if done["enrolments"] or done["navigators"]:
+                log.info("retention: erased %d enrolment(s) of %d participant(s), %d replaced "
+                         "Navigator(s)", done["enrolments"], done["people"],
+                         done["navigators"])
         try:
             self.db.run(privacy.forget_old_sign_ins)
             staff = self._retire_staff()

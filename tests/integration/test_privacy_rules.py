@@ -79,8 +79,8 @@ def test_retention_erases_what_expired_through_the_erasure_path(enrolment_db, wo
     coming = enrol(enrolment_db, world, world["coming"], 3)
 
     # Today: the completed course ended 47 days ago (> 30); the cancellation is from today.
-    assert enrolment_db.run(privacy.apply_retention, KEY, TODAY) == {"people": 1,
-                                                                    "enrolments": 1}
+    assert enrolment_db.run(privacy.apply_retention, KEY, TODAY) == {
+        "people": 1, "enrolments": 1, "navigators": 0}
     [event] = erased_events(enrolment_db)
     assert event["cause"] == "retention"
     assert [e["enrolment_id"] for e in event["enrolments"]] == [completed["id"]]

@@ -521,3 +521,36 @@ def test_a_coach_who_left_can_be_erased_in_every_programme(db):
         db.run(privacy.erase_coach, "lehmann@ssg.example")
     again, _ = db.run(coaching.register_coach, "SN-DN", "Lotse Lehmann", "lehmann@ssg.example", 3)
     assert again.id not in {lehmann.id, other_row.id}
+
+
+def test_a_navigator_replaced_longer_ago_than_the_retention_period_is_erased(db):
+    """Retention counts from the replacement: the old Navigator goes through the one erasure
+    path (participant_erased naming their Navigator row), the one who followed stays, and
+    someone who is still a Navigator elsewhere waits until that ends too."""
+    from sqlalchemy import select, update
+
+    from services.enrolment import privacy
+    from services.enrolment.models import Navigator
+    first = db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(1))
+    db.run(coaching.name_navigator, DRESDEN, "SN-DN", person(2), replace=True)
+    db.run(coaching.name_navigator, LEIPZIG, "SN-DN", person(3))
+    db.run(coaching.name_navigator, LEIPZIG, "SN-DN", person(4), replace=True)
+    db.run(coaching.name_navigator, PIRNA, "SN-DN", person(3))  # 3 carries on in Pirna
+    long_ago = datetime.now(timezone.utc) - timedelta(days=800)  # the default keeps 730
+    db.run(lambda s: s.execute(update(Navigator).where(Navigator.replaced_at.is_not(None))
+                               .values(replaced_at=long_ago)))
+    today = calendar_today()
+    assert db.run(privacy.replaced_navigators, today) == ["navigator1@sachsen.example"]
+    assert db.run(privacy.replaced_navigators, today - timedelta(days=100)) == []
+    done = db.run(privacy.apply_retention, b"k" * 32, today)
+    assert (done["navigators"], done["enrolments"]) == (1, 0)
+    rows = db.run(lambda s: {str(n.id): (n.given_name, n.email) for n in s.scalars(
+        select(Navigator))})
+    assert rows[first["id"]][0] == "gelöscht"
+    assert rows[first["id"]][1].endswith("@erased.invalid")
+    assert sorted(email for _, email in rows.values() if "sachsen" in email) == [
+        "navigator2@sachsen.example", "navigator3@sachsen.example",
+        "navigator3@sachsen.example", "navigator4@sachsen.example"]
+    [erased] = events(db, "participant_erased")
+    assert erased["navigators"] == [first["id"]] and erased["enrolments"] == []
+    assert db.run(privacy.apply_retention, b"k" * 32, today)["navigators"] == 0
