@@ -104,11 +104,14 @@ def erase_enrolments(session: Session, enrolments: list[Enrolment], cause: str,
 
 
 def erase_people(session: Session, people: list[tuple[str, list[Enrolment]]], cause: str,
-                 reason: str | None, moment: datetime | None = None) -> list[dict]:
+                 reason: str | None, moment: datetime | None = None,
+                 keep_navigators: frozenset = frozenset()) -> list[dict]:
     """Erase several people at once, ``(email key, their enrolments[, their address])``
     each: one pseudonym, one record and one ``participant_erased`` per person; the stored
     events and idempotency answers are scrubbed in one pass for all of them. The address
-    finds them as a coaching programme's Navigator even without an enrolment."""
+    finds them as a coaching programme's Navigator even without an enrolment; the
+    addresses in ``keep_navigators`` keep their Navigator rows (retention: still within
+    their own period)."""
     if not people:
         return []
     moment = moment or now()
@@ -117,7 +120,7 @@ def erase_people(session: Session, people: list[tuple[str, list[Enrolment]]], ca
         pseudonym = privacy.new_pseudonym()
         stand_in = privacy.erased_participant(pseudonym)
         # The same person as a coaching programme's Navigator (their enrolments' address).
-        addresses = {e.email for e in enrolments} | set(address)
+        addresses = ({e.email for e in enrolments} | set(address)) - keep_navigators
         named = []
         if addresses:
             named = list(session.scalars(update(Navigator).where(
@@ -505,12 +508,13 @@ def apply_retention(session: Session, key: bytes, today: date | None = None,
     by_person: dict[str, list[Enrolment]] = {}
     for enrolment in expired(session, today):
         by_person.setdefault(enrolment.email, []).append(enrolment)
-    navigators = [a for a in replaced_navigators(session, today) if a not in by_person]
+    due = set(replaced_navigators(session, today))
     erased = erase_people(session, [(privacy.email_key(key, email), enrolments)
                                     for email, enrolments in by_person.items()]
                           + [(privacy.email_key(key, address), [], address)
-                             for address in navigators],
-                          "retention", "retention period of the programme ended", moment)
+                             for address in sorted(due - set(by_person))],
+                          "retention", "retention period of the programme ended", moment,
+                          keep_navigators=frozenset(set(by_person) - due))
     return {"people": len(by_person), "enrolments": sum(map(len, by_person.values())),
             "navigators": sum(e["navigators"] for e in erased)}
 

@@ -104,6 +104,30 @@ def test_retention_erases_what_expired_through_the_erasure_path(enrolment_db, wo
     assert enrolment_db.run(lambda s: s.scalar(select(func.count()).select_from(Erasure))) == 3
 
 
+def test_retention_of_an_enrolment_leaves_the_person_s_active_navigator_row(
+        enrolment_db, world):
+    """The participant's seminar ended long ago, but they are their body's Navigator in a
+    coaching programme now: the enrolment is erased, the Navigator row (still coaching)
+    keeps them."""
+    from services.enrolment import coaching
+    from services.enrolment.models import Navigator
+
+    def coaching_programme(session):
+        programme = domain.create_programme(session, dict(PROGRAMME, code="BW-DN",
+                                                          name="Digital-Navigatoren"))
+        coaching.define(session, programme, [{"key": "agenda", "title": "Agenda",
+                                              "due_days": 30}])
+    enrolment_db.run(coaching_programme)
+    done = enrol(enrolment_db, world, world["past"], 1)
+    enrolment_db.run(coaching.name_navigator, world["ags"], "BW-DN", person(1))
+    assert enrolment_db.run(privacy.apply_retention, KEY,
+                            TODAY + timedelta(days=30))["enrolments"] == 1
+    assert enrolment_db.run(lambda s: s.get(Enrolment, uuid.UUID(done["id"])).erased_at)
+    assert enrolment_db.run(lambda s: s.scalars(select(Navigator.email)).all()) == [
+        person(1)["email"]]
+    assert [e["navigators"] for e in erased_events(enrolment_db)] == [[]]
+
+
 def test_erasure_is_refused_while_a_course_runs_and_for_unknown_addresses(enrolment_db, world):
     enrolled = enrol(enrolment_db, world, world["coming"], 4)
     with pytest.raises(RuleViolation) as refused:
