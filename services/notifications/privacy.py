@@ -41,14 +41,16 @@ def remove_files(mail_dir: Path | None, notice_ids) -> int:
 
 def _legacy_notices(session: Session, emails: set, names: set) -> list:
     """Notices from before each kept its enrolment id: the participant's by address, the
-    municipality's about them by the name they mention."""
+    municipality's about them by the name they mention. (A coaching programme's mails to
+    the Navigator and their coach are found by the Navigator's id, when the erasure names
+    it: retention may erase an enrolment while its person still coaches as Navigator.)"""
     found = []
     for notice_id, to_email, context in session.execute(
             select(Notice.id, Notice.to_email, Notice.context)
-            .where(Notice.enrolment_id.is_(None))):
+            .where(Notice.enrolment_id.is_(None),
+                   Notice.recipient_role.not_in(("navigator", "coach")))):
         context = context or {}
-        if to_email in emails or context.get("participant_name") in names \
-                or context.get("navigator_name") in names:  # a coach's mail about them
+        if to_email in emails or context.get("participant_name") in names:
             found.append(notice_id)
     return found
 

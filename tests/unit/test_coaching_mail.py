@@ -170,3 +170,27 @@ def test_a_coach_erased_leaves_the_mail_log_without_their_address(db, tmp_path):
         [stand_in, stand_in, "None"])
     assert not (tmp_path / f"{to_lehmann}.eml").exists()
     assert {r.to_email for r in rows} >= {"lange@ssg.example", NAVIGATOR["email"]}
+
+
+def test_an_erased_enrolment_leaves_the_mails_of_its_person_as_navigator(db):
+    """Retention erased Karin's old seminar enrolment while she still coaches as Navigator:
+    the erasure names no Navigator row, so her coaching mails stay (they are found by the
+    Navigator's id when one is erased)."""
+    from services.notifications.models import KnownEnrolment
+    navigator_id, enrolment_id = uuid.uuid4(), uuid.uuid4()
+    db.run(domain.navigator_named, coaching_payload(navigator_id, replaces_id=None), "n1")
+    db.run(lambda s: s.add(KnownEnrolment(
+        enrolment_id=enrolment_id, ags="14628270", course_id=uuid.uuid4(),
+        given_name=NAVIGATOR["given_name"], family_name=NAVIGATOR["family_name"],
+        email=NAVIGATOR["email"], status="completed", course={}, first_module_on=None,
+        version=1)))
+    erasure = {"erasure_id": uuid.uuid4(), "pseudonym": "abcdef123456", "cause": "retention",
+               "erased_at": datetime.now(timezone.utc),
+               "enrolments": [{"enrolment_id": enrolment_id, "programme_id": uuid.uuid4(),
+                               "course_id": uuid.uuid4(), "ags": "14628270"}],
+               "navigators": []}
+    db.run(privacy.participant_erased, erasure)
+    assert notices(db) == [("navigator_named", "karin@pirna.example", "pending")]
+    db.run(privacy.participant_erased, dict(erasure, erasure_id=uuid.uuid4(),
+                                            navigators=[str(navigator_id)]))
+    assert notices(db) == []
