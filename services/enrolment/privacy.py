@@ -203,8 +203,12 @@ def _wait_for_events_about(session: Session, address: str, ids: set[str], who: s
     if session.scalar(select(func.count()).select_from(table).where(
             table.c.published_at.is_(None),
             or_(*(privacy.in_json_text(table.c.envelope, i) for i in {address, *ids})))):
-        raise RuleViolation(f"events that name the {who} are still being sent; try again in a "
-                            "minute", {"email": [f"events naming the {who} not yet sent"]})
+        raise _still_being_sent(who)
+
+
+def _still_being_sent(who: str) -> RuleViolation:
+    return RuleViolation(f"events that name the {who} are still being sent; try again in a "
+                         "minute", {"email": [f"events naming the {who} not yet sent"]})
 
 
 def erase_coach(session: Session, email: str, pseudonym: str | None = None,
@@ -358,8 +362,16 @@ def clerk_to_erase(session: Session, email: str, lock: bool = False) -> dict:
         raise NotFound("the portal holds nothing of this e-mail address (an erased clerk is "
                        "not found by it)", {"email": ["no contact or colleague with this "
                                                       "address"]})
-    # the invitations they sent as the contact name them only by name
-    _wait_for_events_about(session, address, names, "clerk")
+    _wait_for_events_about(session, address, set(), "clerk")
+    # The invitations they sent as the contact name them only by name: those of their
+    # bodies (a name such as "Hauptamt" stands in every body's events).
+    if contact_bodies and any(
+            (envelope.get("payload") or {}).get("ags") in contact_bodies
+            and (envelope.get("payload") or {}).get("invited_by") in names
+            for envelope in session.scalars(select(OutboxMessage.envelope).where(
+                OutboxMessage.published_at.is_(None),
+                OutboxMessage.event_type == "colleague_invited"))):
+        raise _still_being_sent("clerk")
     municipalities = session.scalars(select(Body.name).where(Body.ags.in_(contact_bodies))
                                      ).all() if contact_bodies else []
     return {"colleagues": rows, "former": former, "names": sorted(names),

@@ -172,6 +172,9 @@ def test_a_removed_colleague_and_a_former_contact_are_erased(db, mail_log, tmp_p
     assert db.run(lambda s: sorted((f.ags, f.name) for f in s.scalars(
         select(FormerContact).where(FormerContact.email == ERIKA)))) == [
         ("08226095", "Erika Muster"), ("08226098", "Erika Muster")]
+    # Nußloch's Erika Muster invites someone meanwhile: not about her, so no wait
+    db.run(portal.invite_colleague, "08226062", nussloch, "Nils Neu", "nils@nussloch.example",
+           PORTAL)
     gone = db.run(privacy.erase_clerk, ERIKA, "p2")
     assert (gone["colleague_rows"], gone["contact_rows"], gone["events_scrubbed"]) == (0, 2, 6)
     assert db.run(lambda s: sorted((f.name, f.email) for f in s.scalars(
