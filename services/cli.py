@@ -812,33 +812,14 @@ def privacy_erase_clerk(obj: Context, email):
                f"{mails['notices_naming']} to others no longer name them")
 
 
-def _staff_steps(kind: str, email: str):
-    """(the check that refuses or says what the mail log needs, the erasure) of a coach
-    (``coach``), an office member (``office``) or a municipal clerk (``clerk``)."""
-    from services.enrolment import privacy as enrolment_privacy
-    if kind == "coach":
-        return (lambda s: {"coach_ids": [c.id for c in enrolment_privacy.coaches_to_erase(
-            s, email)]}), enrolment_privacy.erase_coach
-    if kind == "office":
-        def member(session) -> dict:  # refuses, or nothing to add: a member coaches no one
-            enrolment_privacy.office_member_to_erase(session, email)
-            return {}
-        return member, enrolment_privacy.erase_office_member
-
-    def clerk(session) -> dict:
-        found = enrolment_privacy.clerk_to_erase(session, email)
-        return {"names": found["names"], "municipalities": found["municipalities"],
-                "bodies": found["contact_bodies"]}
-    return clerk, enrolment_privacy.erase_clerk
-
-
 def _erase_person(obj: Context, kind: str, email: str, strict: bool = True):
     """The CLI's erasure of someone who worked on the programme: the check refuses (or gives
     what the mail log needs), then the mail log, then enrolment's rows and events. A refusal
     ends the command, or (``strict=False``, the retention run) gives None."""
     from services.common import privacy as common_privacy
+    from services.enrolment import privacy as enrolment_privacy
     from services.notifications import privacy as mail_privacy
-    check, erase = _staff_steps(kind, email)
+    check, erase = enrolment_privacy.staff_steps(kind, email)
     enrolment, mail_log = obj.database("enrolment"), obj.database("notifications")
     try:
         named = enrolment.run(check)

@@ -531,6 +531,27 @@ def apply_retention(session: Session, key: bytes, today: date | None = None,
             "navigators": sum(e["navigators"] for e in erased)}
 
 
+def staff_steps(kind: str, email: str):
+    """How someone who worked on the programme and left is erased: (the check, which
+    refuses or answers what the mail log's ``recipient_erased`` needs besides the address,
+    as JSON; the erasure here) for a coach (``coach``), an office member (``office``) or a
+    municipal clerk (``clerk``). The mail log goes between the two."""
+    if kind == "coach":
+        return (lambda s: {"coach_ids": [str(c.id) for c in coaches_to_erase(s, email)]}), \
+            erase_coach
+    if kind == "office":
+        def member(session) -> dict:  # refuses, or nothing to add: a member coaches no one
+            office_member_to_erase(session, email)
+            return {}
+        return member, erase_office_member
+
+    def clerk(session) -> dict:
+        found = clerk_to_erase(session, email)
+        return {"names": found["names"], "municipalities": found["municipalities"],
+                "bodies": found["contact_bodies"]}
+    return clerk, erase_clerk
+
+
 STAFF_RETENTION_DAYS = 365
 
 

@@ -690,22 +690,10 @@ class EnrolmentService:
 
     def _erase_staff(self, kind, email):
         """Someone who worked on the programme and left: their refusal checked first, then
-        the mail log, then the rows and events here."""
-        if kind == "coach":
-            ids = self.db.run(lambda s: [str(c.id) for c in privacy.coaches_to_erase(
-                s, email)], commit=False)
-            return self._erase_person(email, privacy.erase_coach, ids)
-        if kind == "office":
-            self.db.run(privacy.office_member_to_erase, email, commit=False)
-            return self._erase_person(email, privacy.erase_office_member, [])
-        found = self.db.run(privacy.clerk_to_erase, email, commit=False)
-        return self._erase_person(email, privacy.erase_clerk, [], names=found["names"],
-                                  municipalities=found["municipalities"],
-                                  bodies=found["contact_bodies"])
-
-    def _erase_person(self, email, erase, coach_ids, **named):
-        """First the mails in notifications (repeating that is harmless), then, once it
-        answered, the rows and events here; a refusal (checked before) touches neither."""
+        the mail log in notifications (repeating that is harmless), then, once it answered,
+        the rows and events here; a refusal touches neither."""
+        check, erase = privacy.staff_steps(kind, email)
+        named = self.db.run(check, commit=False)
         pseudonym = common_privacy.new_pseudonym()
         seconds = float(self.config.get("EXPORT_TIMEOUT_S") or EXPORT_TIMEOUT_S)
         unavailable = Unavailable(f"notifications did not answer within {seconds:g} s; "
@@ -714,7 +702,7 @@ class EnrolmentService:
         try:
             with eventlet.Timeout(seconds, unavailable):
                 mails = self.notifications.erase_recipient_mail(
-                    email, common_privacy.pseudonym_email(pseudonym), coach_ids, **named)
+                    email, common_privacy.pseudonym_email(pseudonym), **named)
         except UnknownService:
             raise unavailable from None
         return dict(self.db.run(erase, email, pseudonym), mails=mails)
